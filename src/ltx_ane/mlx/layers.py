@@ -1,0 +1,126 @@
+"""Building blocks shared by the MLX VAE: causal 3-D conv, pixel norm, residual blocks, depth/space shuffles.
+
+Activations are channels-last, (B, F, H, W, C), the layout MLX's ``conv3d`` takes. Module and parameter
+names follow ltx-core one-to-one, so checkpoint keys map onto them by stripping a prefix.
+"""
+
+from __future__ import annotations
+
+import mlx.core as mx
+import mlx.nn as nn
+
+
+def pixel_norm(x: mx.array, eps: float = 1e-8) -> mx.array:
+    # rms_norm accumulates in fp32, so x**2 cannot overflow in fp16 the way the reference's formula would.
+    return mx.fast.rms_norm(x, None, eps)
+
+
+def reflect_pad_hw(x: mx.array) -> mx.array:
+    """Reflect-pad H and W by one (torch's 'reflect': the edge itself is not repeated)."""
+    x = mx.concatenate([x[:, :, 1:2], x, x[:, :, -2:-1]], axis=2)
+    return mx.concatenate([x[:, :, :, 1:2], x, x[:, :, :, -2:-1]], axis=3)
+
+
+class CausalConv3d(nn.Module):
+    """A 3x3x3 conv whose time padding repeats edge frames (ltx-core ``CausalConv3d``).
+
+    causal: two copies of frame 0 in front; non-causal: one copy of the first frame in front and one of the last
+    behind. Space is padded by one, with zeros (inside the conv) or by reflection.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, stride=(1, 1, 1), spatial_padding_mode: str = "zeros"):
+        super().__init__()
+        self.conv = nn.Conv3d(in_channels, out_channels, kernel_size=3, stride=stride, padding=0)
+        self.stride = tuple(stride)
+        self.reflect = spatial_padding_mode == "reflect"
+
+    def __call__(self, x: mx.array, causal: bool = True) -> mx.array:
+        first = x[:, :1]
+        if causal:
+            x = mx.concatenate([first, first, x], axis=1)
+        else:
+            x = mx.concatenate([first, x, x[:, -1:]], axis=1)
+        if self.reflect:
+            x = reflect_pad_hw(x)
+            pad = (0, 0, 0)
+        else:
+            pad = (0, 1, 1)
+        return mx.conv3d(x, self.conv.weight, stride=self.stride, padding=pad) + self.conv.bias
+
+
+class ResnetBlock3D(nn.Module):
+    """PixelNorm -> SiLU -> conv -> PixelNorm -> SiLU -> conv, plus the input."""
+
+    def __init__(self, channels: int, spatial_padding_mode: str):
+        super().__init__()
+        self.conv1 = CausalConv3d(channels, channels, spatial_padding_mode=spatial_padding_mode)
+        self.conv2 = CausalConv3d(channels, channels, spatial_padding_mode=spatial_padding_mode)
+
+    def __call__(self, x: mx.array, causal: bool) -> mx.array:
+        h = self.conv1(nn.silu(pixel_norm(x)), causal)
+        h = self.conv2(nn.silu(pixel_norm(h)), causal)
+        return x + h
+
+
+class UNetMidBlock3D(nn.Module):
+    """A ``res_x`` block: ``num_layers`` residual blocks at one width."""
+
+    def __init__(self, channels: int, num_layers: int, spatial_padding_mode: str):
+        super().__init__()
+        self.res_blocks = [ResnetBlock3D(channels, spatial_padding_mode) for _ in range(num_layers)]
+
+    def __call__(self, x: mx.array, causal: bool) -> mx.array:
+        for block in self.res_blocks:
+            x = block(x, causal)
+        return x
+
+
+def depth_to_space(x: mx.array, stride: tuple[int, int, int]) -> mx.array:
+    """(B, F, H, W, C*pt*ph*pw) -> (B, F*pt, H*ph, W*pw, C), channels ordered (c, pt, ph, pw) as in ltx-core."""
+    b, f, h, w, c = x.shape
+    pt, ph, pw = stride
+    c_out = c // (pt * ph * pw)
+    x = x.reshape(b, f, h, w, c_out, pt, ph, pw)
+    x = x.transpose(0, 1, 5, 2, 6, 3, 7, 4)
+    return x.reshape(b, f * pt, h * ph, w * pw, c_out)
+
+
+def space_to_depth(x: mx.array, stride: tuple[int, int, int]) -> mx.array:
+    """Inverse of :func:`depth_to_space`: channels come out ordered (c, pt, ph, pw)."""
+    b, f, h, w, c = x.shape
+    pt, ph, pw = stride
+    x = x.reshape(b, f // pt, pt, h // ph, ph, w // pw, pw, c)
+    x = x.transpose(0, 1, 3, 5, 7, 2, 4, 6)
+    return x.reshape(b, f // pt, h // ph, w // pw, c * pt * ph * pw)
+
+
+def patchify(x: mx.array, patch: int) -> mx.array:
+    """(B, F, H, W, C) pixels -> (B, F, H/p, W/p, C*p*p), channels ordered (c, w-offset, h-offset) as in ltx-core."""
+    b, f, h, w, c = x.shape
+    x = x.reshape(b, f, h // patch, patch, w // patch, patch, c)
+    x = x.transpose(0, 1, 2, 4, 6, 5, 3)
+    return x.reshape(b, f, h // patch, w // patch, c * patch * patch)
+
+
+def unpatchify(x: mx.array, patch: int) -> mx.array:
+    """Inverse of :func:`patchify`."""
+    b, f, h, w, cpp = x.shape
+    c = cpp // (patch * patch)
+    x = x.reshape(b, f, h, w, c, patch, patch)  # (c, w-offset, h-offset)
+    x = x.transpose(0, 1, 2, 6, 3, 5, 4)
+    return x.reshape(b, f, h * patch, w * patch, c)
+
+
+class PerChannelStatistics(nn.Module):
+    """The latent's per-channel mean and std, under the checkpoint's own (hyphenated) names."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self["mean-of-means"] = mx.zeros((channels,))
+        self["std-of-means"] = mx.ones((channels,))
+
+    def normalize(self, x: mx.array) -> mx.array:
+        return (x - self["mean-of-means"].astype(x.dtype)) / self["std-of-means"].astype(x.dtype)
+
+    def un_normalize(self, x: mx.array) -> mx.array:
+        return x * self["std-of-means"].astype(x.dtype) + self["mean-of-means"].astype(x.dtype)

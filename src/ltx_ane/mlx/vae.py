@@ -1,0 +1,145 @@
+"""The LTX-2 / LTX-2.3 video VAE in MLX: ``VideoDecoder`` and ``VideoEncoder``, sized from their configs.
+
+Public methods take and return channels-first tensors, (B, C, F, H, W) as in ltx-core; inside, everything
+is channels-last. Frame 0 of a latent covers one pixel frame and every later one covers ``time_scale``.
+"""
+
+from __future__ import annotations
+
+import mlx.core as mx
+import mlx.nn as nn
+
+from ltx_ane.config import Block, DecoderConfig, EncoderConfig
+from ltx_ane.mlx.layers import (
+    CausalConv3d,
+    PerChannelStatistics,
+    UNetMidBlock3D,
+    depth_to_space,
+    patchify,
+    pixel_norm,
+    space_to_depth,
+    unpatchify,
+)
+
+
+def to_channels_last(x: mx.array) -> mx.array:
+    return x.transpose(0, 2, 3, 4, 1)
+
+
+def to_channels_first(x: mx.array) -> mx.array:
+    return x.transpose(0, 4, 1, 2, 3)
+
+
+class DepthToSpaceUpsample(nn.Module):
+    """Decoder upsampling: conv to more channels, depth-to-space, drop frame 0 when time doubles.
+
+    With ``residual`` the input itself, shuffled the same way and tiled over channels, is added back.
+    """
+
+    def __init__(self, channels: int, block: Block, spatial_padding_mode: str):
+        super().__init__()
+        self.stride = block.stride
+        self.multiplier = block.multiplier
+        self.residual = block.residual
+        prod = self.stride[0] * self.stride[1] * self.stride[2]
+        self.conv = CausalConv3d(channels, prod * channels // block.multiplier, spatial_padding_mode=spatial_padding_mode)
+
+    def __call__(self, x: mx.array, causal: bool) -> mx.array:
+        drop_first = self.stride[0] == 2
+        if self.residual:
+            prod = self.stride[0] * self.stride[1] * self.stride[2]
+            skip = depth_to_space(x, self.stride)
+            skip = mx.tile(skip, (1, 1, 1, 1, prod // self.multiplier))
+            if drop_first:
+                skip = skip[:, 1:]
+        x = depth_to_space(self.conv(x, causal), self.stride)
+        if drop_first:
+            x = x[:, 1:]
+        return x + skip if self.residual else x
+
+
+class SpaceToDepthDownsample(nn.Module):
+    """Encoder downsampling (``compress_*_res``): space-to-depth of a conv's output plus a group-averaged skip."""
+
+    def __init__(self, in_channels: int, out_channels: int, stride, spatial_padding_mode: str):
+        super().__init__()
+        self.stride = tuple(stride)
+        prod = self.stride[0] * self.stride[1] * self.stride[2]
+        self.group_size = in_channels * prod // out_channels
+        self.conv = CausalConv3d(in_channels, out_channels // prod, spatial_padding_mode=spatial_padding_mode)
+
+    def __call__(self, x: mx.array, causal: bool = True) -> mx.array:
+        if self.stride[0] == 2:
+            x = mx.concatenate([x[:, :1], x], axis=1)
+        skip = space_to_depth(x, self.stride)
+        *lead, c = skip.shape
+        skip = skip.reshape(*lead, c // self.group_size, self.group_size).mean(axis=-1)
+        return space_to_depth(self.conv(x, causal), self.stride) + skip
+
+
+class VideoDecoder(nn.Module):
+    """Latent (B, C, F, h, w) -> video (B, 3, time_scale*(F-1)+1, space_scale*h, space_scale*w)."""
+
+    def __init__(self, config: DecoderConfig):
+        super().__init__()
+        self.config = config
+        pad = config.spatial_padding_mode
+        self.per_channel_statistics = PerChannelStatistics(config.latent_channels)
+        channels = config.feature_channels
+        self.conv_in = CausalConv3d(config.latent_channels, channels, spatial_padding_mode=pad)
+        self.up_blocks = []
+        for block in reversed(config.blocks):
+            if block.name == "res_x":
+                self.up_blocks.append(UNetMidBlock3D(channels, block.num_layers, pad))
+            else:
+                self.up_blocks.append(DepthToSpaceUpsample(channels, block, pad))
+                channels //= block.multiplier
+        self.conv_out = CausalConv3d(channels, config.out_channels * config.patch_size**2, spatial_padding_mode=pad)
+
+    def decode_channels_last(self, latent: mx.array) -> mx.array:
+        """(B, F, h, w, C) latent -> (B, F', H, W, 3) pixels, all channels-last."""
+        causal = self.config.causal
+        x = self.per_channel_statistics.un_normalize(latent)
+        x = self.conv_in(x, causal)
+        for block in self.up_blocks:
+            x = block(x, causal)
+        x = self.conv_out(nn.silu(pixel_norm(x)), causal)
+        return unpatchify(x, self.config.patch_size)
+
+    def __call__(self, latent: mx.array) -> mx.array:
+        return to_channels_first(self.decode_channels_last(to_channels_last(latent)))
+
+
+class VideoEncoder(nn.Module):
+    """Video (B, 3, 8k+1, H, W) in [-1, 1] -> normalized latent means (B, C, k+1, H/32, W/32)."""
+
+    def __init__(self, config: EncoderConfig):
+        super().__init__()
+        self.config = config
+        pad = config.spatial_padding_mode
+        self.per_channel_statistics = PerChannelStatistics(config.latent_channels)
+        channels = config.latent_channels
+        self.conv_in = CausalConv3d(config.in_channels * config.patch_size**2, channels, spatial_padding_mode=pad)
+        self.down_blocks = []
+        for block in config.blocks:
+            if block.name == "res_x":
+                self.down_blocks.append(UNetMidBlock3D(channels, block.num_layers, pad))
+            elif block.name.endswith("_res"):
+                out = channels * block.multiplier
+                self.down_blocks.append(SpaceToDepthDownsample(channels, out, block.stride, pad))
+                channels = out
+            else:  # a plain strided conv
+                self.down_blocks.append(CausalConv3d(channels, channels, stride=block.stride, spatial_padding_mode=pad))
+        self.conv_out = CausalConv3d(channels, config.out_conv_channels, spatial_padding_mode=pad)
+
+    def encode_channels_last(self, video: mx.array) -> mx.array:
+        """(B, F, H, W, 3) pixels -> (B, F', h, w, C) normalized latent, all channels-last."""
+        x = self.conv_in(patchify(video, self.config.patch_size), True)
+        for block in self.down_blocks:
+            x = block(x, True)
+        x = self.conv_out(nn.silu(pixel_norm(x)), True)
+        means = x[..., : self.config.latent_channels]
+        return self.per_channel_statistics.normalize(means)
+
+    def __call__(self, video: mx.array) -> mx.array:
+        return to_channels_first(self.encode_channels_last(to_channels_last(video)))

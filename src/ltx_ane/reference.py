@@ -1,0 +1,149 @@
+"""The ltx-core (PyTorch) reference: build it, give it random weights, and write checkpoints in the real format.
+
+Used by the parity tests and the benchmarks, never by the MLX path. Needs the ``reference`` extra
+(torch, then ltx-core 1.0.0).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from ltx_ane.errors import LtxAneError
+
+# Present in real checkpoints next to the two statistics the model uses.
+UNUSED_STATISTICS = ("channel", "mean-of-stds", "mean-of-stds_over_std-of-means")
+
+
+def require_reference():
+    try:
+        import ltx_core  # noqa: F401
+        import torch  # noqa: F401
+    except ImportError:
+        raise LtxAneError(
+            "the ltx-core reference is not installed: `pip install torch==2.13.0 && pip install 'ltx-ane[reference]'`"
+        ) from None
+
+
+def _randomize_statistics(module, generator) -> None:
+    import torch
+
+    stats = module.per_channel_statistics
+    c = stats.get_buffer("mean-of-means").shape[0]
+    stats.get_buffer("mean-of-means").copy_(torch.randn(c, generator=generator) * 0.1)
+    stats.get_buffer("std-of-means").copy_(torch.rand(c, generator=generator) + 0.5)
+
+
+def _randomize_parameters(module, generator) -> None:
+    """Deterministic random weights at the scale of torch's default init (fan-in uniform)."""
+    import torch
+
+    with torch.no_grad():
+        for name, p in module.named_parameters():
+            if p.ndim > 1:
+                bound = (1.0 / (p[0].numel())) ** 0.5
+                p.copy_((torch.rand(p.shape, generator=generator) * 2 - 1) * bound)
+            elif name.endswith("weight"):  # norm scales
+                p.copy_(1 + 0.1 * torch.randn(p.shape, generator=generator))
+            else:
+                p.copy_(0.05 * torch.randn(p.shape, generator=generator))
+
+
+def build_decoder(config: dict, seed: int = 0):
+    require_reference()
+    import torch
+    from ltx_core.model.video_vae import VideoDecoderConfigurator
+
+    g = torch.Generator().manual_seed(seed)
+    model = VideoDecoderConfigurator.from_config(config).eval()
+    _randomize_parameters(model, g)
+    _randomize_statistics(model, g)
+    return model
+
+
+def build_encoder(config: dict, seed: int = 0):
+    require_reference()
+    import torch
+    from ltx_core.model.video_vae import VideoEncoderConfigurator
+
+    g = torch.Generator().manual_seed(seed + 1)
+    model = VideoEncoderConfigurator.from_config(config).eval()
+    _randomize_parameters(model, g)
+    _randomize_statistics(model, g)
+    return model
+
+
+def build_upsampler(config: dict, seed: int = 0):
+    require_reference()
+    import torch
+    from ltx_core.model.upsampler import LatentUpsamplerConfigurator
+
+    g = torch.Generator().manual_seed(seed + 2)
+    model = LatentUpsamplerConfigurator.from_config(config).eval()
+    _randomize_parameters(model, g)
+    return model
+
+
+def vae_state_dict(decoder=None, encoder=None) -> dict:
+    """Checkpoint keys as the full LTX-2 files name them, statistics once (plus the unused ones)."""
+    import torch
+
+    out = {}
+    stats = None
+    for part, module in (("decoder", decoder), ("encoder", encoder)):
+        if module is None:
+            continue
+        for key, value in module.state_dict().items():
+            if key.startswith("per_channel_statistics."):
+                stats = module.per_channel_statistics
+                continue
+            out[f"vae.{part}.{key}"] = value
+    if stats is not None:
+        mean = stats.get_buffer("mean-of-means")
+        std = stats.get_buffer("std-of-means")
+        out["vae.per_channel_statistics.mean-of-means"] = mean
+        out["vae.per_channel_statistics.std-of-means"] = std
+        out["vae.per_channel_statistics.channel"] = torch.arange(mean.shape[0], dtype=torch.float32)
+        out["vae.per_channel_statistics.mean-of-stds"] = torch.ones_like(mean)
+    return out
+
+
+def write_checkpoint(path: str | Path, tensors: dict, config: dict | None, dtype: str = "bf16") -> Path:
+    """Save tensors as the real checkpoints are stored: bf16, config JSON under the metadata key ``config``."""
+    import torch
+    from safetensors.torch import save_file
+
+    torch_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[dtype]
+    data = {k: v.detach().to(torch_dtype).contiguous() for k, v in tensors.items()}
+    metadata = {"config": json.dumps(config)} if config is not None else None
+    save_file(data, str(path), metadata=metadata)
+    return Path(path)
+
+
+def load_checkpoint_into(module, path: str | Path, prefix_map: dict[str, str]) -> None:
+    """Load a checkpoint into a reference module (fp32), so both sides use the same rounded weights."""
+    import torch
+    from safetensors.torch import load_file
+
+    state = {}
+    for key, value in load_file(str(path)).items():
+        for file_prefix, model_prefix in prefix_map.items():
+            if key.startswith(file_prefix):
+                name = model_prefix + key[len(file_prefix) :]
+                state[name] = value.to(torch.float32)
+                break
+    state = {k: v for k, v in state.items() if k.split(".")[-1] not in UNUSED_STATISTICS}
+    module.load_state_dict(state, strict=True)
+    module.to(torch.float32)
+
+
+def reference_decoder_from_checkpoint(path: str | Path, config: dict):
+    model = build_decoder(config)
+    load_checkpoint_into(model, path, {"vae.decoder.": "", "vae.per_channel_statistics.": "per_channel_statistics."})
+    return model
+
+
+def reference_encoder_from_checkpoint(path: str | Path, config: dict):
+    model = build_encoder(config)
+    load_checkpoint_into(model, path, {"vae.encoder.": "", "vae.per_channel_statistics.": "per_channel_statistics."})
+    return model
