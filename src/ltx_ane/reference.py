@@ -147,3 +147,14 @@ def reference_encoder_from_checkpoint(path: str | Path, config: dict):
     model = build_encoder(config)
     load_checkpoint_into(model, path, {"vae.encoder.": "", "vae.per_channel_statistics.": "per_channel_statistics."})
     return model
+
+
+def upsampler_state_dict(model) -> dict:
+    """An upscaler's checkpoint keys as the released files name them: bare, blur kernel buffer included."""
+    return dict(model.state_dict())
+
+
+def reference_upsampler_from_checkpoint(path: str | Path, config: dict):
+    model = build_upsampler(config)
+    load_checkpoint_into(model, path, {"": ""})
+    return model

@@ -1,0 +1,310 @@
+"""The LTX-2 latent upscalers (spatial x2, temporal x2) in MLX, and loading them from their checkpoint files.
+
+Module and parameter names follow ltx-core's ``LatentUpsampler`` one-to-one, so an upscaler file's bare keys
+(``initial_conv.weight``, ``res_blocks.0.norm1.bias``, ``upsampler.conv.weight`` ...) map onto it unchanged.
+Activations are channels-last inside, (B, F, H, W, C); ``__call__`` takes and returns (B, C, F, H, W).
+
+GroupNorm statistics span the whole clip (all frames of one batch element), as the reference computes them
+on its 5-D tensors, and are always computed in float32. The statistics and their application are separate
+methods so that :mod:`ltx_ane.upsample` can accumulate them over temporal chunks.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import mlx.core as mx
+import mlx.nn as nn
+
+from ltx_ane.config import UpsamplerConfig, load_config_file, load_preset
+from ltx_ane.errors import LtxAneError
+
+GROUPS = 32
+EPS = 1e-5
+BLUR_KERNEL_KEY = "upsampler.blur_down.kernel"
+
+
+class GroupMoments:
+    """Per (batch, group) element count, mean and sum of squared deviations (M2), float32.
+
+    Chunks merge with Chan et al.'s pairwise update, which avoids the cancellation of a raw sum-of-squares
+    (E[x^2] - E[x]^2) when a group's mean is large against its spread; the result is the same statistic.
+    """
+
+    def __init__(self, count: int, mean: mx.array, m2: mx.array):
+        self.count, self.mean, self.m2 = count, mean, m2
+
+    @classmethod
+    def of(cls, x: mx.array, groups: int = GROUPS) -> "GroupMoments":
+        b, c = x.shape[0], x.shape[-1]
+        xf = x.astype(mx.float32).reshape(b, -1, groups, c // groups)
+        mean = xf.mean(axis=(1, 3))
+        m2 = mx.square(xf - mean[:, None, :, None]).sum(axis=(1, 3))
+        return cls(xf.shape[1] * xf.shape[3], mean, m2)
+
+    def merge(self, other: "GroupMoments") -> "GroupMoments":
+        n = self.count + other.count
+        delta = other.mean - self.mean
+        mean = self.mean + delta * (other.count / n)
+        m2 = self.m2 + other.m2 + mx.square(delta) * (self.count * other.count / n)
+        return GroupMoments(n, mean, m2)
+
+    @property
+    def var(self) -> mx.array:
+        return self.m2 / self.count  # biased, as torch's GroupNorm
+
+    def arrays(self) -> list[mx.array]:
+        return [self.mean, self.m2]
+
+
+class GroupNorm(nn.Module):
+    """torch.nn.GroupNorm(32, C, eps=1e-5) over channels-last input, statistics over every non-batch axis."""
+
+    def __init__(self, channels: int, groups: int = GROUPS, eps: float = EPS):
+        super().__init__()
+        self.groups, self.eps = groups, eps
+        self.weight = mx.ones((channels,))
+        self.bias = mx.zeros((channels,))
+
+    def moments(self, x: mx.array) -> GroupMoments:
+        return GroupMoments.of(x, self.groups)
+
+    def apply(self, x: mx.array, moments: GroupMoments) -> mx.array:
+        """Normalize with given statistics: a per (batch, channel) scale and shift, computed in float32."""
+        c = x.shape[-1]
+        per = c // self.groups
+        inv = mx.repeat(mx.rsqrt(moments.var + self.eps), per, axis=1)  # (B, C)
+        mean = mx.repeat(moments.mean, per, axis=1)
+        scale = inv * self.weight.astype(mx.float32)
+        shift = self.bias.astype(mx.float32) - mean * scale
+        shape = (x.shape[0],) + (1,) * (x.ndim - 2) + (c,)
+        return _affine(x, scale.reshape(shape), shift.reshape(shape))
+
+    def __call__(self, x: mx.array) -> mx.array:
+        return self.apply(x, self.moments(x))
+
+
+def _affine(x: mx.array, scale: mx.array, shift: mx.array) -> mx.array:
+    # Compiled so the float32 round trip fuses into one elementwise pass instead of materializing copies.
+    return (x.astype(mx.float32) * scale + shift).astype(x.dtype)
+
+
+class ResBlock(nn.Module):
+    """conv1 -> GN -> SiLU -> conv2 -> GN, then SiLU(x + residual) (ltx-core ``upsampler.ResBlock``)."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.conv1 = nn.Conv3d(channels, channels, kernel_size=3, padding=1)
+        self.norm1 = GroupNorm(channels)
+        self.conv2 = nn.Conv3d(channels, channels, kernel_size=3, padding=1)
+        self.norm2 = GroupNorm(channels)
+
+    def __call__(self, x: mx.array) -> mx.array:
+        h = nn.silu(self.norm1(self.conv1(x)))
+        h = self.norm2(self.conv2(h))
+        return nn.silu(h + x)
+
+
+class SpatialRationalResampler(nn.Module):
+    """The v1.0 spatial x2 upsampler: per-frame Conv2d to 4x channels and a 2x2 pixel shuffle.
+
+    Its blur-downsample has stride 1 at scale 2 and returns its input unchanged in the reference, so it has no
+    counterpart here; the loader checks its kernel buffer is in the file and leaves it out.
+    """
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.conv = nn.Conv2d(channels, 4 * channels, kernel_size=3, padding=1)
+
+    def __call__(self, x: mx.array) -> mx.array:
+        return spatial_upsample(x, self.conv)
+
+
+def spatial_upsample(x: mx.array, conv: nn.Conv2d) -> mx.array:
+    """(B, F, H, W, C) -> (B, F, 2H, 2W, C): per-frame conv, then depth-to-space with channels (c, ph, pw)."""
+    b, f, h, w, c = x.shape
+    y = conv(x.reshape(b * f, h, w, c))
+    y = y.reshape(b, f, h, w, c, 2, 2).transpose(0, 1, 2, 5, 3, 6, 4)
+    return y.reshape(b, f, 2 * h, 2 * w, c)
+
+
+def temporal_shuffle(y: mx.array) -> mx.array:
+    """(B, F, H, W, 2C) -> (B, 2F, H, W, C), channels ordered (c, pt) as ltx-core's PixelShuffleND(1)."""
+    b, f, h, w, c2 = y.shape
+    y = y.reshape(b, f, h, w, c2 // 2, 2).transpose(0, 1, 5, 2, 3, 4)
+    return y.reshape(b, 2 * f, h, w, c2 // 2)
+
+
+class LatentUpsampler(nn.Module):
+    """Latent (B, C, F, h, w) -> (B, C, F, 2h, 2w) (spatial) or (B, C, 2F-1, h, w) (temporal).
+
+    Works on un-normalized latents; :func:`ltx_ane.upsample.upsample` wraps it with the VAE's statistics.
+    """
+
+    def __init__(self, config: UpsamplerConfig):
+        super().__init__()
+        self.config = config
+        c, mid, n = config.in_channels, config.mid_channels, config.num_blocks_per_stage
+        self.initial_conv = nn.Conv3d(c, mid, kernel_size=3, padding=1)
+        self.initial_norm = GroupNorm(mid)
+        self.res_blocks = [ResBlock(mid) for _ in range(n)]
+        if config.temporal_upsample:
+            self.upsampler = [nn.Conv3d(mid, 2 * mid, kernel_size=3, padding=1)]
+        elif config.rational_resampler:
+            self.upsampler = SpatialRationalResampler(mid)
+        else:
+            self.upsampler = [nn.Conv2d(mid, 4 * mid, kernel_size=3, padding=1)]
+        self.post_upsample_res_blocks = [ResBlock(mid) for _ in range(n)]
+        self.final_conv = nn.Conv3d(mid, c, kernel_size=3, padding=1)
+
+    @property
+    def temporal(self) -> bool:
+        return self.config.temporal_upsample
+
+    @property
+    def upsampler_conv(self):
+        return self.upsampler.conv if isinstance(self.upsampler, SpatialRationalResampler) else self.upsampler[0]
+
+    def norms(self) -> list[GroupNorm]:
+        """Every GroupNorm in the order the forward pass meets them."""
+        out = [self.initial_norm]
+        for block in [*self.res_blocks, *self.post_upsample_res_blocks]:
+            out += [block.norm1, block.norm2]
+        return out
+
+    def upsample_channels_last(self, x: mx.array) -> mx.array:
+        """The middle step alone: (B, F, H, W, mid) -> upsampled, still channels-last."""
+        if self.temporal:
+            return temporal_shuffle(self.upsampler_conv(x))[:, 1:]  # frame 0 stands for one pixel frame
+        return spatial_upsample(x, self.upsampler_conv)
+
+    def forward_channels_last(self, x: mx.array) -> mx.array:
+        x = nn.silu(self.initial_norm(self.initial_conv(x)))
+        for block in self.res_blocks:
+            x = block(x)
+        x = self.upsample_channels_last(x)
+        for block in self.post_upsample_res_blocks:
+            x = block(x)
+        return self.final_conv(x)
+
+    def __call__(self, latent: mx.array) -> mx.array:
+        if latent.ndim != 5 or latent.shape[1] != self.config.in_channels:
+            raise LtxAneError(
+                f"upscaler input must be (B, {self.config.in_channels}, F, h, w), got {list(latent.shape)}"
+            )
+        x = self.forward_channels_last(latent.transpose(0, 2, 3, 4, 1))
+        return x.transpose(0, 4, 1, 2, 3)
+
+
+# ---------------------------------------------------------------------------------------------- loading
+
+
+def kind_of(config: UpsamplerConfig) -> str:
+    return "temporal" if config.temporal_upsample else "spatial"
+
+
+def _kind_from_keys(header) -> str | None:
+    """'spatial'/'temporal' from the upsampler's tensors, or None when the file holds no upscaler."""
+    if "initial_conv.weight" not in header.tensors:
+        return None
+    if "upsampler.conv.weight" in header.tensors:
+        return "spatial"
+    info = header.tensors.get("upsampler.0.weight")
+    if info is None:
+        return None
+    return "temporal" if len(info.shape) == 5 else "spatial"
+
+
+def upsampler_config(source, expected_kind: str | None = None) -> tuple[UpsamplerConfig, Path | None]:
+    """The config of an upscaler source and, unless random, its resolved file.
+
+    Precedence: ``--config FILE``, then the file's embedded metadata, then the preset its keys point to.
+    ``expected_kind`` ('spatial'/'temporal') turns a file passed under the wrong flag into a clear error.
+    """
+    from ltx_ane.weights import read_header, resolve_checkpoint
+
+    path, header = None, None
+    if source.checkpoint:
+        path = resolve_checkpoint(source.checkpoint, wanted_prefix="initial_conv.")
+        header = read_header(path)
+    elif not source.random_weights:
+        raise LtxAneError("no upscaler file given (pass one, or --random-weights)")
+
+    key_kind = None
+    if header is not None:
+        key_kind = _kind_from_keys(header)
+        if key_kind is None and not source.random_weights:
+            what = "a VAE" if header.keys_under("vae.") else "no latent upscaler"
+            raise LtxAneError(f"{path} holds {what} (no 'initial_conv'/'upsampler' tensors)")
+
+    if source.config_file:
+        raw = load_config_file(source.config_file)
+    elif header is not None and header.config() is not None:
+        raw = header.config()
+        if "vae" in raw or "transformer" in raw:
+            raise LtxAneError(f"{path}: the embedded config is not an upscaler's (it has a 'vae'/'transformer' section)")
+    elif key_kind is not None:
+        raw = load_preset(f"{key_kind}-x2")
+        if key_kind == "spatial":
+            # Later releases store the plain Conv2d + pixel-shuffle form under ``upsampler.0``.
+            raw["rational_resampler"] = "upsampler.conv.weight" in header.tensors
+        raw["mid_channels"] = int(header.tensors["initial_conv.weight"].shape[0])
+        print(f"note: {path.name} embeds no config; using the {key_kind}-x2 preset (--config overrides)", file=sys.stderr)
+    elif expected_kind is not None:
+        raw = load_preset(f"{expected_kind}-x2")
+    else:
+        raise LtxAneError("cannot tell which upscaler to build: pass a file or --config")
+
+    config = UpsamplerConfig.from_dict(raw)
+    kind = kind_of(config)
+    where = path if path is not None else "the config"
+    if key_kind is not None and key_kind != kind and not source.random_weights:
+        raise LtxAneError(f"{path}: its tensors are a {key_kind} upscaler's but its config describes a {kind} one")
+    if expected_kind is not None and kind != expected_kind:
+        actual = key_kind if key_kind is not None and not source.random_weights else kind
+        raise LtxAneError(f"{where} is a {actual} upscaler, not a {expected_kind} one (pass it with --{actual})")
+    return config, path
+
+
+def load_upsampler(source, dtype: str = "bf16", expected_kind: str | None = None, seed: int = 0) -> LatentUpsampler:
+    """An MLX ``LatentUpsampler`` from a ``loading.Source``: its file (strictly), or random weights."""
+    from ltx_ane.loading import mlx_dtype
+    from ltx_ane.weights import apply_weights, load_tensors, read_header
+
+    config, path = upsampler_config(source, expected_kind)
+    model = LatentUpsampler(config)
+    if source.random_weights:
+        randomize(model, mlx_dtype(dtype), seed)
+        return model
+    header = read_header(path)
+    if config.spatial_upsample and config.rational_resampler:
+        info = header.tensors.get(BLUR_KERNEL_KEY)
+        if info is None:
+            raise LtxAneError(f"{path}: weights do not match the model config: 1 missing ({BLUR_KERNEL_KEY})")
+        if info.shape != (1, 1, 5, 5):
+            raise LtxAneError(f"{path}: {BLUR_KERNEL_KEY} has shape {list(info.shape)}, expected [1, 1, 5, 5]")
+    # The blur kernel is a fixed buffer with no role at scale 2; every other tensor must match the model.
+    drop = BLUR_KERNEL_KEY if config.rational_resampler else None
+    tensors = load_tensors(path, {"": ""}, ignore=lambda k: k == drop)
+    apply_weights(model, tensors, mlx_dtype(dtype), source=f"{path} ({kind_of(config)} upscaler)")
+    return model
+
+
+def randomize(model: LatentUpsampler, dtype, seed: int = 0) -> None:
+    """Real-architecture random weights: fan-in uniform convs, GroupNorm scales near 1."""
+    from mlx.utils import tree_flatten, tree_unflatten
+
+    mx.random.seed(seed)
+    params = []
+    for name, p in tree_flatten(model.parameters()):
+        if p.ndim > 1:
+            bound = (1.0 / (p[0].size)) ** 0.5
+            p = mx.random.uniform(-bound, bound, p.shape)
+        elif name.endswith("norm1.weight") or name.endswith("norm2.weight") or name == "initial_norm.weight":
+            p = 1 + 0.1 * mx.random.normal(p.shape)
+        else:
+            p = 0.05 * mx.random.normal(p.shape)
+        params.append((name, p.astype(dtype)))
+    model.update(tree_unflatten(params))
+    mx.eval(model.parameters())
