@@ -38,6 +38,9 @@ def atomic_output(path: str | Path, suffix: str | None = None) -> Iterator[Path]
         raise LtxAneError(f"cannot write {path}: {e.strerror}") from None
     os.close(fd)
     tmp = Path(tmp)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; the final file should look like any other output
     try:
         yield tmp
         os.replace(tmp, path)
@@ -139,3 +142,44 @@ def write_video_tensor(path: str | Path, video: np.ndarray, fps: float | None = 
     meta = {"fps": str(fps)} if fps is not None else {}
     with atomic_output(path) as tmp:
         save_file({"video": np.ascontiguousarray(video, dtype=np.float32)}, str(tmp), metadata=meta)
+
+
+class RawVideoWriter:
+    """Stream (B, 3, f, H, W) chunks into a raw-video safetensors file of known final shape.
+
+    safetensors needs every size in its header up front; the total frame count is known before decoding
+    starts, so the header is written first and chunks land in a memory map of the data region.
+    """
+
+    def __init__(self, path: str | Path, shape: tuple[int, ...], fps: float | None = None):
+        self.path, self.shape, self.fps = Path(path), tuple(int(s) for s in shape), fps
+        self.frames_written = 0
+
+    def __enter__(self) -> "RawVideoWriter":
+        self._atomic = atomic_output(self.path)
+        tmp = self._atomic.__enter__()
+        nbytes = int(np.prod(self.shape)) * 4
+        header = {"video": {"dtype": "F32", "shape": list(self.shape), "data_offsets": [0, nbytes]}}
+        if self.fps is not None:
+            header["__metadata__"] = {"fps": str(self.fps)}
+        text = json.dumps(header).encode()
+        text += b" " * (-len(text) % 8)  # the data region starts 8-byte aligned
+        with open(tmp, "wb") as f:
+            f.write(len(text).to_bytes(8, "little") + text)
+            f.truncate(8 + len(text) + nbytes)
+        self._data = np.memmap(tmp, dtype=np.float32, mode="r+", offset=8 + len(text), shape=self.shape)
+        return self
+
+    def write(self, chunk: np.ndarray) -> None:
+        f = chunk.shape[2]
+        self._data[:, :, self.frames_written : self.frames_written + f] = chunk
+        self.frames_written += f
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        self._data.flush()
+        del self._data
+        if exc_type is None and self.frames_written != self.shape[2]:
+            exc = LtxAneError(f"wrote {self.frames_written} of {self.shape[2]} frames")
+            self._atomic.__exit__(type(exc), exc, None)
+            raise exc
+        self._atomic.__exit__(exc_type, exc, tb)

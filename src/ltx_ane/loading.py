@@ -14,6 +14,7 @@ from ltx_ane.errors import LtxAneError
 from ltx_ane.weights import apply_weights, load_tensors, read_header, resolve_checkpoint
 
 DTYPES = ("bf16", "fp16", "fp32")
+DTYPE_BYTES = {"bf16": 2, "fp16": 2, "fp32": 4}
 VAE_PREFIX = "vae."
 STATS_PREFIX = "vae.per_channel_statistics."
 # Statistics the checkpoints carry but the model never reads.

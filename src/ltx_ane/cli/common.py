@@ -30,6 +30,47 @@ def vae_source(args) -> Source:
     return Source(checkpoint=args.vae, config_file=args.config, random_weights=args.random_weights)
 
 
+def add_tiling(parser: argparse.ArgumentParser) -> None:
+    from ltx_ane.pipeline import DEFAULT_BUDGET_GB
+
+    group = parser.add_argument_group("tiling")
+    group.add_argument("--tiling", default="auto", metavar="auto|off|FxHxW", help="auto: tile size from the memory "
+                       "budget (default); off: one piece; or a pixel tile such as 65x512x512 (frames 8k+1, sizes "
+                       "multiples of 32)")
+    group.add_argument("--memory-budget", type=float, default=DEFAULT_BUDGET_GB, metavar="GB",
+                       help=f"working memory for --tiling auto (default {DEFAULT_BUDGET_GB:g})")
+
+
+def parse_grid(text: str) -> tuple[int, int, int]:
+    """'FxHxW' of positive integers."""
+    from ltx_ane.errors import LtxAneError
+
+    try:
+        grid = tuple(int(v) for v in text.lower().split("x"))
+    except ValueError:
+        grid = ()
+    if len(grid) != 3 or min(grid) < 1:
+        raise LtxAneError(f"{text!r} is not FxHxW with positive integers, e.g. 2x2x3")
+    return grid
+
+
+def check_output_dir(path) -> None:
+    """Fail before any work if the output cannot be written."""
+    import os
+    from pathlib import Path
+
+    from ltx_ane.errors import LtxAneError
+
+    path = Path(path)
+    parent = path.parent if str(path.parent) else Path(".")
+    if path.is_dir():
+        raise LtxAneError(f"output path is a directory: {path}")
+    if not parent.is_dir():
+        raise LtxAneError(f"cannot write {path}: directory {parent} does not exist")
+    if not os.access(parent, os.W_OK):
+        raise LtxAneError(f"cannot write {path}: directory {parent} is not writable")
+
+
 def add_output(parser: argparse.ArgumentParser, help_text: str) -> None:
     parser.add_argument("-o", "--output", required=True, metavar="OUT", help=help_text)
 

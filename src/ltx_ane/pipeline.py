@@ -1,0 +1,123 @@
+"""Decode and encode stages: tiling choice, the MLX model call per tile, progress, streaming.
+
+Frames leave ``decode_frames`` as channels-last float32 chunks (B, f, H, W, 3) in [-1, 1], in time order.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Iterator
+
+import mlx.core as mx
+
+from ltx_ane.errors import LtxAneError
+from ltx_ane.mlx.vae import VideoDecoder, VideoEncoder, to_channels_first, to_channels_last
+from ltx_ane.tiling import auto_tile, make_plan, parse_tile_spec, run_tiled, sequential
+
+DEFAULT_BUDGET_GB = 8.0
+
+
+def check_latent(latent_shape, channels: int) -> None:
+    if len(latent_shape) != 5:
+        raise LtxAneError(f"latent must be 5-D (B, C, F, h, w), got shape {list(latent_shape)}")
+    if latent_shape[1] != channels:
+        raise LtxAneError(f"latent has {latent_shape[1]} channels but the VAE expects {channels}")
+
+
+def check_video(video_shape, time_scale: int, space_scale: int, channels: int = 3) -> None:
+    if len(video_shape) != 5:
+        raise LtxAneError(f"video must be 5-D (B, 3, F, H, W), got shape {list(video_shape)}")
+    b, c, f, h, w = video_shape
+    if c != channels:
+        raise LtxAneError(f"video has {c} channels, expected {channels}")
+    if (f - 1) % time_scale:
+        raise LtxAneError(f"{f} frames is not {time_scale}k+1")
+    if h % space_scale or w % space_scale or h == 0 or w == 0:
+        raise LtxAneError(f"frame size {h}x{w} is not a multiple of {space_scale}")
+
+
+def choose_tile(
+    tiling: str, latent_grid: tuple[int, int, int], base_channels: int, dtype_bytes: int,
+    budget_gb: float, time_scale: int = 8, space_scale: int = 32,
+) -> tuple[int, int, int] | None:
+    """``off`` -> None (one piece); ``auto`` -> from the memory budget; else a FRAMESxHxW pixel tile."""
+    if tiling == "off":
+        return None
+    if tiling == "auto":
+        return auto_tile(latent_grid, int(budget_gb * 1e9), base_channels, dtype_bytes)
+    return parse_tile_spec(tiling, time_scale, space_scale)
+
+
+class _Progress:
+    def __init__(self, total: int, desc: str, quiet: bool):
+        from tqdm import tqdm
+
+        self.bar = tqdm(total=total, desc=desc, unit="tile", disable=quiet, file=sys.stderr, leave=False)
+
+    def wrap(self, executor):
+        def run(jobs, tile_input):
+            for job, result in executor(jobs, tile_input):
+                yield job, result
+                self.bar.update(1)
+
+        return run
+
+    def close(self):
+        self.bar.close()
+
+
+def decode_frames(
+    decoder: VideoDecoder, latent: mx.array, tile: tuple[int, int, int] | None, quiet: bool = True
+) -> Iterator[mx.array]:
+    """Decode a (B, C, F, h, w) latent; yield (B, f, H, W, 3) float32 chunks in time order."""
+    cfg = decoder.config
+    check_latent(latent.shape, cfg.latent_channels)
+    dtype = decoder.conv_in.conv.weight.dtype
+    x = to_channels_last(latent.astype(dtype))
+
+    def run_tile(tile_latent):
+        out = decoder.decode_channels_last(tile_latent)
+        mx.eval(out)
+        return out
+
+    grid = tuple(latent.shape[2:])
+    plan = make_plan(grid, tile, cfg.time_scale, cfg.space_scale)
+    progress = _Progress(plan.num_tiles, "decode", quiet)
+    try:
+        if plan.num_tiles == 1:
+            out = run_tile(x).astype(mx.float32)
+            progress.bar.update(1)
+            yield out
+            return
+        yield from run_tiled(plan, x, progress.wrap(sequential(run_tile)), "decode")
+    finally:
+        progress.close()
+
+
+def encode_video(
+    encoder: VideoEncoder, video: mx.array, tile: tuple[int, int, int] | None, quiet: bool = True
+) -> mx.array:
+    """Encode (B, 3, F, H, W) in [-1, 1] to a (B, C, f, h, w) float32 latent."""
+    cfg = encoder.config
+    check_video(video.shape, cfg.time_scale, cfg.space_scale, cfg.in_channels)
+    dtype = encoder.conv_in.conv.weight.dtype
+    x = to_channels_last(video.astype(dtype))
+
+    def run_tile(tile_video):
+        out = encoder.encode_channels_last(tile_video)
+        mx.eval(out)
+        return out
+
+    b, _, f, h, w = video.shape
+    grid = ((f - 1) // cfg.time_scale + 1, h // cfg.space_scale, w // cfg.space_scale)
+    plan = make_plan(grid, tile, cfg.time_scale, cfg.space_scale)
+    progress = _Progress(plan.num_tiles, "encode", quiet)
+    try:
+        if plan.num_tiles == 1:
+            out = run_tile(x)
+            progress.bar.update(1)
+        else:
+            out = mx.concatenate(list(run_tiled(plan, x, progress.wrap(sequential(run_tile)), "encode")), axis=1)
+    finally:
+        progress.close()
+    return to_channels_first(out.astype(mx.float32))
