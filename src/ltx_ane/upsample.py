@@ -13,6 +13,7 @@ then bounded by the chunk and a few frames per layer, whatever the clip length; 
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -142,13 +143,13 @@ def _cat(parts):
 
 class _Stage:
     """A streamed layer: ``push`` takes the next frames (B, f, H, W, C) in order and returns those of its output
-    that are ready (or None); ``flush`` returns the rest once the clip has ended."""
+    that are ready (or None); ``flush`` yields the rest, piece by piece, once the clip has ended."""
 
     def push(self, x):
         raise NotImplementedError
 
     def flush(self):
-        return None
+        return iter(())
 
     def arrays(self) -> list:
         return []
@@ -181,10 +182,10 @@ class _Conv3d(_Stage):
         import mlx.core as mx
 
         if self.tail is None:
-            return None
+            return
         frames = mx.concatenate([self.tail, mx.zeros_like(self.tail[:, :1])], axis=1)  # padding after the last
         self.tail = None
-        return self._run(frames)
+        yield self._run(frames)
 
     def arrays(self):
         return [self.tail] if self.tail is not None else []
@@ -218,16 +219,18 @@ class _Sequence(_Stage):
     def __init__(self, stages):
         self.stages = stages
 
-    def push(self, x):
-        for stage in self.stages:
+    def push(self, x, start: int = 0):
+        for stage in self.stages[start:]:
             x = stage.push(x)
         return x
 
     def flush(self):
-        carry = None
-        for stage in self.stages:
-            carry = _cat([stage.push(carry), stage.flush()])
-        return carry
+        # Stage i flushes only after the pieces flushed upstream have gone through it. Each piece is yielded
+        # (None when nothing reached the end) so the caller can evaluate it before the next: flushing all
+        # at once would hold about one frame per conv of the network at the same time.
+        for i, stage in enumerate(self.stages):
+            for piece in stage.flush():
+                yield self.push(piece, i + 1)
 
     def arrays(self):
         return [a for s in self.stages for a in s.arrays()]
@@ -265,7 +268,8 @@ class _ResBlock(_Stage):
         return self._join(self.inner.push(x))
 
     def flush(self):
-        return self._join(self.inner.flush())
+        for piece in self.inner.flush():
+            yield self._join(piece)
 
     def arrays(self):
         return self.inner.arrays() + ([self.residual] if self.residual is not None else [])
@@ -299,7 +303,9 @@ class _Upsample(_Stage):
         return self._spatial(x, self.model.upsampler_conv)
 
     def flush(self):
-        return self._shuffle(self.conv.flush()) if self.temporal else None
+        if self.temporal:
+            for piece in self.conv.flush():
+                yield self._shuffle(piece)
 
     def arrays(self):
         return self.conv.arrays() if self.temporal else []
@@ -354,7 +360,8 @@ def upsample_chunked(latent: np.ndarray, model, stats: LatentStatistics, chunk_f
         for x in chunks():
             net.push(x)
             mx.eval(net.arrays())
-        net.flush()
+        for _ in net.flush():
+            mx.eval(net.arrays())
         moments = _collector(net, norm).acc
         mx.eval(moments.arrays())
         store[id(norm)] = moments
@@ -373,11 +380,9 @@ def upsample_chunked(latent: np.ndarray, model, stats: LatentStatistics, chunk_f
         written += n
 
     net = _network(model, store, collecting=None)
-    for x in chunks():
-        y = net.push(x)
+    for y in itertools.chain((net.push(x) for x in chunks()), net.flush()):
         mx.eval([a for a in [y] if a is not None] + net.arrays())
         emit(y)
-    emit(net.flush())
     assert written == out.shape[2], (written, out.shape)
     return out
 

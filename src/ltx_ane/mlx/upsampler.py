@@ -224,7 +224,7 @@ def upsampler_config(source, expected_kind: str | None = None) -> tuple[Upsample
     """
     from ltx_ane.weights import read_header, resolve_checkpoint
 
-    path, header = None, None
+    path, header, note = None, None, None
     if source.checkpoint:
         path = resolve_checkpoint(source.checkpoint, wanted_prefix="initial_conv.")
         header = read_header(path)
@@ -250,7 +250,7 @@ def upsampler_config(source, expected_kind: str | None = None) -> tuple[Upsample
             # Later releases store the plain Conv2d + pixel-shuffle form under ``upsampler.0``.
             raw["rational_resampler"] = "upsampler.conv.weight" in header.tensors
         raw["mid_channels"] = int(header.tensors["initial_conv.weight"].shape[0])
-        print(f"note: {path.name} embeds no config; using the {key_kind}-x2 preset (--config overrides)", file=sys.stderr)
+        note = f"note: {path.name} embeds no config; using the {key_kind}-x2 preset (--config overrides)"
     elif expected_kind is not None:
         raw = load_preset(f"{expected_kind}-x2")
     else:
@@ -264,6 +264,8 @@ def upsampler_config(source, expected_kind: str | None = None) -> tuple[Upsample
     if expected_kind is not None and kind != expected_kind:
         actual = key_kind if key_kind is not None and not source.random_weights else kind
         raise LtxAneError(f"{where} is a {actual} upscaler, not a {expected_kind} one (pass it with --{actual})")
+    if note:  # only once the file is known to be usable, so that an error stays a single line
+        print(note, file=sys.stderr)
     return config, path
 
 
