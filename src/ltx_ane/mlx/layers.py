@@ -15,9 +15,26 @@ def pixel_norm(x: mx.array, eps: float = 1e-8) -> mx.array:
     return mx.fast.rms_norm(x, None, eps)
 
 
-def reflect_pad_hw(x: mx.array) -> mx.array:
-    """Reflect-pad H and W by one (torch's 'reflect': the edge itself is not repeated)."""
-    x = mx.concatenate([x[:, :, 1:2], x, x[:, :, -2:-1]], axis=2)
+# Above this size an intermediate is evaluated before the next one is built: MLX's GPU backends free a
+# buffer only when the kernels using it have finished, so without these sync points every padded copy of a
+# conv input stays alive at once and sets the memory peak. Below it, a sync costs more than it saves.
+EVAL_BYTES = 64 * 2**20
+
+
+def eval_if_large(x: mx.array) -> mx.array:
+    if x.nbytes > EVAL_BYTES:
+        mx.eval(x)
+    return x
+
+
+def pad_frames(x: mx.array, causal: bool, reflect_hw: bool) -> mx.array:
+    """Time padding by repeated edge frames and, if asked, reflect padding of H and W (torch's 'reflect')."""
+    first = x[:, :1]
+    x = mx.concatenate([first, first, x] if causal else [first, x, x[:, -1:]], axis=1)
+    if not reflect_hw:
+        return x
+    x = eval_if_large(x)
+    x = eval_if_large(mx.concatenate([x[:, :, 1:2], x, x[:, :, -2:-1]], axis=2))
     return mx.concatenate([x[:, :, :, 1:2], x, x[:, :, :, -2:-1]], axis=3)
 
 
@@ -35,16 +52,8 @@ class CausalConv3d(nn.Module):
         self.reflect = spatial_padding_mode == "reflect"
 
     def __call__(self, x: mx.array, causal: bool = True) -> mx.array:
-        first = x[:, :1]
-        if causal:
-            x = mx.concatenate([first, first, x], axis=1)
-        else:
-            x = mx.concatenate([first, x, x[:, -1:]], axis=1)
-        if self.reflect:
-            x = reflect_pad_hw(x)
-            pad = (0, 0, 0)
-        else:
-            pad = (0, 1, 1)
+        x = pad_frames(x, causal, self.reflect)
+        pad = (0, 0, 0) if self.reflect else (0, 1, 1)
         return mx.conv3d(x, self.conv.weight, stride=self.stride, padding=pad) + self.conv.bias
 
 
@@ -71,7 +80,9 @@ class UNetMidBlock3D(nn.Module):
 
     def __call__(self, x: mx.array, causal: bool) -> mx.array:
         for block in self.res_blocks:
-            x = block(x, causal)
+            # Evaluating block by block bounds the live intermediates (and, on macOS, keeps each GPU command
+            # buffer short enough not to be killed for hurting interactivity).
+            x = eval_if_large(block(x, causal))
         return x
 
 

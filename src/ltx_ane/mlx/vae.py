@@ -15,6 +15,7 @@ from ltx_ane.mlx.layers import (
     PerChannelStatistics,
     UNetMidBlock3D,
     depth_to_space,
+    eval_if_large,
     patchify,
     pixel_norm,
     space_to_depth,
@@ -45,17 +46,16 @@ class DepthToSpaceUpsample(nn.Module):
         self.conv = CausalConv3d(channels, prod * channels // block.multiplier, spatial_padding_mode=spatial_padding_mode)
 
     def __call__(self, x: mx.array, causal: bool) -> mx.array:
-        drop_first = self.stride[0] == 2
+        y = self.conv(x, causal)
         if self.residual:
+            # Tiling the input over channels before the shuffle equals ltx-core's shuffle-then-repeat (the
+            # shuffle only moves the (pt, ph, pw) part of each channel), and saves a full-size copy.
             prod = self.stride[0] * self.stride[1] * self.stride[2]
-            skip = depth_to_space(x, self.stride)
-            skip = mx.tile(skip, (1, 1, 1, 1, prod // self.multiplier))
-            if drop_first:
-                skip = skip[:, 1:]
-        x = depth_to_space(self.conv(x, causal), self.stride)
-        if drop_first:
-            x = x[:, 1:]
-        return x + skip if self.residual else x
+            y = y + mx.tile(x, (1, 1, 1, 1, prod // self.multiplier))
+        y = depth_to_space(y, self.stride)
+        if self.stride[0] == 2:
+            y = y[:, 1:]
+        return eval_if_large(y)
 
 
 class SpaceToDepthDownsample(nn.Module):

@@ -1,0 +1,251 @@
+"""MLX VAE decode/encode against ltx-core on the same machine, same weights, same input.
+
+Random weights at the real architecture (timing does not depend on values). Per case: median and range of
+``--runs`` timed calls after a warm-up, MLX and torch interleaved A/B/A/B, each call including its
+synchronisation; peak memory per backend; max error and PSNR against ltx-core in fp32.
+
+  python benchmarks/bench_vae.py --device cuda --out benchmarks/results      # the lent GPU machine
+  python benchmarks/bench_vae.py --smoke                                     # seconds, on a CPU
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+
+def parse_args():
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="torch device (MLX uses its default)")
+    p.add_argument("--config", default="ltx2", help="VAE preset or config JSON (default ltx2)")
+    p.add_argument("--dtype", default="bf16", choices=["bf16", "fp16", "fp32"])
+    p.add_argument("--sizes", nargs="+", default=["121x512x768", "121x704x1280"], help="pixel FxHxW")
+    p.add_argument("--parts", nargs="+", default=["decode", "encode"], choices=["decode", "encode"])
+    p.add_argument("--modes", nargs="+", default=["untiled", "tiled"], choices=["untiled", "tiled"])
+    p.add_argument("--tile", default="65x512x512", help="MLX pixel tile for tiled mode (ltx-core uses its default)")
+    p.add_argument("--length-sweep", nargs="*", default=[], help="extra pixel FxHxW sizes, tiled decode only, "
+                   "to show memory against video length")
+    p.add_argument("--runs", type=int, default=3)
+    p.add_argument("--warmup", type=int, default=1)
+    p.add_argument("--smoke", action="store_true", help="reduced widths and a tiny size, for a CPU")
+    p.add_argument("--out", help="directory for <name>.json and <name>.md")
+    p.add_argument("--name", default=None, help="result file stem (default vae_<device>)")
+    return p.parse_args()
+
+
+def psnr(ref: np.ndarray, out: np.ndarray) -> float:
+    peak = float(np.abs(ref).max())
+    mse = float(np.mean((ref.astype(np.float64) - out.astype(np.float64)) ** 2))
+    return float("inf") if mse == 0 else 10 * np.log10(peak**2 / mse)
+
+
+class Torch:
+    def __init__(self, device):
+        import torch
+
+        self.torch, self.device = torch, device
+
+    def sync(self):
+        if self.device == "cuda":
+            self.torch.cuda.synchronize()
+
+    def reset_peak(self):
+        if self.device == "cuda":
+            self.torch.cuda.empty_cache()
+            self.torch.cuda.reset_peak_memory_stats()
+
+    def peak(self):
+        return self.torch.cuda.max_memory_allocated() if self.device == "cuda" else float("nan")
+
+
+class Mlx:
+    def __init__(self):
+        import mlx.core as mx
+
+        self.mx = mx
+
+    def reset_peak(self):
+        self.mx.clear_cache()
+        self.mx.reset_peak_memory()
+
+    def peak(self):
+        return self.mx.get_peak_memory()
+
+
+def timed(fn, sync):
+    t0 = time.perf_counter()
+    out = fn()
+    sync()
+    return time.perf_counter() - t0, out
+
+
+def main():
+    args = parse_args()
+    import mlx.core as mx
+    import torch
+
+    from ltx_ane import reference as R
+    from ltx_ane.config import load_config_file
+    from ltx_ane.loading import Source, load_decoder, load_encoder
+    from ltx_ane.pipeline import decode_frames, encode_video
+    from ltx_ane.tiling import parse_tile_spec
+
+    raw = load_config_file(args.config)
+    if args.smoke:
+        raw["vae"]["decoder_base_channels"] = 8
+        raw["vae"]["latent_channels"] = 16
+        args.sizes, args.tile, args.runs = ["17x64x128"], "17x64x96", max(1, min(args.runs, 2))
+    tdtype = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[args.dtype]
+    T, M = Torch(args.device), Mlx()
+    tmp = Path(tempfile.mkdtemp())
+    ckpt = R.write_checkpoint(tmp / "vae.safetensors", R.vae_state_dict(R.build_decoder(raw), R.build_encoder(raw)), raw)
+    rows = []
+    machine = {
+        "platform": platform.platform(),
+        "python": sys.version.split()[0],
+        "mlx": mx.__version__,
+        "mlx_device": str(mx.default_device()),
+        "torch": torch.__version__,
+        "gpu": torch.cuda.get_device_name() if args.device == "cuda" else None,
+    }
+    print(json.dumps(machine))
+
+    def sweep(part, sizes, modes):
+        build = R.reference_decoder_from_checkpoint if part == "decode" else R.reference_encoder_from_checkpoint
+        ref32 = build(ckpt, raw)
+        ref = build(ckpt, raw).to(args.device, tdtype)
+        model = (load_decoder if part == "decode" else load_encoder)(Source(str(ckpt)), args.dtype)
+        cfg = model.config
+        for size in sizes:
+            f, h, w = (int(v) for v in size.split("x"))
+            grid = ((f - 1) // 8 + 1, h // 32, w // 32)
+            g = torch.Generator().manual_seed(0)
+            if part == "decode":
+                x_t = torch.randn(1, cfg.latent_channels, *grid, generator=g)
+            else:
+                x_t = torch.rand(1, 3, f, h, w, generator=g) * 2 - 1
+            x_mx = mx.array(x_t.numpy())
+            with torch.no_grad():
+                expected = None
+                if "untiled" in modes:
+                    # The fp32 reference visits the GPU only for this call, so it never counts in torch's peak.
+                    ref32.to(args.device)
+                    expected = ref32(x_t.to(args.device)).float().cpu().numpy()
+                    ref32.to("cpu")
+                    T.sync()
+            gc.collect()
+            x_dev = x_t.to(args.device, tdtype)
+            for mode in modes:
+                tile = parse_tile_spec(args.tile) if mode == "tiled" else None
+
+                def run_mlx():
+                    if part == "decode":
+                        chunks = [c for c in decode_frames(model, x_mx, tile)]  # streamed; frames kept for the error
+                        return mx.concatenate(chunks, axis=1) if len(chunks) > 1 else chunks[0]
+                    return encode_video(model, x_mx, tile)
+
+                def run_torch():
+                    from ltx_core.model.video_vae import TilingConfig
+
+                    with torch.no_grad():
+                        if mode == "untiled":
+                            return ref(x_dev)
+                        if part == "decode":
+                            return torch.cat(list(ref.tiled_decode(x_dev, TilingConfig.default())), dim=2)
+                        return ref.tiled_encode(x_dev, TilingConfig.default())
+
+                times = {"mlx": [], "torch": []}
+                peaks = {}
+                outs = {}
+                for i in range(args.warmup + args.runs):
+                    for name, fn, sync, mem in (("mlx", run_mlx, lambda: None, M), ("torch", run_torch, T.sync, T)):
+                        gc.collect()
+                        mem.reset_peak()
+                        dt, out = timed(fn, sync)
+                        if i >= args.warmup:
+                            times[name].append(dt)
+                        peaks[name] = max(peaks.get(name, 0), mem.peak())
+                        if i == args.warmup + args.runs - 1:
+                            outs[name] = out
+                        del out
+                mlx_out = np.array(outs["mlx"].astype(mx.float32))
+                if part == "decode":
+                    mlx_out = mlx_out.transpose(0, 4, 1, 2, 3)
+                torch_out = outs["torch"].float().cpu().numpy()
+                del outs
+                row = {"part": part, "size": size, "latent": list(grid), "mode": mode, "dtype": args.dtype,
+                       "mlx_tile_latents": list(tile) if tile else None}
+                for name, out in (("mlx", mlx_out), ("torch", torch_out)):
+                    ts = times[name]
+                    row[name] = {
+                        "median_s": statistics.median(ts), "min_s": min(ts), "max_s": max(ts), "runs_s": ts,
+                        "peak_gb": peaks[name] / 1e9,
+                    }
+                    if expected is not None:
+                        row[name]["max_abs_err_vs_fp32"] = float(np.abs(out - expected).max())
+                        row[name]["psnr_vs_fp32_db"] = psnr(expected, out)
+                row["mlx_over_torch_time"] = row["mlx"]["median_s"] / row["torch"]["median_s"]
+                print(json.dumps(row), flush=True)
+                rows.append(row)
+                del mlx_out, torch_out
+            del x_dev, x_mx, expected
+            gc.collect()
+            mx.clear_cache()
+            if args.device == "cuda":
+                torch.cuda.empty_cache()
+        del ref32, ref, model
+        gc.collect()
+
+    for part in args.parts:
+        sweep(part, args.sizes, args.modes)
+    if args.length_sweep:
+        sweep("decode", args.length_sweep, ["tiled"])
+
+    if args.out:
+        out_dir = Path(args.out)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        name = args.name or f"vae_{args.device}{'_smoke' if args.smoke else ''}"
+        result = {"command": " ".join(sys.argv), "machine": machine, "weights": "random, real architecture"
+                  if not args.smoke else "random, reduced widths (smoke)", "config": args.config, "rows": rows}
+        (out_dir / f"{name}.json").write_text(json.dumps(result, indent=1))
+        (out_dir / f"{name}.md").write_text(markdown(result))
+        print(f"wrote {out_dir / name}.json and .md")
+
+
+def markdown(result) -> str:
+    m = result["machine"]
+    lines = [
+        f"# VAE benchmark: MLX vs ltx-core ({m.get('gpu') or 'CPU'})",
+        "",
+        f"Command: `{result['command']}`  ",
+        f"Weights: {result['weights']}; config `{result['config']}`; MLX {m['mlx']} on {m['mlx_device']}, "
+        f"torch {m['torch']}.  ",
+        "Times: median of the timed runs after warm-up [min-max], each including synchronisation; MLX and torch "
+        "interleaved. Peak: MLX `get_peak_memory`, torch `max_memory_allocated` (weights included). "
+        "Error: PSNR of each bf16 output against ltx-core in fp32 (untiled rows).",
+        "",
+        "| part | size | mode | MLX s | torch s | MLX/torch | MLX peak GB | torch peak GB | MLX PSNR | torch PSNR |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in result["rows"]:
+        a, b = r["mlx"], r["torch"]
+        lines.append(
+            f"| {r['part']} | {r['size']} | {r['mode']}{' ' + 'x'.join(map(str, r['mlx_tile_latents'])) if r['mlx_tile_latents'] else ''} "
+            f"| {a['median_s']:.3f} [{a['min_s']:.3f}-{a['max_s']:.3f}] | {b['median_s']:.3f} [{b['min_s']:.3f}-{b['max_s']:.3f}] "
+            f"| {r['mlx_over_torch_time']:.2f} | {a['peak_gb']:.2f} | {b['peak_gb']:.2f} "
+            f"| {a.get('psnr_vs_fp32_db', float('nan')):.1f} | {b.get('psnr_vs_fp32_db', float('nan')):.1f} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    main()
