@@ -1,0 +1,307 @@
+#!/usr/bin/env python
+"""Time the MLX latent upscalers against ltx-core on the same machine.
+
+Random weights at the real architecture (the released files cannot be downloaded here): ltx-core's model is
+given random weights, written as a released-format bf16 file, and both sides load that file, so they compute
+with the same numbers. Timed: the upscaler's forward pass alone, in --dtype (default bf16), median and range of
+--runs runs after --warmup. Also reported: peak memory (MLX: mx.get_peak_memory; torch on CUDA:
+torch.cuda.max_memory_allocated; not measured for torch on CPU) and the error of each side's --dtype output
+against ltx-core in float32.
+
+    python benchmarks/bench_upsampler.py --device gpu --out h200            # the sizes of the brief
+    python benchmarks/bench_upsampler.py --smoke --out cpu-smoke             # tiny, reduced width, CPU
+    python benchmarks/bench_upsampler.py --sizes spatial:16x8x12 --chunk-frames 4
+
+``--out NAME`` writes benchmarks/results/NAME.json and NAME.md (a path with a directory is used as given).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+DEFAULT_SIZES = ("spatial:16x8x12", "spatial:16x11x20", "temporal:16x16x24")
+SMOKE_SIZES = ("spatial:2x3x4", "temporal:2x3x4")
+SMOKE_MID = 64
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def parse_size(text: str) -> tuple[str, tuple[int, int, int]]:
+    try:
+        kind, dims = text.split(":")
+        f, h, w = (int(v) for v in dims.lower().split("x"))
+        assert kind in ("spatial", "temporal") and min(f, h, w) >= 1
+    except (ValueError, AssertionError):
+        raise argparse.ArgumentTypeError(f"size {text!r} is not spatial:FxHxW or temporal:FxHxW") from None
+    return kind, (f, h, w)
+
+
+def psnr(ref: np.ndarray, out: np.ndarray) -> float:
+    mse = float(np.mean((ref.astype(np.float64) - out.astype(np.float64)) ** 2))
+    return float("inf") if mse == 0 else float(20 * np.log10(np.abs(ref).max() / np.sqrt(mse)))
+
+
+def rel_err(ref: np.ndarray, out: np.ndarray) -> float:
+    return float(np.abs(ref.astype(np.float64) - out).max() / np.abs(ref).max())
+
+
+def summary(times: list[float]) -> dict:
+    return {"median_s": statistics.median(times), "min_s": min(times), "max_s": max(times), "runs_s": times}
+
+
+def timed(fn, sync, runs: int, warmup: int) -> tuple[list[float], object]:
+    out = None
+    for _ in range(warmup):
+        out = fn()
+        sync()
+    times = []
+    for _ in range(runs):
+        sync()
+        t = time.perf_counter()
+        out = fn()
+        sync()
+        times.append(time.perf_counter() - t)
+    return times, out
+
+
+def bench_one(kind, size, args, torch_device, tmp: Path) -> dict:
+    import mlx.core as mx
+    import torch
+
+    from ltx_ane import reference as R
+    from ltx_ane.config import load_preset
+    from ltx_ane.loading import Source
+    from ltx_ane.mlx.upsampler import load_upsampler
+    from ltx_ane.upsample import LatentStatistics, upsample_chunked
+
+    cfg = load_preset(f"{kind}-x2")
+    if args.mid_channels:
+        cfg["mid_channels"] = args.mid_channels
+    ref_model = R.build_upsampler(cfg, seed=args.seed)
+    path = tmp / f"{kind}.safetensors"
+    R.write_checkpoint(path, R.upsampler_state_dict(ref_model), cfg)
+    R.load_checkpoint_into(ref_model, path, {"": ""})  # the bf16-rounded weights, in float32
+    ref_model.to(torch_device)
+    n_params = sum(p.numel() for p in ref_model.parameters())
+
+    f, h, w = size
+    x = np.random.default_rng(args.seed).standard_normal((1, 128, f, h, w)).astype(np.float32)
+    torch_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[args.dtype]
+    cuda = torch_device.type == "cuda"
+
+    def tsync():
+        if cuda:
+            torch.cuda.synchronize()
+
+    with torch.inference_mode():
+        xt = torch.from_numpy(x).to(torch_device)
+        reference = ref_model(xt).float().cpu().numpy()  # float32 reference
+        ref_model.to(torch_dtype)
+        xt_low = xt.to(torch_dtype)
+        if cuda:
+            torch.cuda.empty_cache()
+            torch.cuda.reset_peak_memory_stats()
+        t_times, t_out = timed(lambda: ref_model(xt_low), tsync, args.runs, args.warmup)
+        t_peak = torch.cuda.max_memory_allocated() if cuda else None
+        t_out = t_out.float().cpu().numpy()
+    del ref_model, xt, xt_low
+    if cuda:
+        torch.cuda.empty_cache()
+
+    model = load_upsampler(Source(checkpoint=str(path)), args.dtype)
+    xm = mx.array(x).astype(model.initial_conv.weight.dtype)
+    mx.eval(xm)
+    mx.clear_cache()
+    m_base = mx.get_active_memory()
+    mx.reset_peak_memory()
+
+    def mlx_run():
+        y = model(xm)
+        mx.eval(y)
+        return y
+
+    m_times, m_out = timed(mlx_run, mx.synchronize, args.runs, args.warmup)
+    m_peak = mx.get_peak_memory()
+    m_out = np.array(m_out.astype(mx.float32))
+    row = {
+        "kind": kind,
+        "latent_fhw": [f, h, w],
+        "output_shape": list(m_out.shape),
+        "mid_channels": cfg["mid_channels"],
+        "params": n_params,
+        "mlx": {**summary(m_times), "peak_bytes": m_peak, "peak_above_weights_bytes": m_peak - m_base},
+        "ltx_core": {**summary(t_times), "peak_bytes": t_peak},
+        "mlx_vs_fp32": {"max_rel_err": rel_err(reference, m_out), "psnr_db": psnr(reference, m_out)},
+        "ltx_core_vs_fp32": {"max_rel_err": rel_err(reference, t_out), "psnr_db": psnr(reference, t_out)},
+    }
+    row["speedup_mlx_over_ltx_core"] = row["ltx_core"]["median_s"] / row["mlx"]["median_s"]
+
+    if args.chunk_frames:
+        ident = LatentStatistics(mean=np.zeros(128, np.float32), std=np.ones(128, np.float32))
+        mx.clear_cache()
+        mx.reset_peak_memory()
+        c_times, c_out = timed(lambda: upsample_chunked(x, model, ident, args.chunk_frames), lambda: None,
+                               max(1, args.runs), 0)
+        row["mlx_chunked"] = {
+            **summary(c_times),
+            "chunk_frames": args.chunk_frames,
+            "peak_bytes": mx.get_peak_memory(),
+            "max_rel_err_vs_one_shot": rel_err(m_out, c_out),
+        }
+    del model
+    path.unlink()
+    return row
+
+
+def arch_text(width) -> str:
+    return "the released architectures" if not width else f"the released architectures with the width reduced to {width}"
+
+
+def mb(n) -> str:
+    return "n/a" if n is None else f"{n / 1e6:.0f} MB" if n >= 1e6 else f"{n / 1e3:.0f} KB"
+
+
+def markdown(meta: dict, rows: list[dict]) -> str:
+    lines = [
+        "# Latent upscaler benchmark: MLX vs ltx-core",
+        "",
+        f"- machine: {meta['machine']}; torch device {meta['torch_device']}, MLX device {meta['mlx_device']}",
+        f"- mlx {meta['mlx']}, torch {meta['torch']}, ltx-core {meta['ltx_core']}",
+        f"- dtype {meta['dtype']}; {meta['runs']} timed runs after {meta['warmup']} warm-up; batch 1",
+        f"- **random weights**, {arch_text(meta['width_override'])} (same weights both sides, written as a bf16 "
+        "released-format file); errors are against ltx-core in float32",
+        "",
+        "| upscaler | latent FxHxW | width | MLX median (range) | ltx-core median (range) | MLX/ltx-core speed | "
+        "MLX peak | ltx-core peak | MLX err (PSNR) | ltx-core err (PSNR) |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        m, t = r["mlx"], r["ltx_core"]
+        lines.append(
+            f"| {r['kind']} x2 | {'x'.join(map(str, r['latent_fhw']))} | {r['mid_channels']} | "
+            f"{m['median_s'] * 1e3:.1f} ms ({m['min_s'] * 1e3:.1f}-{m['max_s'] * 1e3:.1f}) | "
+            f"{t['median_s'] * 1e3:.1f} ms ({t['min_s'] * 1e3:.1f}-{t['max_s'] * 1e3:.1f}) | "
+            f"{r['speedup_mlx_over_ltx_core']:.2f}x | {mb(m['peak_bytes'])} | {mb(t['peak_bytes'])} | "
+            f"{r['mlx_vs_fp32']['max_rel_err']:.2e} ({r['mlx_vs_fp32']['psnr_db']:.1f} dB) | "
+            f"{r['ltx_core_vs_fp32']['max_rel_err']:.2e} ({r['ltx_core_vs_fp32']['psnr_db']:.1f} dB) |"
+        )
+    chunked = [r for r in rows if "mlx_chunked" in r]
+    if chunked:
+        lines += ["", "Exact chunked mode (MLX, one pass per GroupNorm):", "",
+                  "| upscaler | latent | chunk frames | median (range) | peak | max rel. diff vs one shot |", "|---|---|---|---|---|---|"]
+        for r in chunked:
+            c = r["mlx_chunked"]
+            lines.append(
+                f"| {r['kind']} x2 | {'x'.join(map(str, r['latent_fhw']))} | {c['chunk_frames']} | "
+                f"{c['median_s'] * 1e3:.1f} ms ({c['min_s'] * 1e3:.1f}-{c['max_s'] * 1e3:.1f}) | {mb(c['peak_bytes'])} | "
+                f"{c['max_rel_err_vs_one_shot']:.2e} |"
+            )
+    lines += ["", "Errors: max |out - ref| / max |ref|, and PSNR with max |ref| as the peak.", ""]
+    return "\n".join(lines)
+
+
+def out_paths(name: str) -> tuple[Path, Path]:
+    stem = Path(name)
+    if stem.parent == Path("."):
+        stem = RESULTS / stem
+    stem = stem.with_suffix("") if stem.suffix in (".json", ".md") else stem
+    return stem.with_suffix(".json"), stem.with_suffix(".md")
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--device", choices=("auto", "cpu", "gpu"), default="auto",
+                   help="gpu: MLX's GPU and torch CUDA; cpu: both on the CPU; auto: gpu when torch sees CUDA")
+    p.add_argument("--sizes", nargs="+", type=parse_size, metavar="KIND:FxHxW",
+                   help=f"latent sizes (default: {' '.join(DEFAULT_SIZES)})")
+    p.add_argument("--smoke", action="store_true",
+                   help=f"tiny run for a CPU: {' '.join(SMOKE_SIZES)} at width {SMOKE_MID}, 3 runs")
+    p.add_argument("--mid-channels", type=int, help="override the upscalers' width (default: the real one)")
+    p.add_argument("--dtype", choices=("bf16", "fp16", "fp32"), default="bf16")
+    p.add_argument("--runs", type=int, default=5)
+    p.add_argument("--warmup", type=int, default=2)
+    p.add_argument("--chunk-frames", type=int, help="also time MLX's exact chunked mode with this chunk")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", metavar="NAME", help="write benchmarks/results/NAME.json and NAME.md")
+    args = p.parse_args(argv)
+    if args.runs < 3:
+        p.error("--runs must be at least 3 (median and range)")
+    if args.smoke:
+        args.sizes = args.sizes or [parse_size(s) for s in SMOKE_SIZES]
+        args.mid_channels = args.mid_channels or SMOKE_MID
+        args.runs, args.warmup = 3, 1
+        if args.device == "auto":
+            args.device = "cpu"
+    sizes = args.sizes or [parse_size(s) for s in DEFAULT_SIZES]
+
+    import mlx.core as mx
+    import torch
+
+    from ltx_ane.reference import require_reference
+
+    require_reference()
+    if args.device == "auto":
+        args.device = "gpu" if torch.cuda.is_available() else "cpu"
+    if args.device == "gpu":
+        if not torch.cuda.is_available():
+            p.error("--device gpu: torch sees no CUDA device")
+        torch_device = torch.device("cuda")
+        mx.set_default_device(mx.gpu)
+    else:
+        torch_device = torch.device("cpu")
+        mx.set_default_device(mx.cpu)
+
+    from importlib.metadata import version
+
+    meta = {
+        "machine": f"{platform.machine()} "
+        + (torch.cuda.get_device_name() if torch_device.type == "cuda" else platform.processor() or "cpu"),
+        "torch_device": str(torch_device),
+        "mlx_device": str(mx.default_device()),
+        "mlx": mx.__version__,
+        "torch": torch.__version__,
+        "ltx_core": version("ltx-core"),
+        "dtype": args.dtype,
+        "runs": args.runs,
+        "warmup": args.warmup,
+        "random_weights": True,
+        "width_override": args.mid_channels,
+        "command": " ".join([Path(sys.argv[0]).name, *(argv if argv is not None else sys.argv[1:])]),
+    }
+    print(f"random weights ({arch_text(args.mid_channels)}); "
+          f"torch {torch_device}, MLX {mx.default_device()}, {args.dtype}", flush=True)
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for kind, size in sizes:
+            row = bench_one(kind, size, args, torch_device, Path(tmp))
+            rows.append(row)
+            m, t = row["mlx"], row["ltx_core"]
+            print(f"{kind} {'x'.join(map(str, size))}: MLX {m['median_s'] * 1e3:.1f} ms "
+                  f"[{m['min_s'] * 1e3:.1f}, {m['max_s'] * 1e3:.1f}] peak {mb(m['peak_bytes'])}; "
+                  f"ltx-core {t['median_s'] * 1e3:.1f} ms [{t['min_s'] * 1e3:.1f}, {t['max_s'] * 1e3:.1f}] "
+                  f"peak {mb(t['peak_bytes'])}; MLX err {row['mlx_vs_fp32']['max_rel_err']:.2e} "
+                  f"({row['mlx_vs_fp32']['psnr_db']:.1f} dB), ltx-core err {row['ltx_core_vs_fp32']['max_rel_err']:.2e} "
+                  f"({row['ltx_core_vs_fp32']['psnr_db']:.1f} dB)", flush=True)
+            if "mlx_chunked" in row:
+                c = row["mlx_chunked"]
+                print(f"  chunked ({c['chunk_frames']} frames): {c['median_s'] * 1e3:.1f} ms, peak {mb(c['peak_bytes'])}, "
+                      f"max rel. diff vs one shot {c['max_rel_err_vs_one_shot']:.2e}", flush=True)
+    if args.out:
+        json_path, md_path = out_paths(args.out)
+        json_path.parent.mkdir(parents=True, exist_ok=True)
+        json_path.write_text(json.dumps({"meta": meta, "results": rows}, indent=1) + "\n")
+        md_path.write_text(markdown(meta, rows))
+        print(f"wrote {json_path} and {md_path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
