@@ -97,7 +97,7 @@ def main():
     from ltx_ane.config import load_config_file
     from ltx_ane.loading import Source, load_decoder, load_encoder
     from ltx_ane.pipeline import decode_frames, encode_video
-    from ltx_ane.tiling import parse_tile_spec
+    from ltx_ane.tiling import make_plan, parse_tile_spec
 
     raw = load_config_file(args.config)
     if args.smoke:
@@ -147,20 +147,27 @@ def main():
             for mode in modes:
                 tile = parse_tile_spec(args.tile) if mode == "tiled" else None
 
-                def run_mlx():
+                # Timed decodes consume the streamed chunks as a video writer would, without keeping them;
+                # one more untimed call per backend keeps the frames for the error.
+                def run_mlx(keep=False):
                     if part == "decode":
-                        chunks = [c for c in decode_frames(model, x_mx, tile)]  # streamed; frames kept for the error
-                        return mx.concatenate(chunks, axis=1) if len(chunks) > 1 else chunks[0]
+                        chunks = []
+                        for c in decode_frames(model, x_mx, tile):
+                            mx.eval(c)
+                            if keep:
+                                chunks.append(c)
+                        return mx.concatenate(chunks, axis=1) if keep else None
                     return encode_video(model, x_mx, tile)
 
-                def run_torch():
+                def run_torch(keep=False):
                     from ltx_core.model.video_vae import TilingConfig
 
                     with torch.no_grad():
                         if mode == "untiled":
                             return ref(x_dev)
                         if part == "decode":
-                            return torch.cat(list(ref.tiled_decode(x_dev, TilingConfig.default())), dim=2)
+                            chunks = [c if keep else c.sum() for c in ref.tiled_decode(x_dev, TilingConfig.default())]
+                            return torch.cat(chunks, dim=2) if keep else None
                         return ref.tiled_encode(x_dev, TilingConfig.default())
 
                 times = {"mlx": [], "torch": []}
@@ -174,16 +181,16 @@ def main():
                         if i >= args.warmup:
                             times[name].append(dt)
                         peaks[name] = max(peaks.get(name, 0), mem.peak())
-                        if i == args.warmup + args.runs - 1:
-                            outs[name] = out
                         del out
+                outs = {"mlx": run_mlx(keep=True), "torch": run_torch(keep=True)}
                 mlx_out = np.array(outs["mlx"].astype(mx.float32))
                 if part == "decode":
                     mlx_out = mlx_out.transpose(0, 4, 1, 2, 3)
                 torch_out = outs["torch"].float().cpu().numpy()
                 del outs
+                used = make_plan(grid, tile, balance=True).latent_tile_shape if tile else None
                 row = {"part": part, "size": size, "latent": list(grid), "mode": mode, "dtype": args.dtype,
-                       "mlx_tile_latents": list(tile) if tile else None}
+                       "mlx_tile_latents": list(used) if used else None}
                 for name, out in (("mlx", mlx_out), ("torch", torch_out)):
                     ts = times[name]
                     row[name] = {

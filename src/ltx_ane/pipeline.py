@@ -81,7 +81,7 @@ def decode_frames(
         return out
 
     grid = tuple(latent.shape[2:])
-    plan = make_plan(grid, tile, cfg.time_scale, cfg.space_scale)
+    plan = make_plan(grid, tile, cfg.time_scale, cfg.space_scale, balance=True)
     progress = _Progress(plan.num_tiles, "decode", quiet)
     try:
         if plan.num_tiles == 1:
@@ -110,7 +110,7 @@ def encode_video(
 
     b, _, f, h, w = video.shape
     grid = ((f - 1) // cfg.time_scale + 1, h // cfg.space_scale, w // cfg.space_scale)
-    plan = make_plan(grid, tile, cfg.time_scale, cfg.space_scale)
+    plan = make_plan(grid, tile, cfg.time_scale, cfg.space_scale, balance=True)
     progress = _Progress(plan.num_tiles, "encode", quiet)
     try:
         if plan.num_tiles == 1:

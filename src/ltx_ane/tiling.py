@@ -138,17 +138,34 @@ class TilePlan:
         return tuple(a.weights(side) for a in self.axes)
 
 
+def balanced_tile(length: int, tile: int, min_overlap: int) -> int:
+    """The smallest tile that covers ``length`` with as many tiles as ``tile`` needs: less overlap, less work."""
+    if tile >= length:
+        return length
+    n = len(split_axis(length, tile, min_overlap))
+    return max(min_overlap + 1, -(-(length + (n - 1) * min_overlap) // n))
+
+
 def make_plan(
     latent_shape: tuple[int, int, int],
     tile: tuple[int, int, int] | None,
     time_scale: int = 8,
     space_scale: int = 32,
     overlap: tuple[int, int] = (TEMPORAL_OVERLAP, SPATIAL_OVERLAP),
+    balance: bool = False,
 ) -> TilePlan:
-    """A plan for a latent grid of (frames, h, w) with tiles of ``tile`` latents (None: one tile)."""
+    """A plan for a latent grid of (frames, h, w) with tiles of ``tile`` latents (None: one tile).
+
+    ``balance`` shrinks the tile to the smallest that needs no more tiles (for backends that take any shape;
+    fixed-shape Core ML models need the tile exactly as converted).
+    """
     f, h, w = latent_shape
     tf, th, tw = tile or latent_shape
     tf, th, tw = min(tf, f), min(th, h), min(tw, w)
+    if balance:
+        tf = balanced_tile(f, tf, overlap[0])
+        th = balanced_tile(h, th, overlap[1])
+        tw = balanced_tile(w, tw, overlap[1])
     return TilePlan(
         axes=(
             AxisPlan(f, tf, tuple(split_axis(f, tf, overlap[0])), time_scale, True),
