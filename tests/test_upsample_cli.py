@@ -236,3 +236,27 @@ def test_usage_errors_are_one_line(env, tmp_path, capsys):
         assert e.value.code == 2
         assert len(capsys.readouterr().err.strip().splitlines()) == 1
         assert not out.exists()
+
+
+def test_hugging_face_repo_with_both_upscalers(env, tmp_path, capsys, monkeypatch):
+    """A bare org/name resolves, in the local cache, to the file of the kind asked for, whichever is smaller."""
+    import shutil
+
+    repo = tmp_path / "hub" / "models--org--ltx"
+    snapshot = repo / "snapshots" / ("0" * 40)
+    snapshot.mkdir(parents=True)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text("0" * 40)
+    for kind in ("spatial", "temporal"):
+        shutil.copy(env.ups[kind][0], snapshot / f"ltx-{kind}-upscaler.safetensors")
+    import huggingface_hub.constants
+
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    # The hub reads the variable once, at import; its module constant is what a later lookup uses.
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    for kind in ("spatial", "temporal"):
+        out = tmp_path / f"{kind}.safetensors"
+        code, captured = run(["upsample", env.latent, f"--{kind}", "org/ltx", "--vae", env.vae, "--dtype", "fp32", "-o", out], capsys)
+        assert code == 0, captured.err
+        ref = reference(env, kind)
+        assert np.abs(read_latent(out).latent - ref).max() <= TOL * np.abs(ref).max()

@@ -7,6 +7,8 @@ the reference reloads the same rounded values in float32.
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 
@@ -100,18 +102,28 @@ def test_fp32_parity_reduced_width_odd_shape_batch2(files, name):
     assert rel_err(ref, out) <= FP32_TOL
 
 
-def test_fp32_parity_full_width_temporal(tmp_path):
-    """The released temporal x2 architecture (512 channels, 4+4 blocks) on a tiny latent."""
-    cfg = load_preset("temporal-x2")
-    path = tmp_path / "temporal_full.safetensors"
+def _full_width_parity(tmp_path, kind: str, shape, out_shape, mid: int):
+    cfg = load_preset(f"{kind}-x2")
+    path = tmp_path / f"{kind}_full.safetensors"
     ref_model = write_upscaler(path, cfg)
-    x = latent((1, 128, 2, 3, 2), seed=3)
+    x = latent(shape, seed=3)
     ref = run_reference(ref_model, x)
     model = load_upsampler(Source(checkpoint=str(path)), "fp32")
-    assert model.config.mid_channels == 512
+    assert model.config.mid_channels == mid
     out = run_mlx(model, x)
-    assert out.shape == (1, 128, 3, 3, 2)
+    assert out.shape == out_shape
     assert rel_err(ref, out) <= FP32_TOL
+
+
+def test_fp32_parity_full_width_temporal(tmp_path):
+    """The released temporal x2 architecture (512 channels, 4+4 blocks) on a tiny latent."""
+    _full_width_parity(tmp_path, "temporal", (1, 128, 2, 2, 1), (1, 128, 3, 2, 1), 512)
+
+
+@pytest.mark.skipif(not os.environ.get("LTX_ANE_SLOW_TESTS"), reason="~80 s on 2 cores; set LTX_ANE_SLOW_TESTS=1")
+def test_fp32_parity_full_width_spatial(tmp_path):
+    """The released spatial x2 architecture (1024 channels, rational resampler): 498 M parameters."""
+    _full_width_parity(tmp_path, "spatial", (1, 128, 2, 2, 3), (1, 128, 2, 4, 6), 1024)
 
 
 def test_two_stage_matches_ltx_core_upsample_video(files):

@@ -8,7 +8,9 @@ squared deviations per group, float32); a last pass produces the output. Every c
 padding, so a streamed conv only has to keep the last two input frames it has seen: its output for frame t is
 ready once frame t+1 has arrived, and a zero frame stands for the padding at either end of the clip. Memory is
 then bounded by the chunk and a few frames per layer, whatever the clip length; the price is compute, about
-(number of GroupNorms + 1) / 2 times a one-shot run (~9x for the LTX-2 upscalers).
+(number of GroupNorms + 1) / 2 times a one-shot run's convolutions (~9x for the LTX-2 upscalers), and more wall
+time than that when chunks are small, since each conv call then has little work per weight it reads: use the
+largest chunk that fits.
 """
 
 from __future__ import annotations

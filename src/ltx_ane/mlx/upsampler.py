@@ -216,17 +216,37 @@ def _kind_from_keys(header) -> str | None:
     return "temporal" if len(info.shape) == 5 else "spatial"
 
 
+def _resolve(spec: str, expected_kind: str | None) -> Path:
+    """A file, or a cached Hugging Face repo's file (``org/name:file.safetensors`` names one).
+
+    For a bare ``org/name``, ``resolve_checkpoint`` picks the repo's smallest file with upscaler keys; a repo may
+    hold both upscalers, so when that one is of the other kind, take the smallest file of the wanted kind.
+    """
+    from ltx_ane.weights import read_header, resolve_checkpoint
+
+    path = resolve_checkpoint(spec, wanted_prefix="initial_conv.")
+    if expected_kind is None or Path(spec).expanduser().exists() or ":" in str(spec):
+        return path
+    if _kind_from_keys(read_header(path)) == expected_kind:
+        return path
+    snapshot = next((p for p in path.parents if p.parent.name == "snapshots"), path.parent)
+    for candidate in sorted(snapshot.rglob("*.safetensors"), key=lambda p: p.stat().st_size):
+        if _kind_from_keys(read_header(candidate)) == expected_kind:
+            return candidate
+    return path  # the kind check reports the mismatch
+
+
 def upsampler_config(source, expected_kind: str | None = None) -> tuple[UpsamplerConfig, Path | None]:
     """The config of an upscaler source and, unless random, its resolved file.
 
     Precedence: ``--config FILE``, then the file's embedded metadata, then the preset its keys point to.
     ``expected_kind`` ('spatial'/'temporal') turns a file passed under the wrong flag into a clear error.
     """
-    from ltx_ane.weights import read_header, resolve_checkpoint
+    from ltx_ane.weights import read_header
 
     path, header, note = None, None, None
     if source.checkpoint:
-        path = resolve_checkpoint(source.checkpoint, wanted_prefix="initial_conv.")
+        path = _resolve(source.checkpoint, expected_kind)
         header = read_header(path)
     elif not source.random_weights:
         raise LtxAneError("no upscaler file given (pass one, or --random-weights)")
