@@ -12,6 +12,7 @@ methods so that :mod:`ltx_ane.upsample` can accumulate them over temporal chunks
 from __future__ import annotations
 
 import sys
+from functools import partial
 from pathlib import Path
 
 import mlx.core as mx
@@ -85,6 +86,7 @@ class GroupNorm(nn.Module):
         return self.apply(x, self.moments(x))
 
 
+@partial(mx.compile, shapeless=True)
 def _affine(x: mx.array, scale: mx.array, shift: mx.array) -> mx.array:
     # Compiled so the float32 round trip fuses into one elementwise pass instead of materializing copies.
     return (x.astype(mx.float32) * scale + shift).astype(x.dtype)
