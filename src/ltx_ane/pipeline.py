@@ -72,8 +72,7 @@ def decode_frames(
     """Decode a (B, C, F, h, w) latent; yield (B, f, H, W, 3) float32 chunks in time order."""
     cfg = decoder.config
     check_latent(latent.shape, cfg.latent_channels)
-    dtype = decoder.conv_in.conv.weight.dtype
-    x = to_channels_last(latent.astype(dtype))
+    x = to_channels_last(latent.astype(decoder.dtype))
 
     def run_tile(tile_latent):
         out = decoder.decode_channels_last(tile_latent)
@@ -100,8 +99,7 @@ def encode_video(
     """Encode (B, 3, F, H, W) in [-1, 1] to a (B, C, f, h, w) float32 latent."""
     cfg = encoder.config
     check_video(video.shape, cfg.time_scale, cfg.space_scale, cfg.in_channels)
-    dtype = encoder.conv_in.conv.weight.dtype
-    x = to_channels_last(video.astype(dtype))
+    x = to_channels_last(video.astype(encoder.dtype))
 
     def run_tile(tile_video):
         out = encoder.encode_channels_last(tile_video)

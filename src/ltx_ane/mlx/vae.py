@@ -106,8 +106,12 @@ class VideoDecoder(nn.Module):
         x = self.conv_out(nn.silu(pixel_norm(x)), causal)
         return unpatchify(x, self.config.patch_size)
 
+    @property
+    def dtype(self):
+        return self.conv_in.conv.weight.dtype
+
     def __call__(self, latent: mx.array) -> mx.array:
-        return to_channels_first(self.decode_channels_last(to_channels_last(latent)))
+        return to_channels_first(self.decode_channels_last(to_channels_last(latent.astype(self.dtype))))
 
 
 class VideoEncoder(nn.Module):
@@ -141,5 +145,9 @@ class VideoEncoder(nn.Module):
         means = x[..., : self.config.latent_channels]
         return self.per_channel_statistics.normalize(means)
 
+    @property
+    def dtype(self):
+        return self.conv_in.conv.weight.dtype
+
     def __call__(self, video: mx.array) -> mx.array:
-        return to_channels_first(self.encode_channels_last(to_channels_last(video)))
+        return to_channels_first(self.encode_channels_last(to_channels_last(video.astype(self.dtype))))
