@@ -43,7 +43,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as e:  # usage errors and --help: argparse has already printed its line
+        return e.code if isinstance(e.code, int) else 2
     try:
         args.run(args)
     except LtxAneError as e:
