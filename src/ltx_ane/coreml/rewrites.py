@@ -131,6 +131,11 @@ def _eps_root(eps: float) -> float:
     return math.sqrt(eps)
 
 
+def _floor(x: torch.Tensor, floor: torch.Tensor) -> torch.Tensor:
+    # torch.clamp(min=) becomes clip(beta=float32 max), which overflows when cast to fp16; maximum has no upper bound.
+    return torch.maximum(x, floor)
+
+
 class PixelNorm4d(nn.Module):
     """x / sqrt(mean_c(x^2) + eps) over channels of (T, C, H, W).
 
@@ -146,11 +151,12 @@ class PixelNorm4d(nn.Module):
     def __init__(self, eps: float = 1e-8, prescaled: bool = True):
         super().__init__()
         self.eps, self.prescaled = eps, prescaled
+        self.register_buffer("floor", torch.tensor(self.FLOOR), persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.prescaled:
             return x / torch.sqrt(torch.mean(x**2, dim=1, keepdim=True) + self.eps)
-        s = torch.clamp(x.abs().amax(dim=1, keepdim=True), min=self.FLOOR)
+        s = _floor(x.abs().amax(dim=1, keepdim=True), self.floor)
         z = x / s
         e = _eps_root(self.eps) / s
         return z * torch.rsqrt(torch.mean(z * z, dim=1, keepdim=True) + e * e)
@@ -170,6 +176,7 @@ class ClipGroupNorm(nn.Module):
         if not norm.affine:
             raise LtxAneError("ANE rewrite: GroupNorm without affine parameters is not supported")
         self.groups, self.eps, self.prescaled = norm.num_groups, norm.eps, prescaled
+        self.register_buffer("floor", torch.tensor(self.FLOOR), persistent=False)
         c = norm.num_channels
         self.weight = _frozen(norm.weight.reshape(1, c, 1, 1))
         self.bias = _frozen(norm.bias.reshape(1, c, 1, 1))
@@ -183,7 +190,7 @@ class ClipGroupNorm(nn.Module):
         g = x.reshape(t, self.groups, c // self.groups, h * w)
         d = g - self._clip_mean(g)
         if self.prescaled:
-            s = torch.clamp(d.abs().amax(dim=(2, 3), keepdim=True).amax(dim=0, keepdim=True), min=self.FLOOR)
+            s = _floor(d.abs().amax(dim=(2, 3), keepdim=True).amax(dim=0, keepdim=True), self.floor)
             z = d / s
             e = _eps_root(self.eps) / s
             y = z * torch.rsqrt(self._clip_mean(z * z) + e * e)
