@@ -12,7 +12,6 @@
 from __future__ import annotations
 
 import logging
-import sys
 
 from ltx_ane.errors import LtxAneError
 
@@ -41,18 +40,15 @@ def check_numpy() -> None:
 
 def import_coremltools():
     """coremltools, quietly; a one-line error when the extra is missing."""
-    if "coremltools" not in sys.modules:
-        quiet = logging.getLogger("coremltools")
-        level = quiet.level
-        quiet.setLevel(logging.ERROR)
-        try:
-            import coremltools  # noqa: F401
-        except ImportError:
-            raise LtxAneError(f"coremltools is not installed (Core ML needs the coreml extra: {EXTRA_HINT})") from None
-        finally:
-            quiet.setLevel(level)
-    import coremltools as ct
-
+    quiet = logging.getLogger("coremltools")
+    level = quiet.level
+    quiet.setLevel(logging.ERROR)
+    try:
+        import coremltools as ct
+    except ImportError:
+        raise LtxAneError(f"coremltools is not installed (Core ML needs the coreml extra: {EXTRA_HINT})") from None
+    finally:
+        quiet.setLevel(level)
     return ct
 
 
