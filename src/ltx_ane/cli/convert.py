@@ -36,7 +36,11 @@ def register(subparsers) -> None:
     num.add_argument("--precision", choices=("fp16", "fp32"), default="fp16",
                      help="fp16 (default; what the ANE runs) or fp32 (GPU/CPU only, never the ANE)")
     num.add_argument("--min-psnr", type=float, default=None, metavar="DB", help="refuse fp16 below this PSNR against fp32 (default 40)")
-    num.add_argument("--no-fp16-check", action="store_true", help="skip the fp16-vs-fp32 check in torch (saves a forward pass at the smallest tile)")
+    num.add_argument("--no-fp16-check", action="store_true", help="skip the fp16-vs-fp32 check in torch")
+    num.add_argument("--check-tile", metavar="FxHxW", help="where the torch fp16/compression checks run (default: the "
+                     "smallest tile capped at 9x64x64; CPU fp16 convolutions are slow at full width)")
+    num.add_argument("--compress", choices=("int8", "palette6", "palette4"), help="compress the weights (ct.optimize.coreml): "
+                     "int8 linear, 6-bit palette, or 4-bit palette per 16 channels; the PSNR of the decompressed weights is reported")
     p.add_argument("--force", action="store_true", help="convert even if an identical package exists")
     p.add_argument("--seed", type=int, default=0, help="seed for --random-weights and example inputs")
     p.add_argument("--quiet", action="store_true", help="no progress lines")
@@ -82,6 +86,8 @@ def run(args: argparse.Namespace) -> None:
         fp16_check=not args.no_fp16_check,
         force=args.force,
         seed=args.seed,
+        compress=args.compress,
+        check_tile=TileShape.parse(args.check_tile) if args.check_tile else None,
         log=log,
     )
     previous = signal.signal(signal.SIGTERM, _terminate)
@@ -109,6 +115,8 @@ def _summary(result) -> None:
 
     print(result.path)
     psnr = f", fp16 PSNR {result.fp16_psnr_db:.1f} dB" if result.fp16_psnr_db is not None else ""
+    if result.compressed_psnr_db is not None:
+        psnr += f", {result.metadata.get('ltx_ane.compression')} weights PSNR {result.compressed_psnr_db:.1f} dB"
     print(f"{human_bytes(result.size_bytes)}{psnr}")
     flags = {}
     for function in inspect_package(result.path).functions:

@@ -370,6 +370,16 @@ def psnr(test, ref) -> float:
     return 10 * math.log10(peak**2 / mse)
 
 
+def check_tile(tile: TileShape, loaded: Loaded) -> TileShape:
+    """Where the torch checks run: the tile, capped at 2 latent frames of 2x2 latents.
+
+    torch's CPU fp16 convolutions are slow (a full-width decoder tile of 9x256x256 takes over ten minutes on two
+    cores), and overflow depends on activation magnitudes, which the weights set, not on the tile's extent.
+    2x2 latents is the least that reflect padding accepts.
+    """
+    return TileShape(min(tile.frames, loaded.time_scale + 1), min(tile.height, 2 * loaded.space_scale), min(tile.width, 2 * loaded.space_scale))
+
+
 def fp16_psnr(model, x) -> float:
     """Run the (rewritten) torch model in fp32 and in fp16 on the same input; PSNR of fp16 against fp32.
 
@@ -434,11 +444,17 @@ class ConvertOptions:
     fp16_check: bool = True
     force: bool = False
     seed: int = 0
+    compress: str | None = None  # None, or one of compress.MODES
+    check_tile: TileShape | None = None  # where to run the torch checks (default: see check_tile())
     log: Callable[[str], None] = field(default=lambda msg: print(msg, file=sys.stderr))
 
     def __post_init__(self):
+        from ltx_ane.coreml.compress import MODES
+
         if self.precision not in PRECISIONS:
             raise LtxAneError(f"unknown precision {self.precision!r} (choose from {', '.join(PRECISIONS)})")
+        if self.compress is not None and self.compress not in MODES:
+            raise LtxAneError(f"unknown compression {self.compress!r} (choose from {', '.join(MODES)})")
 
 
 @dataclass
@@ -449,9 +465,10 @@ class ConvertResult:
     size_bytes: int
     fp16_psnr_db: float | None
     metadata: dict[str, str]
+    compressed_psnr_db: float | None = None
 
 
-def cache_key(loaded: Loaded, tiles: list[TileShape], variant: Variant, precision: str, ct_version: str) -> str:
+def cache_key(loaded: Loaded, tiles: list[TileShape], variant: Variant, precision: str, ct_version: str, compress: str | None = None) -> str:
     identity = {
         "format": FORMAT_VERSION,
         "component": loaded.component,
@@ -460,6 +477,7 @@ def cache_key(loaded: Loaded, tiles: list[TileShape], variant: Variant, precisio
         "tiles": [t.name for t in tiles],
         "variant": variant.name,
         "precision": precision,
+        "compress": compress,
         "coremltools": ct_version,
         "ltx_ane": __version__,
     }
@@ -533,7 +551,7 @@ def convert_loaded(loaded: Loaded, tiles: Iterable[TileShape], out_dir: str | Pa
     if out_dir.exists() and not out_dir.is_dir():
         raise LtxAneError(f"output {out_dir} exists and is not a directory")
     out_dir.mkdir(parents=True, exist_ok=True)
-    key = cache_key(loaded, tiles, variant, options.precision, ct.__version__)
+    key = cache_key(loaded, tiles, variant, options.precision, ct.__version__, options.compress)
     final = out_dir / f"{loaded.component}-{key}.mlpackage"
     _clean_stale_partials(out_dir)
 
@@ -545,15 +563,18 @@ def convert_loaded(loaded: Loaded, tiles: Iterable[TileShape], out_dir: str | Pa
         if meta.get(META_PREFIX + "cache_key") == key:
             options.log(f"reusing {final} (same weights, config, tiles, variant and versions)")
             psnr_text = meta.get(META_PREFIX + "fp16_psnr_db")
-            return ConvertResult(final, True, time.perf_counter() - start, package_size(final), float(psnr_text) if psnr_text else None, meta)
+            compressed_text = meta.get(META_PREFIX + "compressed_psnr_db")
+            return ConvertResult(final, True, time.perf_counter() - start, package_size(final), float(psnr_text) if psnr_text else None,
+                                 meta, float(compressed_text) if compressed_text else None)
 
     model = rewrite(loaded.module, loaded.component, variant)
     shapes = [input_shape(loaded, t) for t in tiles]
 
-    measured = None
+    measured = compressed_db = None
     if options.precision == "fp16" and options.fp16_check:
-        options.log(f"checking fp16 against fp32 in torch at {tiles[0].name} ...")
-        measured = fp16_psnr(model, example_input(loaded.component, shapes[0], options.seed))
+        check = options.check_tile or check_tile(tiles[0], loaded)
+        options.log(f"checking fp16 against fp32 in torch at {check.name} ...")
+        measured = fp16_psnr(model, example_input(loaded.component, input_shape(loaded, check), options.seed))
         options.log(f"fp16 PSNR {measured:.1f} dB (bar {options.min_psnr:g} dB)")
         if not measured >= options.min_psnr:
             raise LtxAneError(
@@ -575,6 +596,19 @@ def convert_loaded(loaded: Loaded, tiles: Iterable[TileShape], out_dir: str | Pa
         for i, tile in enumerate(tiles):
             options.log(f"converting {loaded.component} at {tile.name} (input {list(shapes[i])}) ...")
             mlmodel = _convert_one(ct, model, loaded, tile, options.precision, options.seed)
+            if options.compress:
+                from ltx_ane.coreml.compress import compress_mlmodel, compressed_psnr
+
+                options.log(f"compressing weights ({options.compress}) ...")
+                compressed = compress_mlmodel(mlmodel, options.compress)
+                if i == 0:  # every function holds the same weights: measure once
+                    x = example_input(loaded.component, input_shape(loaded, options.check_tile or check_tile(tiles[0], loaded)), options.seed)
+                    compressed_db, replaced, missing = compressed_psnr(model, x, mlmodel, compressed)
+                    options.log(f"{options.compress} weights: PSNR {compressed_db:.1f} dB against the original weights "
+                                f"(fp32 torch; {replaced} tensors replaced{f', {missing} not matched' if missing else ''})")
+                    if compressed_db < options.min_psnr:
+                        options.log(f"warning: below the {options.min_psnr:g} dB bar; check the output before trusting it")
+                mlmodel = compressed
             single = merged if len(tiles) == 1 else partial / f"{tile.function_name}.mlpackage"
             mlmodel.save(str(single))
             del mlmodel
@@ -604,6 +638,8 @@ def convert_loaded(loaded: Loaded, tiles: Iterable[TileShape], out_dir: str | Pa
             "variant": variant.name,
             "precision": options.precision,
             "fp16_psnr_db": f"{measured:.2f}" if measured is not None else "",
+            "compression": options.compress or "",
+            "compressed_psnr_db": f"{compressed_db:.2f}" if compressed_db is not None else "",
             "coremltools_version": ct.__version__,
             "ltx_ane_version": __version__,
             "format_version": FORMAT_VERSION,
@@ -617,7 +653,7 @@ def convert_loaded(loaded: Loaded, tiles: Iterable[TileShape], out_dir: str | Pa
     finally:
         shutil.rmtree(partial, ignore_errors=True)
     seconds = time.perf_counter() - start
-    return ConvertResult(final, False, seconds, package_size(final), measured, metadata)
+    return ConvertResult(final, False, seconds, package_size(final), measured, metadata, compressed_db)
 
 
 def _convert(component: str, source: Source, tiles, out_dir, variant: Variant, options: ConvertOptions | None) -> ConvertResult:
