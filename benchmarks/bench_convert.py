@@ -31,7 +31,12 @@ JOBS = {
     "spatial": ("spatial", "spatial-x2", ["17x256x256"]),
     "temporal": ("temporal", "temporal-x2", ["17x256x256"]),
     "temporal-2tiles": ("temporal", "temporal-x2", ["17x256x256", "33x256x384"]),
+    # Weight compression (stacked variant only): sizes, and the PSNR of the decompressed weights.
+    "temporal-int8": ("temporal", "temporal-x2", ["17x256x256"]),
+    "temporal-palette6": ("temporal", "temporal-x2", ["17x256x256"]),
+    "temporal-palette4": ("temporal", "temporal-x2", ["17x256x256"]),
 }
+COMPRESS = {"temporal-int8": "int8", "temporal-palette6": "palette6", "temporal-palette4": "palette4"}
 VARIANTS = {
     "stacked": "conv=stacked,d2s=pixel_shuffle,norm=prescaled",
     "split": "conv=split,d2s=reshape,norm=prescaled",
@@ -55,7 +60,8 @@ def run_one(job: dict) -> dict:
             [TileShape.parse(t) for t in job["tiles"]],
             job["out_dir"],
             Variant.parse(VARIANTS[job["variant"]]),
-            ConvertOptions(fp16_check=job["fp16_check"], min_psnr=float("-inf"), force=True, log=lambda m: print(m, file=sys.stderr, flush=True)),
+            ConvertOptions(fp16_check=job["fp16_check"], min_psnr=float("-inf"), force=True, compress=job.get("compress"),
+                           log=lambda m: print(m, file=sys.stderr, flush=True)),
         )
         report = inspect_package(result.path)
         out.update(
@@ -64,6 +70,8 @@ def run_one(job: dict) -> dict:
             package_bytes=result.size_bytes,
             weight_bytes=report.weight_bytes,
             fp16_psnr_db=None if result.fp16_psnr_db is None else round(result.fp16_psnr_db, 2),
+            compression=job.get("compress"),
+            compressed_psnr_db=None if result.compressed_psnr_db is None else round(result.compressed_psnr_db, 2),
             functions=[{
                 "name": f.name, "inputs": f.inputs, "outputs": f.outputs, "op_counts": f.op_counts, "ranks": f.ranks,
                 "dtypes": f.dtypes, "largest_activation": f.largest_activation, "conv_flops": f.conv_flops,
@@ -90,6 +98,8 @@ def markdown(results: list[dict], machine: str) -> str:
             ops = sum(v for k, v in f["op_counts"].items() if k != "const")
             flags = ", ".join(sorted({fl["code"] for fn in r["functions"] for fl in fn["flags"]})) or "none"
             psnr = "-" if r["fp16_psnr_db"] is None else f"{r['fp16_psnr_db']:.1f} dB"
+            if r.get("compressed_psnr_db") is not None:
+                psnr = f"{r['compression']} weights: {r['compressed_psnr_db']:.1f} dB"
             lines.append(f"| {r['job']} | {r['variant']} | {' '.join(r['tiles'])} | converted | {r['seconds']:.0f} s | "
                          f"{human_bytes(r['peak_rss_bytes'])} | {human_bytes(r['package_bytes'])} | {psnr} | {ops} | {max(map(int, f['ranks']))} | {flags} |")
         else:
@@ -119,10 +129,11 @@ def main() -> int:
         for name in args.only or list(JOBS):
             component, config, tiles = JOBS[name]
             for variant in args.variants:
-                if name == "temporal-2tiles" and variant != "stacked":
-                    continue  # the multifunction check needs one variant
+                if (name == "temporal-2tiles" or name in COMPRESS) and variant != "stacked":
+                    continue  # multifunction and compression jobs need one variant
                 job = {"name": name, "component": component, "config": config, "tiles": tiles, "variant": variant,
-                       "out_dir": str(Path(tmp) / name), "fp16_check": not args.no_fp16_check and variant != "conv3d"}
+                       "out_dir": str(Path(tmp) / name), "fp16_check": not args.no_fp16_check and variant != "conv3d" and name not in COMPRESS,
+                       "compress": COMPRESS.get(name)}
                 print(f"== {name} {variant}", file=sys.stderr, flush=True)
                 proc = subprocess.run([sys.executable, __file__, "--one", json.dumps(job)], stdout=subprocess.PIPE, text=True)
                 lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]

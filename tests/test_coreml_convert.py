@@ -264,3 +264,24 @@ def test_pid_check_does_not_touch_live_partials(tmp_path):
     dead.mkdir()
     _clean_stale_partials(tmp_path)
     assert live.exists() and not dead.exists()
+
+
+def test_tiler_tiles_match_the_tiler():
+    """Packages for the tiled decode carry exactly the shapes ltx_ane.tiling asks for."""
+    from ltx_ane.coreml.convert import tiler_tiles
+    from ltx_ane.tiling import make_plan
+
+    videos = [TileShape.parse("121x512x768"), TileShape.parse("33x256x256")]
+    tiles = tiler_tiles(videos, [TileShape.parse("65x512x512")])
+    assert tiles == [TileShape(33, 256, 256), TileShape(65, 512, 512)]
+    for video in videos:
+        plan = make_plan(video.latent(8, 32), (9, 16, 16))
+        for job in plan.jobs():
+            shape = tuple(s.stop - s.start for s in job.latent_slices)
+            assert TileShape.from_latent(*shape) in tiles
+
+
+def test_video_option_is_for_vae_only(configs, tmp_path):
+    options = ConvertOptions(log=lambda m: None, videos=(TileShape.parse("33x256x256"),))
+    with pytest.raises(LtxAneError, match="--video is for the tiled decoder/encoder"):
+        convert_spatial(Source(config_file=configs["spatial"], random_weights=True), [TileShape.parse("9x64x64")], tmp_path, options=options)

@@ -26,6 +26,8 @@ def register(subparsers) -> None:
     source.add_argument("--config", metavar="FILE", help="config JSON (or preset name: ltx2, ltx23, spatial-x2, temporal-x2); overrides the checkpoint's metadata")
     p.add_argument("--tile", required=True, nargs="+", metavar="FxHxW", help="tile shape(s) in pixels, e.g. 9x256x384 "
                    "(frames 8k+1, sides multiples of 32); for upscalers the whole clip their input latent decodes to")
+    p.add_argument("--video", nargs="+", metavar="FxHxW", help="decoder/encoder: convert the tile shapes the tiler cuts "
+                   "videos of these sizes into, with each --tile as the tile size (edge-clipped where a video is smaller)")
     p.add_argument("-o", "--output", required=True, metavar="DIR", help="directory for the .mlpackage (named by a hash of its inputs)")
     rw = p.add_argument_group("rewrite variant")
     rw.add_argument("--conv", choices=("stacked", "split", "conv3d"), default="stacked",
@@ -88,6 +90,7 @@ def run(args: argparse.Namespace) -> None:
         seed=args.seed,
         compress=args.compress,
         check_tile=TileShape.parse(args.check_tile) if args.check_tile else None,
+        videos=tuple(TileShape.parse(v) for v in args.video or ()),
         log=log,
     )
     previous = signal.signal(signal.SIGTERM, _terminate)

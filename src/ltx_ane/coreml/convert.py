@@ -118,6 +118,23 @@ class TileShape:
                 )
 
 
+def tiler_tiles(videos: Iterable[TileShape], tiles: Iterable[TileShape], time_scale: int = 8, space_scale: int = 32) -> list[TileShape]:
+    """The tile shapes ``ltx_ane.tiling`` cuts each video into, for each requested tile size (decoder/encoder).
+
+    The tiler makes every tile of a plan the same shape, clipped to the video where the video is smaller, so a
+    package converted with these shapes has a function for every tile the tiled decode/encode will run.
+    """
+    from ltx_ane.tiling import make_plan
+
+    out = set()
+    for video in videos:
+        video.check("video", time_scale, space_scale)
+        for tile in tiles:
+            plan = make_plan(video.latent(time_scale, space_scale), tile.latent(time_scale, space_scale), time_scale, space_scale)
+            out.add(TileShape.from_latent(*plan.latent_tile_shape, time_scale, space_scale))
+    return sorted(out)
+
+
 # --------------------------------------------------------------------------------------- loading components
 
 
@@ -446,6 +463,7 @@ class ConvertOptions:
     seed: int = 0
     compress: str | None = None  # None, or one of compress.MODES
     check_tile: TileShape | None = None  # where to run the torch checks (default: see check_tile())
+    videos: tuple[TileShape, ...] = ()  # when set, tiles are what the tiler cuts these videos into (tiler_tiles)
     log: Callable[[str], None] = field(default=lambda msg: print(msg, file=sys.stderr))
 
     def __post_init__(self):
@@ -535,8 +553,13 @@ def _convert_one(ct, model, loaded: Loaded, tile: TileShape, precision: str, see
         raise LtxAneError(f"coremltools could not convert the {loaded.component} at tile {tile.name}: {type(e).__name__}: {message}") from None
 
 
-def convert_loaded(loaded: Loaded, tiles: Iterable[TileShape], out_dir: str | Path, variant: Variant = Variant(), options: ConvertOptions | None = None) -> ConvertResult:
-    """Convert a loaded component at the given tile shapes into ``out_dir``; reuse an identical earlier package."""
+def convert_loaded(loaded: Loaded, tiles: Iterable[TileShape], out_dir: str | Path, variant: Variant = Variant(),
+                   options: ConvertOptions | None = None, keep_reference: bool = True) -> ConvertResult:
+    """Convert a loaded component at the given tile shapes into ``out_dir``; reuse an identical earlier package.
+
+    ``keep_reference=False`` lets go of the ltx-core module once the rewrite has copied its weights (2-3 GB at
+    full size), so the caller's ``loaded.module`` becomes None.
+    """
     from ltx_ane.coreml.deps import require_conversion
 
     options = options or ConvertOptions()
@@ -568,6 +591,9 @@ def convert_loaded(loaded: Loaded, tiles: Iterable[TileShape], out_dir: str | Pa
                                  meta, float(compressed_text) if compressed_text else None)
 
     model = rewrite(loaded.module, loaded.component, variant)
+    if not keep_reference and variant.conv != "conv3d":
+        loaded.module = None
+        gc.collect()
     shapes = [input_shape(loaded, t) for t in tiles]
 
     measured = compressed_db = None
@@ -663,8 +689,14 @@ def _convert(component: str, source: Source, tiles, out_dir, variant: Variant, o
     require_conversion()
     plan = plan_component(component, source)
     tiles = list(tiles)
+    if options.videos:
+        if component not in ("decoder", "encoder"):
+            raise LtxAneError(f"--video is for the tiled decoder/encoder; the {component} upscaler's tiles are whole clips: pass them as --tile")
+        plan.check_tiles(tiles)
+        tiles = tiler_tiles(options.videos, tiles, plan.time_scale, plan.space_scale)
+        options.log("tiles from the tiler: " + ", ".join(t.name for t in tiles))
     plan.check_tiles(tiles)  # before minutes of building and hashing a 1 GB model
-    return convert_loaded(build_component(plan, options.seed), tiles, out_dir, variant, options)
+    return convert_loaded(build_component(plan, options.seed), tiles, out_dir, variant, options, keep_reference=False)
 
 
 def convert_decoder(source: Source, tiles, out_dir, variant: Variant = Variant(), options: ConvertOptions | None = None) -> ConvertResult:
