@@ -41,6 +41,7 @@ from ltx_ane.loading import Source  # noqa: E402
 from ltx_ane.reference import build_decoder, vae_state_dict, write_checkpoint  # noqa: E402
 
 QUIET = ConvertOptions(log=lambda msg: None)
+ALTERNATE = Variant(conv="split", d2s="reshape", norm="plain")
 REQUIRED_METADATA = ("component", "config_hash", "weights_hash", "tiles", "variant", "coremltools_version", "ltx_ane_version", "cache_key", "functions")
 
 
@@ -65,12 +66,16 @@ def packages(configs, tmp_path_factory):
         "encoder": convert_encoder(Source(config_file=configs["ltx2"], random_weights=True), tile, out, options=QUIET),
         "spatial": convert_spatial(Source(config_file=configs["spatial"], random_weights=True), tile, out, options=QUIET),
         "temporal": convert_temporal(Source(config_file=configs["temporal"], random_weights=True), tile, out, options=QUIET),
+        # The other form of every rewrite: three summed convs, reshape/transpose depth-to-space, the plain norms.
+        "decoder-split": convert_decoder(Source(config_file=configs["ltx2"], random_weights=True), tile, out, ALTERNATE, QUIET),
+        "encoder-split": convert_encoder(Source(config_file=configs["ltx23"], random_weights=True), tile, out, ALTERNATE, QUIET),
     }
 
 
-@pytest.mark.parametrize("component", ["decoder", "encoder", "spatial", "temporal"])
-def test_programs_are_rank4_fp16_and_allowlisted(packages, component):
-    result = packages[component]
+@pytest.mark.parametrize("name", ["decoder", "encoder", "spatial", "temporal", "decoder-split", "encoder-split"])
+def test_programs_are_rank4_fp16_and_allowlisted(packages, name):
+    result = packages[name]
+    component, _, alternate = name.partition("-")
     report = inspect_package(result.path)
     for function in report.functions:
         assert function.max_rank == 4, function.ranks
@@ -82,7 +87,7 @@ def test_programs_are_rank4_fp16_and_allowlisted(packages, component):
     for key in REQUIRED_METADATA:
         assert meta.get(key), key
     assert meta["component"] == component
-    assert meta["variant"] == Variant().name
+    assert meta["variant"] == (ALTERNATE if alternate else Variant()).name
     assert result.fp16_psnr_db >= 40
 
 

@@ -75,6 +75,11 @@ def run(args: argparse.Namespace) -> None:
     import time
 
     start = time.perf_counter()
+    if args.quiet:
+        # coremltools draws tqdm bars for every pass; tqdm reads this when it is first imported.
+        import os
+
+        os.environ.setdefault("TQDM_DISABLE", "1")
     source = _source(args)
     from ltx_ane.coreml.convert import CONVERTERS, DEFAULT_MIN_PSNR, ConvertOptions, TileShape
     from ltx_ane.coreml.rewrites import Variant
