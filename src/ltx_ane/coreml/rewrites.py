@@ -155,7 +155,7 @@ class PixelNorm4d(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.prescaled:
-            return x / torch.sqrt(torch.mean(x**2, dim=1, keepdim=True) + self.eps)
+            return x / torch.sqrt(torch.mean(x * x, dim=1, keepdim=True) + self.eps)  # x*x, not x**2: no pow op
         s = _floor(x.abs().amax(dim=1, keepdim=True), self.floor)
         z = x / s
         e = _eps_root(self.eps) / s
