@@ -113,21 +113,23 @@ def test_numpy_limit(monkeypatch):
 
 
 def test_concatenate_converts():
-    """ltx-core's CausalConv3d calls torch.concatenate, which coremltools 9.0 has no converter for."""
+    """ltx-core's CausalConv3d calls torch.concatenate; coremltools 9.0 has no converter for aten::concatenate
+    (torch 2.13's tracer records it as aten::cat, other versions and scripted code do not), so it is aliased."""
     pytest.importorskip("coremltools")
     pytest.importorskip("ltx_core")
     import numpy as np
     import torch
+    from coremltools.converters.mil.frontend.torch import ops
+    from coremltools.converters.mil.frontend.torch.torch_op_registry import _TORCH_OPS_REGISTRY
     from ltx_core.model.video_vae.convolution import CausalConv3d
 
     from ltx_ane.coreml.deps import require_conversion
 
     ct = require_conversion()
+    assert _TORCH_OPS_REGISTRY.get_func("concatenate") is ops.cat
     module = CausalConv3d(4, 4).eval()
     x = torch.randn(1, 4, 3, 4, 4)
-    traced = torch.jit.trace(module, x)
-    assert "aten::concatenate" in str(traced.graph)
-    model = ct.convert(traced, inputs=[ct.TensorType(name="x", shape=x.shape, dtype=np.float32)], convert_to="mlprogram",
-                       minimum_deployment_target=ct.target.macOS15, skip_model_load=True)
-    ops = {op.type for f in model.get_spec().mlProgram.functions.values() for op in f.block_specializations[f.opset].operations}
-    assert "concat" in ops
+    model = ct.convert(torch.jit.trace(module, x), inputs=[ct.TensorType(name="x", shape=x.shape, dtype=np.float32)],
+                       convert_to="mlprogram", minimum_deployment_target=ct.target.macOS15, skip_model_load=True)
+    ops_used = {op.type for f in model.get_spec().mlProgram.functions.values() for op in f.block_specializations[f.opset].operations}
+    assert "conv" in ops_used

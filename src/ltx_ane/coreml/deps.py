@@ -1,7 +1,8 @@
 """Importing coremltools (and torch/ltx-core) with the known incompatibilities handled.
 
-- coremltools 9.0 has no converter for ``aten::concatenate``, which ltx-core's CausalConv3d uses; it is the
-  same op as ``cat``, so it is registered as an alias (the unmodified ``conv3d`` variant needs it).
+- coremltools 9.0 has no converter for ``aten::concatenate``, which ltx-core's CausalConv3d calls; it is the
+  same op as ``cat``, so it is registered as an alias. (torch 2.13's tracer happens to record it as
+  ``aten::cat``; other torch versions and scripted graphs keep ``aten::concatenate``.)
 - With NumPy >= 2.4, coremltools 9.0's handling of traced shape arithmetic raises
   ``TypeError: only 0-dimensional arrays can be converted to Python scalars``; the ``coreml`` extra pins
   ``numpy<2.4`` and conversion refuses to start on a newer NumPy rather than fail half-way.
