@@ -42,7 +42,7 @@ def register(subparsers) -> None:
     num.add_argument("--check-tile", metavar="FxHxW", help="where the torch fp16/compression checks run (default: the "
                      "smallest tile capped at 9x64x64; CPU fp16 convolutions are slow at full width)")
     num.add_argument("--compress", choices=("int8", "palette6", "palette4"), help="compress the weights (ct.optimize.coreml): "
-                     "int8 linear, 6-bit palette, or 4-bit palette per 16 channels; the PSNR of the decompressed weights is reported")
+                     "int8 linear, or a 6-/4-bit palette per 16 output channels; the PSNR of the decompressed weights is reported")
     p.add_argument("--force", action="store_true", help="convert even if an identical package exists")
     p.add_argument("--seed", type=int, default=0, help="seed for --random-weights and example inputs")
     p.add_argument("--quiet", action="store_true", help="no progress lines")

@@ -1,7 +1,7 @@
 """Weight compression through ``ct.optimize.coreml``, and its error measured through the torch model.
 
-Modes: ``int8`` (linear symmetric, per output channel), ``palette6`` (6-bit k-means look-up table per tensor),
-``palette4`` (4-bit k-means, one table per group of 16 output channels). coremltools refuses to compress
+Modes: ``int8`` (linear symmetric, per output channel), ``palette6`` and ``palette4`` (6-/4-bit k-means
+look-up tables, one per group of 16 output channels). coremltools refuses to compress
 multifunction models, so each function's program is compressed before the functions are merged; the
 compression is deterministic, so the merged package still stores every weight once.
 
@@ -28,7 +28,9 @@ def _config(mode: str):
     if mode == "int8":
         op = cto.OpLinearQuantizerConfig(mode="linear_symmetric", dtype="int8", granularity="per_channel", weight_threshold=MIN_ELEMENTS)
     elif mode == "palette6":
-        op = cto.OpPalettizerConfig(mode="kmeans", nbits=6, granularity="per_tensor", weight_threshold=MIN_ELEMENTS)
+        # Grouped like palette4: per-tensor k-means at this size needs scikit-learn, while grouped tensors go
+        # through the 1-D k-means that coremltools bundles.
+        op = cto.OpPalettizerConfig(mode="kmeans", nbits=6, granularity="per_grouped_channel", group_size=16, weight_threshold=MIN_ELEMENTS)
     elif mode == "palette4":
         op = cto.OpPalettizerConfig(mode="kmeans", nbits=4, granularity="per_grouped_channel", group_size=16, weight_threshold=MIN_ELEMENTS)
     else:
