@@ -66,10 +66,28 @@ class _Progress:
         self.bar.close()
 
 
+def _scheduled(backends, plan, x, direction: str, progress, max_in_flight, throughput, log) -> Iterator[mx.array]:
+    """Tiles on the given backends (``backends.Backend`` objects), concurrently when there are several."""
+    from ltx_ane.backends import keep_supported
+    from ltx_ane.scheduler import concurrent
+
+    tile_shape = (x.shape[0], *plan.latent_tile_shape, x.shape[-1]) if direction == "decode" else (
+        x.shape[0], *plan.pixel_tile_shape, x.shape[-1])
+    backends = keep_supported(list(backends), tile_shape, log)
+    executor = concurrent(backends, max_in_flight, throughput)
+    yield from run_tiled(plan, x, progress.wrap(executor), direction)
+
+
 def decode_frames(
-    decoder: VideoDecoder, latent: mx.array, tile: tuple[int, int, int] | None, quiet: bool = True
+    decoder: VideoDecoder, latent: mx.array, tile: tuple[int, int, int] | None, quiet: bool = True,
+    backends=None, max_in_flight: int | None = None, throughput=None, log=None,
 ) -> Iterator[mx.array]:
-    """Decode a (B, C, F, h, w) latent; yield (B, f, H, W, 3) float32 chunks in time order."""
+    """Decode a (B, C, F, h, w) latent; yield (B, f, H, W, 3) float32 chunks in time order.
+
+    ``backends`` (``backends.Backend`` objects, see ``scheduler``) run the tiles instead of ``decoder`` itself,
+    all at once when there are several; ``decoder`` then only supplies the config and dtype. Fixed-shape
+    backends get the tile exactly as asked (no balancing).
+    """
     cfg = decoder.config
     check_latent(latent.shape, cfg.latent_channels)
     x = to_channels_last(latent.astype(decoder.dtype))
@@ -80,9 +98,13 @@ def decode_frames(
         return out
 
     grid = tuple(latent.shape[2:])
-    plan = make_plan(grid, tile, cfg.time_scale, cfg.space_scale, balance=True)
+    balance = not backends or all(getattr(b, "any_shape", True) for b in backends)
+    plan = make_plan(grid, tile, cfg.time_scale, cfg.space_scale, balance=balance)
     progress = _Progress(plan.num_tiles, "decode", quiet)
     try:
+        if backends:
+            yield from _scheduled(backends, plan, x, "decode", progress, max_in_flight, throughput, log)
+            return
         if plan.num_tiles == 1:
             out = run_tile(x).astype(mx.float32)
             progress.bar.update(1)
@@ -94,9 +116,10 @@ def decode_frames(
 
 
 def encode_video(
-    encoder: VideoEncoder, video: mx.array, tile: tuple[int, int, int] | None, quiet: bool = True
+    encoder: VideoEncoder, video: mx.array, tile: tuple[int, int, int] | None, quiet: bool = True,
+    backends=None, max_in_flight: int | None = None, throughput=None, log=None,
 ) -> mx.array:
-    """Encode (B, 3, F, H, W) in [-1, 1] to a (B, C, f, h, w) float32 latent."""
+    """Encode (B, 3, F, H, W) in [-1, 1] to a (B, C, f, h, w) float32 latent (``backends`` as in decode_frames)."""
     cfg = encoder.config
     check_video(video.shape, cfg.time_scale, cfg.space_scale, cfg.in_channels)
     x = to_channels_last(video.astype(encoder.dtype))
@@ -108,10 +131,13 @@ def encode_video(
 
     b, _, f, h, w = video.shape
     grid = ((f - 1) // cfg.time_scale + 1, h // cfg.space_scale, w // cfg.space_scale)
-    plan = make_plan(grid, tile, cfg.time_scale, cfg.space_scale, balance=True)
+    balance = not backends or all(getattr(b, "any_shape", True) for b in backends)
+    plan = make_plan(grid, tile, cfg.time_scale, cfg.space_scale, balance=balance)
     progress = _Progress(plan.num_tiles, "encode", quiet)
     try:
-        if plan.num_tiles == 1:
+        if backends:
+            out = mx.concatenate(list(_scheduled(backends, plan, x, "encode", progress, max_in_flight, throughput, log)), axis=1)
+        elif plan.num_tiles == 1:
             out = run_tile(x)
             progress.bar.update(1)
         else:

@@ -1,0 +1,54 @@
+"""Timing and error helpers shared by ``ltx-ane bench`` and the scripts in ``benchmarks/``.
+
+A timed call is a whole call including the backend's synchronisation, so asynchronous backends (MLX, CUDA)
+are charged for their work; statistics are always median and range over several runs, never one.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+
+import numpy as np
+
+
+def psnr(ref: np.ndarray, out: np.ndarray) -> float:
+    """PSNR in dB with max |ref| as the peak (the convention of every result in benchmarks/results)."""
+    mse = float(np.mean((ref.astype(np.float64) - out.astype(np.float64)) ** 2))
+    if not np.isfinite(mse):
+        return float("-inf")
+    return float("inf") if mse == 0 else float(20 * np.log10(np.abs(ref).max() / np.sqrt(mse)))
+
+
+def rel_err(ref: np.ndarray, out: np.ndarray) -> float:
+    return float(np.abs(ref.astype(np.float64) - out).max() / np.abs(ref).max())
+
+
+def max_abs_err(ref: np.ndarray, out: np.ndarray) -> float:
+    return float(np.abs(ref.astype(np.float64) - out.astype(np.float64)).max())
+
+
+def summary(times: list[float]) -> dict:
+    return {"median_s": statistics.median(times), "min_s": min(times), "max_s": max(times), "runs_s": list(times)}
+
+
+def timed_call(fn, sync) -> tuple[float, object]:
+    """One whole call: the function, then the backend's synchronisation."""
+    t0 = time.perf_counter()
+    out = fn()
+    sync()
+    return time.perf_counter() - t0, out
+
+
+def timed(fn, sync, runs: int, warmup: int) -> tuple[list[float], object]:
+    """``warmup`` untimed calls, then ``runs`` timed ones; the last output."""
+    out = None
+    for _ in range(warmup):
+        out = fn()
+        sync()
+    times = []
+    for _ in range(runs):
+        sync()
+        dt, out = timed_call(fn, sync)
+        times.append(dt)
+    return times, out

@@ -1,0 +1,206 @@
+"""Concurrent tile scheduling: several backends decode (or encode) the tiles of one video at once.
+
+``concurrent(backends)`` is an executor for ``tiling.run_tiled``. Each backend gets one worker thread that pulls
+the next tile from a shared queue whenever it is free, so a fast backend takes more tiles than a slow one and
+every tile runs exactly once. Model calls of a backend stay on its own thread; tiles cross threads as NumPy
+float32 arrays, converted from and back to MLX on the caller's thread.
+
+Results are handed to the tiler in job order. A tile finished early waits in the executor, never in the tiler,
+and at most ``max_in_flight`` tiles are between dispatch and hand-over (queued, running or waiting): memory is
+bounded by that many tile inputs and outputs plus the tiler's blend buffer, whatever the video's length.
+
+When an MLX backend is among the workers, the executor holds ``backends.MLX_LOCK`` while the caller works on a
+handed-over tile (blending with MLX, and whatever the caller does with a finished chunk), so MLX never runs on
+two threads at once. The MLX worker waits during that time; the other backends do not.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Iterator, Sequence
+
+import numpy as np
+
+from ltx_ane.errors import LtxAneError
+
+
+@dataclass
+class BackendStats:
+    name: str
+    tiles: list[int] = field(default_factory=list)  # job indices this backend ran
+    busy_s: float = 0.0
+
+    @property
+    def rate(self) -> float:
+        """Tiles per second while busy: the backend's own speed, as if alone (less any contention)."""
+        return len(self.tiles) / self.busy_s if self.busy_s > 0 else 0.0
+
+
+@dataclass
+class Throughput:
+    """What a concurrent run did: per-backend tiles and busy time, wall time, and the in-flight peak."""
+
+    backends: dict[str, BackendStats] = field(default_factory=dict)
+    wall_s: float = 0.0
+    max_in_flight: int = 0
+    limit: int = 0
+
+    @property
+    def tiles(self) -> int:
+        return sum(len(s.tiles) for s in self.backends.values())
+
+    @property
+    def rate(self) -> float:
+        return self.tiles / self.wall_s if self.wall_s > 0 else 0.0
+
+    def summary(self) -> str:
+        parts = [f"{s.name} {len(s.tiles)} tiles at {s.rate:.3g} tiles/s" for s in self.backends.values()]
+        return f"{'; '.join(parts)}; together {self.tiles} tiles in {self.wall_s:.2f} s = {self.rate:.3g} tiles/s"
+
+
+def _to_host(x) -> np.ndarray:
+    if isinstance(x, np.ndarray):
+        return np.ascontiguousarray(x, dtype=np.float32)
+    import mlx.core as mx
+
+    return np.array(x.astype(mx.float32))
+
+
+def _from_host(y: np.ndarray):
+    import mlx.core as mx
+
+    return mx.array(y)
+
+
+def _worker(backend, name: str, inbox: queue.Queue, outbox: queue.Queue, stats: BackendStats) -> None:
+    while True:
+        item = inbox.get()
+        if item is None:
+            return
+        position, x = item
+        start = time.perf_counter()
+        try:
+            y = backend(x)
+        except BaseException as e:  # handed to the caller's thread, which raises it
+            outbox.put((position, name, e))
+            continue
+        stats.busy_s += time.perf_counter() - start
+        stats.tiles.append(position)
+        outbox.put((position, name, y))
+
+
+def backend_name(backend) -> str:
+    return getattr(backend, "name", None) or getattr(backend, "__name__", None) or type(backend).__name__
+
+
+def concurrent(
+    backends: Sequence[Callable[[np.ndarray], np.ndarray]],
+    max_in_flight: int | None = None,
+    throughput: Throughput | None = None,
+    to_host: Callable = _to_host,
+    from_host: Callable = _from_host,
+):
+    """An executor running tiles on all ``backends`` at once (see the module doc).
+
+    ``backends`` are callables from a host float32 array to one (``backends.Backend`` objects, or any function);
+    names must differ. ``max_in_flight`` defaults to two tiles per backend: one running, one queued behind it,
+    so no backend idles waiting for the caller to hand out work. ``throughput`` is filled in as tiles finish.
+    """
+    if not backends:
+        raise LtxAneError("no backend to run tiles on")
+    names = [backend_name(b) for b in backends]
+    if len(set(names)) != len(names):
+        raise LtxAneError(f"backends must have different names, got {names}")
+    limit = max_in_flight or 2 * len(backends)
+    if limit < 1:
+        raise LtxAneError(f"max tiles in flight must be at least 1, got {limit}")
+    stats = throughput if throughput is not None else Throughput()
+    stats.limit = limit
+    for name in names:
+        stats.backends.setdefault(name, BackendStats(name))
+    guard_mlx = any(getattr(b, "uses_mlx", False) for b in backends)
+
+    def run(jobs, tile_input) -> Iterator:
+        from ltx_ane.backends import MLX_LOCK
+
+        jobs = list(jobs)
+        inbox: queue.Queue = queue.Queue()
+        outbox: queue.Queue = queue.Queue()
+        threads = [
+            threading.Thread(target=_worker, args=(b, n, inbox, outbox, stats.backends[n]), name=f"ltx-ane-{n}", daemon=True)
+            for b, n in zip(backends, names)
+        ]
+        start = time.perf_counter()
+        for t in threads:
+            t.start()
+        finished: dict[int, np.ndarray] = {}
+        sent = handed = 0
+        try:
+            while handed < len(jobs):
+                while sent < len(jobs) and sent - handed < limit:
+                    with MLX_LOCK:
+                        x = to_host(tile_input(jobs[sent]))
+                    inbox.put((sent, x))
+                    sent += 1
+                    stats.max_in_flight = max(stats.max_in_flight, sent - handed)
+                while handed not in finished:
+                    position, name, y = outbox.get()
+                    if isinstance(y, BaseException):
+                        if isinstance(y, LtxAneError):
+                            raise LtxAneError(f"{name} failed on tile {position}: {y}") from y
+                        raise y
+                    finished[position] = y
+                y = finished.pop(handed)
+                if guard_mlx:
+                    MLX_LOCK.acquire()
+                try:
+                    with MLX_LOCK:
+                        result = from_host(y)
+                    del y
+                    handed += 1
+                    stats.wall_s = time.perf_counter() - start
+                    yield jobs[handed - 1], result
+                finally:
+                    if guard_mlx:
+                        MLX_LOCK.release()
+        finally:
+            # Queued tiles are dropped; a tile already running finishes before its thread sees the stop.
+            try:
+                while True:
+                    inbox.get_nowait()
+            except queue.Empty:
+                pass
+            for _ in threads:
+                inbox.put(None)
+            for t in threads:
+                t.join()
+            stats.wall_s = time.perf_counter() - start
+
+    return run
+
+
+def measure_throughput(plan, source, backends: Sequence, direction: str = "decode", max_in_flight: int | None = None) -> dict:
+    """Tiles per second of each backend alone and of all together on the same tiled run (for the bench).
+
+    Returns ``{"tiles": n, "alone": {name: tiles/s}, "together": tiles/s, "together_by_backend": {name: tiles}}``.
+    Results are discarded chunk by chunk (evaluated, then dropped), so this measures compute, not memory.
+    """
+    from ltx_ane.tiling import run_tiled
+
+    def one(group) -> Throughput:
+        stats = Throughput()
+        for _ in run_tiled(plan, source, concurrent(group, max_in_flight, stats), direction):
+            pass
+        return stats
+
+    alone = {backend_name(b): one([b]).rate for b in backends}
+    together = one(list(backends))
+    return {
+        "tiles": plan.num_tiles,
+        "alone": alone,
+        "together": together.rate,
+        "together_by_backend": {n: len(s.tiles) for n, s in together.backends.items()},
+    }
