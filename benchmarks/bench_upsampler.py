@@ -20,13 +20,13 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
+
+from ltx_ane.bench.timing import psnr, rel_err, summary, timed
 
 DEFAULT_SIZES = ("spatial:16x8x12", "spatial:16x11x20", "temporal:16x16x24")
 SMOKE_SIZES = ("spatial:2x3x4", "temporal:2x3x4")
@@ -42,34 +42,6 @@ def parse_size(text: str) -> tuple[str, tuple[int, int, int]]:
     except (ValueError, AssertionError):
         raise argparse.ArgumentTypeError(f"size {text!r} is not spatial:FxHxW or temporal:FxHxW") from None
     return kind, (f, h, w)
-
-
-def psnr(ref: np.ndarray, out: np.ndarray) -> float:
-    mse = float(np.mean((ref.astype(np.float64) - out.astype(np.float64)) ** 2))
-    return float("inf") if mse == 0 else float(20 * np.log10(np.abs(ref).max() / np.sqrt(mse)))
-
-
-def rel_err(ref: np.ndarray, out: np.ndarray) -> float:
-    return float(np.abs(ref.astype(np.float64) - out).max() / np.abs(ref).max())
-
-
-def summary(times: list[float]) -> dict:
-    return {"median_s": statistics.median(times), "min_s": min(times), "max_s": max(times), "runs_s": times}
-
-
-def timed(fn, sync, runs: int, warmup: int) -> tuple[list[float], object]:
-    out = None
-    for _ in range(warmup):
-        out = fn()
-        sync()
-    times = []
-    for _ in range(runs):
-        sync()
-        t = time.perf_counter()
-        out = fn()
-        sync()
-        times.append(time.perf_counter() - t)
-    return times, out
 
 
 def bench_one(kind, size, args, torch_device, tmp: Path) -> dict:

@@ -17,10 +17,11 @@ import platform
 import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
+
+from ltx_ane.bench.timing import psnr, timed_call as timed
 
 
 def parse_args():
@@ -40,12 +41,6 @@ def parse_args():
     p.add_argument("--out", help="directory for <name>.json and <name>.md")
     p.add_argument("--name", default=None, help="result file stem (default vae_<device>)")
     return p.parse_args()
-
-
-def psnr(ref: np.ndarray, out: np.ndarray) -> float:
-    peak = float(np.abs(ref).max())
-    mse = float(np.mean((ref.astype(np.float64) - out.astype(np.float64)) ** 2))
-    return float("inf") if mse == 0 else 10 * np.log10(peak**2 / mse)
 
 
 class Torch:
@@ -79,13 +74,6 @@ class Mlx:
 
     def peak(self):
         return self.mx.get_peak_memory()
-
-
-def timed(fn, sync):
-    t0 = time.perf_counter()
-    out = fn()
-    sync()
-    return time.perf_counter() - t0, out
 
 
 def main():

@@ -31,6 +31,8 @@ def conv_flops(component: str, config: dict, tile: tuple[int, int, int]) -> int 
         return _count(component, json.dumps(config, sort_keys=True), tuple(tile))
     except ImportError:
         return None
+    except Exception:  # a shape ltx-core rejects (e.g. reflect padding wider than the input) has no count
+        return None
 
 
 @lru_cache(maxsize=64)

@@ -17,6 +17,7 @@ COMMANDS = {
     "upsample": "ltx_ane.cli.upsample",
     "convert": "ltx_ane.cli.convert",
     "inspect": "ltx_ane.cli.inspect",
+    "bench": "ltx_ane.cli.bench",
 }
 
 
