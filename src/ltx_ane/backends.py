@@ -8,24 +8,23 @@ so several backends can run side by side on their own threads without sharing fr
 - spatial / temporal: the two-stage step on a whole (B, C, F, h, w) normalized latent (un-normalize, upscaler,
   normalize), since the upscalers' GroupNorm spans every frame and cannot be tiled.
 
-Backends are named ``mlx``, ``torch`` (the ltx-core reference) and ``coreml:<compute unit>``. ``auto`` reads a
-bench profile: for each component and tile shape, the backends measured with whether they passed their parity
-gate and how long they took. Profile format (JSON, default ``~/.cache/ltx-ane/profile.json``, or
+Backends are named ``mlx``, ``torch`` (the ltx-core reference) and ``coreml:<compute unit>``. ``auto`` reads the
+bench profile that ``ltx_ane.bench.profile`` writes (JSON, default ``~/.cache/ltx-ane/profile.json``, or
 ``$LTX_ANE_CACHE/profile.json``, or ``--profile FILE``)::
 
     {"entries": [
         {"component": "decoder", "tile": [9, 16, 16], "backend": "coreml:CPU_AND_NE",
-         "passed_parity": true, "seconds": 1.9, "package": "/path/decoder.mlpackage"},
+         "passed_parity": true, "median_s": 1.9, "package": "/path/decoder.mlpackage"},
         {"component": "decoder", "tile": [9, 16, 16], "backend": "mlx,coreml:CPU_AND_NE",
-         "passed_parity": true, "seconds": 1.2}
+         "passed_parity": true, "median_s": 1.2}
     ]}
 
-``tile`` is the input tile in latent units (frames, h, w); for the upscalers, the whole input latent grid; it may
-be null (any shape). ``backend`` may list several backends separated by commas: a tiled component then runs them
-together, each pulling the next tile. ``seconds`` (lower is faster) picks between entries; ``package`` says where
-a Core ML entry's package is (``--package`` overrides). Extra keys are ignored. Among the entries that match, the
-fastest that passed parity wins. Without a profile, or off macOS, ``auto`` is MLX. A Core ML model whose parity
-gate failed (in the profile, or in its package's fp16 PSNR) is never used.
+``tile`` is one call's latent tile (frames, h, w): the decoder's input, the encoder's output, the upscalers' whole
+input grid; null means any shape. Read here beyond the bench's own fields: ``backend`` may list several backends
+separated by commas (a tiled component then runs them together, each pulling the next tile); ``package`` says where
+a Core ML entry's package is (``--package`` overrides); ``seconds`` is accepted for ``median_s``. Other keys are
+ignored. Among matching entries, the fastest that passed parity wins. Without a profile, or off macOS, ``auto`` is
+MLX. A Core ML model whose parity gate failed (in the profile, or in its package's fp16 PSNR) is never used.
 """
 
 from __future__ import annotations
@@ -167,9 +166,9 @@ def load_profile(path: str | Path | None = None) -> Profile | None:
             raise LtxAneError(f"{where}: {err}") from None
         if backends == ["auto"]:
             raise LtxAneError(f"{where}: 'auto' is not a measured backend")
-        seconds = e.get("seconds")
+        seconds = e.get("median_s", e.get("seconds"))
         if seconds is not None and not isinstance(seconds, (int, float)):
-            raise LtxAneError(f"{where}: 'seconds' must be a number")
+            raise LtxAneError(f"{where}: 'median_s' must be a number")
         entries.append(ProfileEntry(component, tile, tuple(backends), e.get("passed_parity") is True,
                                     None if seconds is None else float(seconds), e.get("package")))
     return Profile(path, entries)

@@ -17,6 +17,9 @@ def register(sub) -> None:
                    "(latent frames x height x width, e.g. 2x2x3 -> 9 frames of 64x96)")
     common.add_vae_source(p)
     common.add_tiling(p)
+    from ltx_ane.cli.render import add_backend_args
+
+    add_backend_args(p, ("decoder",))
     p.add_argument("--fps", type=float, default=None, help="frame rate when the latent file carries none (default 24)")
     p.add_argument("--crf", type=int, default=18, help="H.264 quality, 0-51, lower is better (default 18)")
     common.add_output(p, "output .mp4, or .safetensors for raw float32 frames (B, 3, F, H, W) in [-1, 1]")
@@ -33,12 +36,18 @@ def run(args) -> None:
     from ltx_ane.loading import DTYPE_BYTES, load_decoder
     from ltx_ane.pipeline import choose_tile, decode_frames
 
+    from ltx_ane.cli.render import BackendContext, check_backend_flags, throughput_line
+    from ltx_ane.scheduler import Throughput
+
     report = common.Report()
     out = Path(args.output)
     raw_output = out.suffix == ".safetensors"
     if (args.latent is None) == (args.random_latent is None):
         raise LtxAneError("give a latent file or --random-latent FxHxW, not both or neither")
+    check_backend_flags(args, ())
     common.check_output_dir(out)
+    ctx = BackendContext(args)
+    ctx.precheck(["decoder"])
     decoder = load_decoder(common.vae_source(args), args.dtype)
     cfg = decoder.config
     if args.latent:
@@ -51,7 +60,10 @@ def run(args) -> None:
     b, _, f, h, w = latent.shape
     tile = choose_tile(args.tiling, (f, h, w), cfg.base_channels, DTYPE_BYTES[args.dtype], args.memory_budget)
     frames = cfg.time_scale * (f - 1) + 1
-    chunks = decode_frames(decoder, mx.array(latent), tile, quiet=args.quiet)
+    backends = ctx.backends("decoder", tuple(min(t, g) for t, g in zip(tile or (f, h, w), (f, h, w))), decoder)
+    throughput = Throughput() if backends and len(backends) > 1 else None
+    chunks = decode_frames(decoder, mx.array(latent), tile, quiet=args.quiet, backends=backends,
+                           max_in_flight=args.max_in_flight, throughput=throughput, log=ctx.log)
     if raw_output:
         with RawVideoWriter(out, (b, cfg.out_channels, frames, h * cfg.space_scale, w * cfg.space_scale), fps) as writer:
             for chunk in chunks:
@@ -70,4 +82,6 @@ def run(args) -> None:
     tiles = "untiled" if tile is None else f"tiles of {tile[0]}x{tile[1]}x{tile[2]} latents"
     print(f"wrote {', '.join(map(str, outputs))}: {b}x{frames} frames of {h * cfg.space_scale}x{w * cfg.space_scale} "
           f"at {fps:g} fps ({tiles}, {args.dtype}, {common.vae_source(args).describe()})")
+    if throughput_line("decoder", throughput):
+        print(throughput_line("decoder", throughput))
     report.finish("decoded")

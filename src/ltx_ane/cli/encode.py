@@ -15,6 +15,9 @@ def register(sub) -> None:
     p.add_argument("input", help="video file, image, or raw-video .safetensors")
     common.add_vae_source(p)
     common.add_tiling(p)
+    from ltx_ane.cli.render import add_backend_args
+
+    add_backend_args(p, ("encoder",))
     fit = p.add_mutually_exclusive_group()
     fit.add_argument("--crop", action="store_true", help="drop trailing frames to 8k+1 and centre-crop to multiples of 32")
     fit.add_argument("--resize", action="store_true", help="resize to the nearest multiples of 32 (frames as --crop)")
@@ -34,11 +37,17 @@ def run(args) -> None:
     from ltx_ane.pipeline import choose_tile, encode_video
     from ltx_ane.video_io import fit_to_vae, read_input
 
+    from ltx_ane.cli.render import BackendContext, check_backend_flags, throughput_line
+    from ltx_ane.scheduler import Throughput
+
     report = common.Report()
     out = Path(args.output)
     if out.suffix != ".safetensors":
         raise LtxAneError(f"the latent is written as .safetensors, got {out.name}")
+    check_backend_flags(args, ())
     common.check_output_dir(out)
+    ctx = BackendContext(args)
+    ctx.precheck(["encoder"])
     video, fps = read_input(args.input, max_frames=args.max_frames)
     encoder = load_encoder(common.vae_source(args), args.dtype)
     cfg = encoder.config
@@ -49,8 +58,13 @@ def run(args) -> None:
     grid = ((f - 1) // cfg.time_scale + 1, h // cfg.space_scale, w // cfg.space_scale)
     # Encoding needs about as much working memory per output pixel as decoding.
     tile = choose_tile(args.tiling, grid, cfg.latent_channels, DTYPE_BYTES[args.dtype], args.memory_budget)
-    latent = encode_video(encoder, mx.array(video), tile, quiet=args.quiet)
+    backends = ctx.backends("encoder", tuple(min(t, g) for t, g in zip(tile or grid, grid)), encoder)
+    throughput = Throughput() if backends and len(backends) > 1 else None
+    latent = encode_video(encoder, mx.array(video), tile, quiet=args.quiet, backends=backends,
+                          max_in_flight=args.max_in_flight, throughput=throughput, log=ctx.log)
     write_latent(out, LatentFile(latent=np.array(latent), fps=fps, height=h, width=w, frames=f, config=cfg.raw))
     print(f"wrote {out}: latent {list(latent.shape)} from {b}x{f} frames of {h}x{w} "
           f"({common.vae_source(args).describe()}, {args.dtype})")
+    if throughput_line("encoder", throughput):
+        print(throughput_line("encoder", throughput))
     report.finish("encoded")

@@ -18,6 +18,7 @@ COMMANDS = {
     "convert": "ltx_ane.cli.convert",
     "inspect": "ltx_ane.cli.inspect",
     "bench": "ltx_ane.cli.bench",
+    "render": "ltx_ane.cli.render",
 }
 
 
