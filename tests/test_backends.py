@@ -1,0 +1,199 @@
+"""Backend names, the profile, the choice rules and their fallbacks, and each backend against MLX."""
+
+from __future__ import annotations
+
+import json
+
+import mlx.core as mx
+import numpy as np
+import pytest
+import torch
+
+from ltx_ane import backends as B
+from ltx_ane.config import load_preset
+from ltx_ane.errors import LtxAneError
+from ltx_ane.loading import Source, load_decoder
+from ltx_ane.upsample import random_statistics
+from tests.vae_util import small_config, write_vae
+
+
+def write_profile(path, entries):
+    path.write_text(json.dumps({"entries": entries}))
+    return B.load_profile(path)
+
+
+def entry(backend, passed=True, seconds=1.0, component="decoder", tile=(2, 2, 2), **extra):
+    return {"component": component, "tile": list(tile) if tile else None, "backend": backend,
+            "passed_parity": passed, "median_s": seconds, **extra}
+
+
+# ------------------------------------------------------------------------------------------- names, profile
+
+
+def test_parse_spec():
+    assert B.parse_spec("auto") == ["auto"]
+    assert B.parse_spec("MLX") == ["mlx"]
+    assert B.parse_spec("coreml") == ["coreml:CPU_AND_NE"]
+    assert B.parse_spec("mlx,coreml:all") == ["mlx", "coreml:ALL"]
+    for bad, match in (("cuda", "unknown backend"), ("coreml:GPU", "compute unit"), ("mlx,auto", "cannot be combined"),
+                       ("mlx,mlx", "twice"), ("torch:ALL", "only coreml"), ("mlx,", "empty")):
+        with pytest.raises(LtxAneError, match=match):
+            B.parse_spec(bad)
+
+
+def test_profile_reading(tmp_path, monkeypatch):
+    monkeypatch.setenv("LTX_ANE_CACHE", str(tmp_path / "cache"))
+    assert B.load_profile() is None  # no default profile: not an error
+    with pytest.raises(LtxAneError, match="does not exist"):
+        B.load_profile(tmp_path / "missing.json")
+    bad = tmp_path / "bad.json"
+    for text, match in (("{", "cannot read"), ('{"x": 1}', "entries"), ('{"entries": [{"component": "vae"}]}', "component"),
+                        ('{"entries": [{"component": "decoder", "tile": [1], "backend": "mlx"}]}', "tile")):
+        bad.write_text(text)
+        with pytest.raises(LtxAneError, match=match):
+            B.load_profile(bad)
+
+
+def test_reads_what_the_bench_writes(tmp_path):
+    from ltx_ane.bench.profile import write_profile as bench_write
+
+    path = bench_write({"entries": [entry("coreml:CPU_AND_NE", seconds=0.5), entry("mlx", seconds=0.9)]}, tmp_path / "p.json")
+    profile = B.load_profile(path)
+    assert profile.choose("decoder", (2, 2, 2)).backend == "coreml:CPU_AND_NE"
+    assert profile.choose("decoder", (3, 2, 2)) is None
+
+
+# ------------------------------------------------------------------------------------------- choice
+
+
+def test_auto_without_profile_or_macos_is_mlx(tmp_path):
+    c = B.choose("decoder", "auto", (2, 2, 2), None, platform="darwin", profile_path=tmp_path / "none.json")
+    assert c.names == ["mlx"] and "no profile" in c.reason
+    profile = write_profile(tmp_path / "p.json", [entry("coreml:CPU_AND_NE", package="d.mlpackage")])
+    c = B.choose("decoder", "auto", (2, 2, 2), profile, platform="linux")
+    assert c.names == ["mlx"] and "not macOS" in c.reason
+    c = B.choose("decoder", "auto", (2, 2, 2), profile, platform="darwin")
+    assert c.names == ["coreml:CPU_AND_NE"] and c.package == "d.mlpackage"
+    assert "coreml:CPU_AND_NE" in c.describe()
+
+
+def test_auto_never_picks_a_failed_parity_gate(tmp_path):
+    profile = write_profile(tmp_path / "p.json", [entry("coreml:CPU_AND_NE", passed=False, seconds=0.1, package="d"),
+                                                  entry("torch", seconds=5.0), entry("mlx", seconds=2.0)])
+    assert B.choose("decoder", "auto", (2, 2, 2), profile, platform="darwin").names == ["mlx"]
+    only_failed = write_profile(tmp_path / "q.json", [entry("coreml:ALL", passed=False, package="d")])
+    c = B.choose("decoder", "auto", (2, 2, 2), only_failed, platform="darwin")
+    assert c.names == ["mlx"] and "failed parity: coreml:ALL" in c.reason
+    with pytest.raises(LtxAneError, match="failed its parity gate"):
+        B.choose("decoder", "coreml:ALL", (2, 2, 2), only_failed, package="d", platform="darwin")
+
+
+def test_auto_without_package_and_concurrent_entries(tmp_path):
+    profile = write_profile(tmp_path / "p.json", [entry("mlx,coreml:CPU_AND_NE", seconds=0.5)])
+    c = B.choose("decoder", "auto", (2, 2, 2), profile, platform="darwin")
+    assert c.names == ["mlx"] and "no package" in c.reason
+    c = B.choose("decoder", "auto", (2, 2, 2), profile, package="d", platform="darwin")
+    assert c.names == ["mlx", "coreml:CPU_AND_NE"]
+    tileless = write_profile(tmp_path / "t.json", [entry("torch", component="spatial", tile=None)])
+    assert B.choose("spatial", "auto", (3, 4, 4), tileless).names == ["torch"]
+
+
+def test_explicit_choices_that_cannot_work_are_errors():
+    with pytest.raises(LtxAneError, match="only on macOS"):
+        B.choose("decoder", "coreml", None, None, package="d", platform="linux")
+    with pytest.raises(LtxAneError, match="--package"):
+        B.choose("decoder", "coreml", None, None, platform="darwin")
+    with pytest.raises(LtxAneError, match="one backend"):
+        B.choose("spatial", "mlx,torch")
+    assert B.choose("encoder", "torch,mlx").names == ["torch", "mlx"]
+
+
+# ------------------------------------------------------------------------------------------- backends
+
+
+@pytest.fixture(scope="module")
+def vae(tmp_path_factory):
+    return write_vae(tmp_path_factory.mktemp("backends") / "vae.safetensors", small_config("ltx2"))
+
+
+class AneRunner:
+    """Stands in for a Core ML package off macOS: the ANE-layout torch rewrite that convert.py traces, with the
+    same predict_numpy / function_for / metadata surface as ``coreml.runtime.CoreMLComponent``."""
+
+    def __init__(self, ref, component, shapes, psnr="60.0"):
+        from ltx_ane.coreml.rewrites import Variant, rewrite
+
+        self.model = rewrite(ref, component, Variant())
+        self.shapes = [tuple(s) for s in shapes]
+        self.metadata = {"ltx_ane.component": component, "ltx_ane.fp16_psnr_db": psnr}
+        self.compute_units = "CPU_AND_NE"
+
+    def function_for(self, shape):
+        if tuple(shape) not in self.shapes:
+            raise LtxAneError(f"no function for {shape}")
+        return "tile"
+
+    def predict_numpy(self, x):
+        self.function_for(x.shape)
+        with torch.no_grad():
+            return self.model(torch.from_numpy(np.ascontiguousarray(x))).numpy()
+
+
+def test_decoder_backends_agree(vae):
+    decoder = load_decoder(Source(checkpoint=str(vae)), "fp32")
+    x = np.random.default_rng(0).standard_normal((1, 2, 2, 3, 16)).astype(np.float32)
+    mlx_out = B.MLXBackend(decoder, "decoder")(x)
+    assert mlx_out.shape == (1, 9, 64, 96, 3)
+    torch_out = B.build(B.Choice("decoder", ["torch"], "t"), decoder)[0](x)
+    ref = B.torch_from_mlx(decoder, "decoder")
+    coreml = B.CoreMLBackend(AneRunner(ref, "decoder", [(2, 16, 2, 3)]), "decoder")
+    assert coreml.supports(x.shape) and not coreml.supports((1, 3, 2, 3, 16)) and not coreml.any_shape
+    for out in (torch_out, coreml(x)):
+        assert np.abs(out - mlx_out).max() <= 1e-4 * np.abs(mlx_out).max()
+
+
+def test_random_weights_reach_the_reference_backend():
+    # --random-weights draws in MLX; the torch backend must hold the same weights, not its own draw.
+    from ltx_ane.config import DecoderConfig
+    from ltx_ane.loading import _randomize
+    from ltx_ane.mlx.vae import VideoDecoder
+
+    decoder = VideoDecoder(DecoderConfig.from_dict(small_config("ltx2")))
+    _randomize(decoder, mx.float32, seed=3)
+    x = np.random.default_rng(1).standard_normal((1, 1, 2, 2, 16)).astype(np.float32)
+    a = B.MLXBackend(decoder, "decoder")(x)
+    b = B.build(B.Choice("decoder", ["torch"], "t"), decoder)[0](x)
+    assert np.abs(a - b).max() <= 1e-4 * np.abs(a).max()
+
+
+def test_coreml_parity_gate_and_component_are_checked(vae):
+    decoder = load_decoder(Source(checkpoint=str(vae)), "fp32")
+    ref = B.torch_from_mlx(decoder, "decoder")
+    with pytest.raises(LtxAneError, match="failed its parity gate"):
+        B.CoreMLBackend(AneRunner(ref, "decoder", [], psnr="12.5"), "decoder")
+    with pytest.raises(LtxAneError, match="holds the decoder, not the encoder"):
+        B.CoreMLBackend(AneRunner(ref, "decoder", []), "encoder")
+    with pytest.raises(LtxAneError, match="no chosen backend takes"):
+        B.keep_supported([B.CoreMLBackend(AneRunner(ref, "decoder", []), "decoder")], (1, 2, 2, 2, 16))
+
+
+@pytest.mark.parametrize("kind", ["spatial", "temporal"])
+def test_upscaler_backends_agree(kind):
+    cfg = load_preset(f"{kind}-x2")
+    cfg.update(in_channels=16, mid_channels=32, num_blocks_per_stage=1)
+    from ltx_ane import reference as R
+
+    ref = R.build_upsampler(cfg, seed=1)
+    from ltx_ane.config import UpsamplerConfig
+    from ltx_ane.mlx.upsampler import LatentUpsampler, randomize
+
+    model = LatentUpsampler(UpsamplerConfig.from_dict(cfg))
+    randomize(model, mx.float32, seed=1)
+    stats = random_statistics(16, seed=2)
+    x = np.random.default_rng(3).standard_normal((1, 16, 2, 3, 2)).astype(np.float32)
+    a = B.MLXBackend(model, kind, stats)(x)
+    torch_backend = B.build(B.Choice(kind, ["torch"], "t"), model, stats)[0]
+    ane = B.CoreMLBackend(AneRunner(torch_backend.module, kind, [(2, 16, 3, 2)]), kind, stats)
+    assert a.shape == ((1, 16, 2, 6, 4) if kind == "spatial" else (1, 16, 3, 3, 2))
+    for out in (torch_backend(x), ane(x)):
+        assert np.abs(out - a).max() <= 1e-4 * np.abs(a).max()
