@@ -296,7 +296,12 @@ def run_tiled(plan: TilePlan, source, executor: Executor, direction: str) -> Ite
                 * mx.array(ww[wi])[None, None, :, None]
             )
             local = slice(st.start - buf_start, st.stop - buf_start)
-            buffer[:, local, sh, sw] = buffer[:, local, sh, sw] + result.astype(mx.float32) * weight
+            # The sum is evaluated before it is written back, so nothing but the write refers to the buffer
+            # and MLX updates it in place instead of copying the whole buffer per tile.
+            update = buffer[:, local, sh, sw] + result.astype(mx.float32) * weight
+            mx.eval(update)
+            buffer[:, local, sh, sw] = update
+            del update
             mx.eval(buffer)
             done_in_time[ti] += 1
             if done_in_time[ti] < per_time:
