@@ -105,8 +105,20 @@ def _common_vae_checks(section: dict) -> None:
     _choice(section, "norm_layer", "pixel_norm", {"pixel_norm"})
 
 
+class _GridScales:
+    """Pixels per latent in time and space, from the block list's strides and the patch size."""
+
+    @property
+    def time_scale(self) -> int:
+        return _prod(b.stride[0] for b in self.blocks)
+
+    @property
+    def space_scale(self) -> int:
+        return self.patch_size * _prod(b.stride[1] for b in self.blocks)
+
+
 @dataclass(frozen=True)
-class DecoderConfig:
+class DecoderConfig(_GridScales):
     latent_channels: int = 128
     out_channels: int = 3
     patch_size: int = 4
@@ -120,14 +132,6 @@ class DecoderConfig:
     def feature_channels(self) -> int:
         # ltx-core fixes the decoder's widest stage at 8x base channels (three x2 stages in LTX-2).
         return self.base_channels * 8
-
-    @property
-    def time_scale(self) -> int:
-        return _prod(b.stride[0] for b in self.blocks)
-
-    @property
-    def space_scale(self) -> int:
-        return self.patch_size * _prod(b.stride[1] for b in self.blocks)
 
     @classmethod
     def from_dict(cls, config: dict) -> "DecoderConfig":
@@ -160,7 +164,7 @@ class DecoderConfig:
 
 
 @dataclass(frozen=True)
-class EncoderConfig:
+class EncoderConfig(_GridScales):
     in_channels: int = 3
     latent_channels: int = 128
     patch_size: int = 4
@@ -173,14 +177,6 @@ class EncoderConfig:
     def out_conv_channels(self) -> int:
         c = self.latent_channels
         return {"per_channel": 2 * c, "uniform": c + 1, "constant": c + 1, "none": c}[self.latent_log_var]
-
-    @property
-    def time_scale(self) -> int:
-        return _prod(b.stride[0] for b in self.blocks)
-
-    @property
-    def space_scale(self) -> int:
-        return self.patch_size * _prod(b.stride[1] for b in self.blocks)
 
     @classmethod
     def from_dict(cls, config: dict) -> "EncoderConfig":

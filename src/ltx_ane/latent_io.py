@@ -20,6 +20,19 @@ import numpy as np
 from ltx_ane.errors import LtxAneError
 
 
+def check_writable(path: str | Path) -> Path:
+    """Fail before any work if ``path`` cannot be written; returns its directory."""
+    path = Path(path)
+    parent = path.parent if str(path.parent) else Path(".")
+    if path.is_dir():
+        raise LtxAneError(f"output path is a directory: {path}")
+    if not parent.is_dir():
+        raise LtxAneError(f"cannot write {path}: directory {parent} does not exist")
+    if not os.access(parent, os.W_OK):
+        raise LtxAneError(f"cannot write {path}: directory {parent} is not writable")
+    return parent
+
+
 @contextlib.contextmanager
 def atomic_output(path: str | Path, suffix: str | None = None) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; it becomes ``path`` only if the block finishes.
@@ -27,11 +40,7 @@ def atomic_output(path: str | Path, suffix: str | None = None) -> Iterator[Path]
     A failed or interrupted write leaves nothing under the final name (and removes the temporary file).
     """
     path = Path(path)
-    parent = path.parent if str(path.parent) else Path(".")
-    if path.is_dir():
-        raise LtxAneError(f"output path is a directory: {path}")
-    if not parent.is_dir():
-        raise LtxAneError(f"cannot write {path}: directory {parent} does not exist")
+    parent = check_writable(path)
     try:
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix or path.suffix or ".tmp", dir=parent)
     except OSError as e:

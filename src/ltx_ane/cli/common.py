@@ -56,19 +56,9 @@ def parse_grid(text: str) -> tuple[int, int, int]:
 
 def check_output_dir(path) -> None:
     """Fail before any work if the output cannot be written."""
-    import os
-    from pathlib import Path
+    from ltx_ane.latent_io import check_writable
 
-    from ltx_ane.errors import LtxAneError
-
-    path = Path(path)
-    parent = path.parent if str(path.parent) else Path(".")
-    if path.is_dir():
-        raise LtxAneError(f"output path is a directory: {path}")
-    if not parent.is_dir():
-        raise LtxAneError(f"cannot write {path}: directory {parent} does not exist")
-    if not os.access(parent, os.W_OK):
-        raise LtxAneError(f"cannot write {path}: directory {parent} is not writable")
+    check_writable(path)
 
 
 def add_output(parser: argparse.ArgumentParser, help_text: str) -> None:

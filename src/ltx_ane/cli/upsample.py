@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ltx_ane.cli.common import Report, add_dtype, add_output
+from ltx_ane.cli.common import Report, add_dtype, add_output, check_output_dir
 from ltx_ane.errors import LtxAneError
 
 
@@ -17,18 +17,6 @@ def _positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
     return value
-
-
-def _check_output(path) -> None:
-    """Fail before any work when the output cannot be written (the write itself is atomic regardless)."""
-    from pathlib import Path
-
-    path = Path(path)
-    parent = path.parent if str(path.parent) else Path(".")
-    if path.is_dir():
-        raise LtxAneError(f"output path is a directory: {path}")
-    if not parent.is_dir():
-        raise LtxAneError(f"cannot write {path}: directory {parent} does not exist")
 
 
 def register(subparsers) -> None:
@@ -79,7 +67,7 @@ def run(args) -> None:
         if not args.vae:
             raise LtxAneError("no VAE checkpoint given: pass --vae CKPT for the latent statistics (or --random-weights)")
 
-    _check_output(args.output)
+    check_output_dir(args.output)
     latent_file = read_latent(args.latent)
     stats = load_statistics(args.vae) if args.vae else random_statistics(seed=args.seed)
     source = Source(checkpoint=file or None, config_file=args.config, random_weights=args.random_weights)
