@@ -12,7 +12,8 @@ reader never pays for MLX, torch or coremltools. Format (JSON, one file per mach
          "tile": [3, 8, 8],               # latent units [F, h, w] of one call's input (encoder: its output)
          "backend": "coreml:CPU_AND_NE",  # mlx | torch | coreml:<compute unit>
          "median_s": 0.123,
-         "passed_parity": true}
+         "passed_parity": true,
+         "package": "/path/decoder.mlpackage"}  # Core ML only, when bench ran with --work-dir
       ]
     }
 
@@ -109,8 +110,11 @@ def profile_from_rows(rows: list[dict], machine: dict) -> dict:
     for (component, tile), group in groups.items():
         passing = [r for r in group if r.get("passed_parity")]
         pick = min(passing or group, key=lambda r: r["median_s"])
-        entries.append({"component": component, "tile": list(tile), "backend": pick["backend"],
-                        "median_s": pick["median_s"], "passed_parity": bool(pick.get("passed_parity"))})
+        entry = {"component": component, "tile": list(tile), "backend": pick["backend"],
+                 "median_s": pick["median_s"], "passed_parity": bool(pick.get("passed_parity"))}
+        if pick.get("package"):  # a kept Core ML package, for readers that load it (backends.py)
+            entry["package"] = pick["package"]
+        entries.append(entry)
     return {"format": FORMAT, "machine": machine, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "entries": entries}
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 import copy
 import gc
 import importlib.util
+import shutil
 import sys
 import tempfile
 import time
@@ -417,6 +418,7 @@ class CoreMLBackend(Backend):
         self.name, self.device, self.dtype = f"coreml:{unit}", unit, "fp16"
         self.component = None
         self.convert_s = None
+        self.keep_packages = False
 
     def load(self, setup: Setup) -> None:
         self.setup = setup
@@ -460,6 +462,8 @@ class CoreMLBackend(Backend):
 
     def extra(self) -> dict:
         info = {"convert_s": self.convert_s}
+        if self.keep_packages:
+            info["package"] = str(self.package)
         try:
             p = self.core.placement(self.core.function_for(self.x.shape))
             total = sum(sum(ops.values()) for ops in p.ops_by_device.values())
@@ -488,7 +492,9 @@ def make_backend(name: str, s: Settings, torch_device: str, packages: dict, work
         return MlxBackend(s.dtype, s.seed)
     if name == "torch":
         return TorchBackend(s.dtype, torch_device)
-    return CoreMLBackend(name.split(":", 1)[1], packages, work_dir, s.log)
+    backend = CoreMLBackend(name.split(":", 1)[1], packages, work_dir, s.log)
+    backend.keep_packages = s.work_dir is not None  # a temporary work dir is removed at the end
+    return backend
 
 
 # ------------------------------------------------------------------------------------------- the run
@@ -627,6 +633,16 @@ def run(s: Settings) -> dict:
           + ", ".join(b if skipped[b] is None else f"{b} (skipped: {skipped[b]})" for b in s.backends))
     if load_start["busy"]:
         s.log(f"warning: the machine is busy (load {load_start['load1']} on {load_start['cpus']} CPUs); timings will say so")
+    try:
+        rows, started = _run_components(s, work, runnable, skipped, torch_device, machine)
+    finally:
+        if s.work_dir is None:
+            shutil.rmtree(work, ignore_errors=True)
+    load_end = load()
+    return _result(s, machine, load_start, load_end, started, torch_device, rows)
+
+
+def _run_components(s: Settings, work: Path, runnable, skipped, torch_device: str, machine: dict):
     rows = []
     packages: dict = {}
     started = time.time()
@@ -648,14 +664,18 @@ def run(s: Settings) -> dict:
             case_rows = run_case(setup, tile, backends, s, torch_device, machine["peaks"])
             for name in s.backends:
                 if skipped[name] is not None:
+                    paper = roofline(F.conv_flops(component, setup.config, tile), 1.0, machine["peaks"])
                     rows.append({**base_row(component, tile, name), "status": "skipped", "reason": skipped[name],
-                                 **roofline(F.conv_flops(component, setup.config, tile), 1.0, machine["peaks"]),
-                                 "median_s": None})
+                                 "flops": paper["flops"], "ane_peak_s": paper["ane_peak_s"],
+                                 "gpu_peak_s": paper["gpu_peak_s"], "median_s": None})
             rows.extend(case_rows)
         for b in backends:
             b.release()
         gc.collect()
-    load_end = load()
+    return rows, started
+
+
+def _result(s: Settings, machine, load_start, load_end, started, torch_device, rows) -> dict:
     return {
         "format": 1,
         "command": None,

@@ -1,0 +1,145 @@
+"""``ltx-ane bench``: outputs (JSON, Markdown, profile), backend selection, macOS rows, bad flags. No timed
+assertions: one tiny run (minimal widths, 1 warm-up + 2 runs) is checked for shape and honesty, not speed."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+
+import pytest
+
+from ltx_ane.bench import profile as P
+from ltx_ane.bench import runner as R
+from ltx_ane.cli.main import main
+from ltx_ane.errors import LtxAneError
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    pytest.importorskip("ltx_core")
+    tmp = tmp_path_factory.mktemp("bench")
+    code = main(["bench", "--device-profile", "tiny", "--components", "decoder", "temporal", "--quiet",
+                 "--out", str(tmp / "r"), "--profile", str(tmp / "profile.json")])
+    assert code == 0
+    return tmp, json.loads((tmp / "r.json").read_text())
+
+
+def test_json_has_machine_versions_and_raw_timings(tiny_run):
+    _, result = tiny_run
+    assert {"chip", "os", "memory_bytes", "load_start", "load_end", "busy"} <= set(result["machine"])
+    assert result["versions"]["mlx"] and result["versions"]["ltx-core"]
+    assert result["settings"]["runs"] == 2 and result["settings"]["warmup"] == 1
+    ok = [r for r in result["rows"] if r["status"] == "ok"]
+    assert {(r["component"], r["backend"]) for r in ok} == {(c, b) for c in ("decoder", "temporal") for b in ("mlx", "torch")}
+    for r in ok:
+        assert len(r["runs_s"]) == 2 and r["min_s"] <= r["median_s"] <= r["max_s"]
+        assert r["first_run_s"] > 0 and r["fps"] > 0 and r["flops"] > 0
+        assert r["passed_parity"] and r["psnr_db"] > 30 and r["reference"] == "ltx-core fp32"
+    mlx = [r for r in ok if r["backend"] == "mlx"]
+    assert all(r["peak_bytes"] > 0 for r in mlx)
+
+
+@pytest.mark.skipif(sys.platform == "darwin", reason="checks how a non-Mac marks the Core ML rows")
+def test_core_ml_rows_are_marked_as_needing_macos(tiny_run):
+    tmp, result = tiny_run
+    coreml = [r for r in result["rows"] if r["backend"].startswith("coreml:")]
+    assert coreml and all(r["status"] == "skipped" and "macOS" in r["reason"] for r in coreml)
+    md = (tmp / "r.md").read_text()
+    assert "needs macOS" in md and "No ANE-versus-GPU comparison" in md
+    assert "reduced widths" in md and "| decoder | 2x2x2 | mlx |" in md
+
+
+def test_profile_is_written_and_read(tiny_run):
+    tmp, result = tiny_run
+    prof = P.read_profile(tmp / "profile.json")
+    assert {(e["component"], tuple(e["tile"])) for e in prof["entries"]} == {("decoder", (2, 2, 2)), ("temporal", (2, 2, 2))}
+    fastest = min((r for r in result["rows"] if r["component"] == "decoder" and r["status"] == "ok"),
+                  key=lambda r: r["median_s"])
+    assert P.best_backend(prof, "decoder", [2, 2, 2]) == fastest["backend"]
+    assert P.best_backend(prof, "decoder", [3, 2, 2]) is None
+    assert P.best_backend(prof, "encoder", (2, 2, 2)) is None
+    # The pipeline's reader (issue 6) accepts the same file.
+    backends = pytest.importorskip("ltx_ane.backends")
+    loaded = backends.load_profile(tmp / "profile.json")
+    assert loaded.choose("decoder", (2, 2, 2)).backend == fastest["backend"]
+
+
+def test_plots_or_a_note_when_matplotlib_is_missing(tiny_run, tmp_path, monkeypatch):
+    from ltx_ane.bench.report import write_outputs
+
+    tmp, result = tiny_run
+    if importlib.util.find_spec("matplotlib"):
+        assert (tmp / "r_latency.png").stat().st_size > 0 and (tmp / "r_ane_speedup.png").exists()
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
+    files = write_outputs(result, tmp_path / "x")
+    assert set(files) == {"json", "markdown"}
+    assert "matplotlib is not installed" in files["markdown"].read_text()
+
+
+def test_profile_rows_pick_the_fastest_passing_backend(tmp_path):
+    rows = [
+        {"component": "decoder", "tile": [2, 2, 2], "backend": "coreml:CPU_AND_NE", "status": "ok", "median_s": 0.1, "passed_parity": False},
+        {"component": "decoder", "tile": [2, 2, 2], "backend": "mlx", "status": "ok", "median_s": 0.3, "passed_parity": True},
+        {"component": "decoder", "tile": [2, 2, 2], "backend": "torch", "status": "ok", "median_s": 0.2, "passed_parity": True},
+        {"component": "decoder", "tile": [2, 2, 2], "backend": "coreml:ALL", "status": "skipped", "median_s": None},
+        {"component": "spatial", "tile": [1, 2, 2], "backend": "mlx", "status": "ok", "median_s": 0.1, "passed_parity": False},
+    ]
+    prof = P.profile_from_rows(rows, {"chip": "X"})
+    assert P.best_backend(prof, "decoder", (2, 2, 2)) == "torch"
+    assert P.best_backend(prof, "spatial", (1, 2, 2)) is None  # measured, rejected: kept with passed_parity false
+    assert [e["passed_parity"] for e in prof["entries"] if e["component"] == "spatial"] == [False]
+    path = P.write_profile(prof, tmp_path / "p.json")
+    assert P.read_profile(path)["entries"] == prof["entries"]
+    newer = P.profile_from_rows([{**rows[1], "tile": [3, 2, 2]}], {"chip": "X"})
+    merged = P.merge_profiles(P.read_profile(path), newer)
+    assert P.best_backend(merged, "decoder", (2, 2, 2)) == "torch" and P.best_backend(merged, "decoder", (3, 2, 2)) == "mlx"
+    assert P.merge_profiles(prof, P.profile_from_rows([], {"chip": "Y"}))["entries"] == []
+    assert P.best_backend(None, "decoder", (2, 2, 2)) is None
+    assert P.read_profile(tmp_path / "absent.json") is None
+    (tmp_path / "bad.json").write_text('{"entries": [{"component": "vae"}]}')
+    with pytest.raises(LtxAneError, match="entry 0 is malformed"):
+        P.read_profile(tmp_path / "bad.json")
+
+
+def test_backend_selection():
+    assert R.expand_backends(["coreml", "mlx", "coreml:CPU_AND_NE"]) == (
+        "coreml:CPU_AND_NE", "coreml:CPU_AND_GPU", "coreml:ALL", "mlx")
+    assert R.unavailable_reason("coreml:CPU_AND_NE", platform="linux").startswith("needs macOS")
+    assert R.unavailable_reason("mlx") is None
+    with pytest.raises(LtxAneError, match="unknown backend"):
+        R.expand_backends(["metal"])
+    assert R.parse_sizes(["2x3x4", "decoder:1x2x2"], ["decoder", "spatial"]) == {
+        "decoder": [(2, 3, 4), (1, 2, 2)], "spatial": [(2, 3, 4)]}
+    assert R.auto_device_profile() in R.DEVICE_PROFILES
+
+
+def test_flops_match_the_reference_table():
+    pytest.importorskip("ltx_core")
+    from ltx_ane.bench.flops import conv_flops, time_at_peak
+    from ltx_ane.config import load_preset
+
+    assert conv_flops("decoder", load_preset("ltx2"), (16, 16, 24)) / 1e12 == pytest.approx(60.2, abs=0.05)
+    assert conv_flops("temporal", load_preset("temporal-x2"), (16, 16, 24)) / 1e12 == pytest.approx(2.3, abs=0.05)
+    assert time_at_peak(int(18e12), 18.0) == pytest.approx(1.0) and time_at_peak(None, 18.0) is None
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--backends", "metal"], "unknown backend 'metal'"),
+    (["--runs", "1"], "--runs must be at least 2"),
+    (["--warmup", "0"], "--warmup must be at least 1"),
+    (["--sizes", "2x2"], "is not [component:]FxHxW"),
+    (["--sizes", "vae:2x2x2"], "unknown component 'vae'"),
+    (["--components", "vae"], "invalid choice"),
+])
+def test_bad_flags_are_one_line_errors(argv, message, capsys):
+    assert main(["bench", *argv]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1
+
+
+def test_unwritable_output_is_a_one_line_error(tmp_path, capsys):
+    (tmp_path / "file").write_text("")
+    assert main(["bench", "--out", str(tmp_path / "file" / "sub" / "r")]) == 2
+    err = capsys.readouterr().err
+    assert "cannot create" in err and err.count("\n") == 1
