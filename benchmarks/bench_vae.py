@@ -32,7 +32,7 @@ def parse_args():
     p.add_argument("--sizes", nargs="+", default=["121x512x768", "121x704x1280"], help="pixel FxHxW")
     p.add_argument("--parts", nargs="+", default=["decode", "encode"], choices=["decode", "encode"])
     p.add_argument("--modes", nargs="+", default=["untiled", "tiled"], choices=["untiled", "tiled"])
-    p.add_argument("--tile", default="65x512x512", help="MLX pixel tile for tiled mode (ltx-core uses its default)")
+    p.add_argument("--tile", default="65x448x448", help="MLX pixel tile for tiled mode (ltx-core uses its default)")
     p.add_argument("--length-sweep", nargs="*", default=[], help="extra pixel FxHxW sizes, tiled decode only, "
                    "to show memory against video length")
     p.add_argument("--runs", type=int, default=3)

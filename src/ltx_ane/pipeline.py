@@ -1,6 +1,7 @@
 """Decode and encode stages: tiling choice, the MLX model call per tile, progress, streaming.
 
-Frames leave ``decode_frames`` as channels-last float32 chunks (B, f, H, W, 3) in [-1, 1], in time order.
+Frames leave ``decode_frames`` as channels-last chunks (B, f, H, W, 3) in [-1, 1], in time order: float32 from
+an fp32 model, float16 from a half-precision one (blending in fp16 halves the tiler's frame buffer).
 """
 
 from __future__ import annotations
@@ -82,7 +83,7 @@ def decode_frames(
     decoder: VideoDecoder, latent: mx.array, tile: tuple[int, int, int] | None, quiet: bool = True,
     backends=None, max_in_flight: int | None = None, throughput=None, log=None,
 ) -> Iterator[mx.array]:
-    """Decode a (B, C, F, h, w) latent; yield (B, f, H, W, 3) float32 chunks in time order.
+    """Decode a (B, C, F, h, w) latent; yield (B, f, H, W, 3) chunks (float32 or float16) in time order.
 
     ``backends`` (``backends.Backend`` objects, see ``scheduler``) run the tiles instead of ``decoder`` itself,
     all at once when there are several; ``decoder`` then only supplies the config and dtype. Fixed-shape
@@ -106,7 +107,8 @@ def decode_frames(
             yield from _scheduled(backends, plan, x, "decode", progress, max_in_flight, throughput, log)
             return
         if plan.num_tiles == 1:
-            out = run_tile(x).astype(mx.float32)
+            out = run_tile(x)
+            out = out.astype(mx.float32 if out.dtype == mx.float32 else mx.float16)
             progress.bar.update(1)
             yield out
             return

@@ -248,7 +248,8 @@ def sequential(process: Callable) -> Executor:
 def run_tiled(plan: TilePlan, source, executor: Executor, direction: str) -> Iterator:
     """Run every tile of ``source`` through ``executor`` and yield the blended result in time chunks.
 
-    ``source`` and results are MLX arrays, channels-last (B, F, H, W, C). ``direction`` is 'decode' (latent
+    ``source`` and results are MLX arrays, channels-last (B, F, H, W, C); chunks come out in fp32 for fp32
+    tiles, else fp16. ``direction`` is 'decode' (latent
     in, pixels out) or 'encode' (pixels in, latent out). The executor gets the jobs and a function giving
     each job's input, and yields (job, result) pairs in any order; results are blended in job order, so the
     output does not depend on which backend finished first.
@@ -289,7 +290,10 @@ def run_tiled(plan: TilePlan, source, executor: Executor, direction: str) -> Ite
                 raise LtxAneError(f"tile produced shape {tuple(result.shape[1:4])}, expected {expected}")
             if buffer is None:
                 b, c = result.shape[0], result.shape[-1]
-                buffer = mx.zeros((b, t_ranges[ti][1] - buf_start, *spatial, c), dtype=mx.float32)
+                # Half-precision tiles blend in fp16: it keeps more mantissa bits than a bf16 model's output
+                # has, and halves the largest buffer of a tiled run. fp32 tiles blend in fp32.
+                acc = mx.float32 if result.dtype == mx.float32 else mx.float16
+                buffer = mx.zeros((b, t_ranges[ti][1] - buf_start, *spatial, c), dtype=acc)
             weight = (
                 mx.array(wt[ti])[:, None, None, None]
                 * mx.array(wh[hi])[None, :, None, None]
@@ -298,7 +302,7 @@ def run_tiled(plan: TilePlan, source, executor: Executor, direction: str) -> Ite
             local = slice(st.start - buf_start, st.stop - buf_start)
             # The sum is evaluated before it is written back, so nothing but the write refers to the buffer
             # and MLX updates it in place instead of copying the whole buffer per tile.
-            update = buffer[:, local, sh, sw] + result.astype(mx.float32) * weight
+            update = buffer[:, local, sh, sw] + result.astype(acc) * weight.astype(acc)
             mx.eval(update)
             buffer[:, local, sh, sw] = update
             del update
@@ -315,6 +319,6 @@ def run_tiled(plan: TilePlan, source, executor: Executor, direction: str) -> Ite
             yield buffer[:, :ready]
             carry = buffer[:, ready:]
             grow = next_stop - buf_start - buffer.shape[1]
-            buffer = mx.concatenate([carry, mx.zeros((carry.shape[0], grow, *carry.shape[2:]), mx.float32)], axis=1)
+            buffer = mx.concatenate([carry, mx.zeros((carry.shape[0], grow, *carry.shape[2:]), acc)], axis=1)
             buf_start = next_start
             mx.eval(buffer)

@@ -18,7 +18,7 @@ def pixel_norm(x: mx.array, eps: float = 1e-8) -> mx.array:
 # Above this size an intermediate is evaluated before the next one is built: MLX's GPU backends free a
 # buffer only when the kernels using it have finished, so without these sync points every padded copy of a
 # conv input stays alive at once and sets the memory peak. Below it, a sync costs more than it saves.
-EVAL_BYTES = 64 * 2**20
+EVAL_BYTES = 16 * 2**20
 
 
 def eval_if_large(x: mx.array) -> mx.array:
