@@ -137,3 +137,37 @@ def test_encode_mlx_plus_reference_equals_mlx_alone(vae):
     together = np.array(encode_video(encoder, video, tile, backends=backends))
     assert together.shape == alone.shape == (1, 16, 2, 4, 3)
     assert np.abs(alone - together).max() <= 1e-4 * np.abs(alone).max()
+
+
+# ------------------------------------------------------------------------------------------- service
+
+
+def test_decode_service_streams_without_blocking_the_caller(vae):
+    from ltx_ane.service import Cancelled, DecodeService
+
+    decoder = load_decoder(Source(checkpoint=str(vae)), "fp32")
+    latent = np.random.default_rng(4).standard_normal((1, 16, 5, 2, 2)).astype(np.float32)
+    expected = np.concatenate(collect(decode_frames(decoder, mx.array(latent), (4, 2, 2))), 1)
+    backends = B.build(B.Choice("decoder", ["mlx", "torch"], "test"), decoder)
+    for used in (None, backends):
+        with DecodeService(decoder, tile=(4, 2, 2), backends=used, max_chunks=1) as service:
+            start = time.perf_counter()
+            handle = service.submit(latent)
+            assert time.perf_counter() - start < 0.5  # returns before the decode is done
+            chunks = list(handle)
+            assert len(chunks) == 2 and handle.done()
+            got = np.concatenate(chunks, 1)
+            assert np.abs(got - expected).max() <= 1e-4 * np.abs(expected).max()
+
+            seen, finished = [], threading.Event()
+            cb = service.submit(mx.array(latent), on_chunk=seen.append, on_done=lambda e: finished.set())
+            assert cb.result(timeout=60) is None and finished.is_set()
+            assert np.abs(np.concatenate(seen, 1) - expected).max() <= 1e-4 * np.abs(expected).max()
+
+            bad = service.submit(latent[:, :, :1])
+            bad.cancel()
+            with pytest.raises(Cancelled):
+                bad.result(timeout=60)
+            with pytest.raises(LtxAneError, match="channels"):
+                service.submit(latent[:, :3])
+    assert not [t for t in threading.enumerate() if t.name.startswith("ltx-ane-")]

@@ -9,9 +9,10 @@ Results are handed to the tiler in job order. A tile finished early waits in the
 and at most ``max_in_flight`` tiles are between dispatch and hand-over (queued, running or waiting): memory is
 bounded by that many tile inputs and outputs plus the tiler's blend buffer, whatever the video's length.
 
-When an MLX backend is among the workers, the executor holds ``backends.MLX_LOCK`` while the caller works on a
-handed-over tile (blending with MLX, and whatever the caller does with a finished chunk), so MLX never runs on
-two threads at once. The MLX worker waits during that time; the other backends do not.
+The executor holds ``backends.MLX_LOCK`` while the caller works on a handed-over tile (blending with MLX, and
+whatever the caller does with a finished chunk), so MLX never runs on two threads at once: not with an MLX
+worker, and not with other MLX users such as a generation loop that takes the lock. An MLX worker waits during
+that time; the other backends do not. The caller must resume the executor on the thread that started it.
 """
 
 from __future__ import annotations
@@ -121,7 +122,6 @@ def concurrent(
     stats.limit = limit
     for name in names:
         stats.backends.setdefault(name, BackendStats(name))
-    guard_mlx = any(getattr(b, "uses_mlx", False) for b in backends)
 
     def run(jobs, tile_input) -> Iterator:
         from ltx_ane.backends import MLX_LOCK
@@ -154,8 +154,7 @@ def concurrent(
                         raise y
                     finished[position] = y
                 y = finished.pop(handed)
-                if guard_mlx:
-                    MLX_LOCK.acquire()
+                MLX_LOCK.acquire()
                 try:
                     with MLX_LOCK:
                         result = from_host(y)
@@ -164,8 +163,7 @@ def concurrent(
                     stats.wall_s = time.perf_counter() - start
                     yield jobs[handed - 1], result
                 finally:
-                    if guard_mlx:
-                        MLX_LOCK.release()
+                    MLX_LOCK.release()
         finally:
             # Queued tiles are dropped; a tile already running finishes before its thread sees the stop.
             try:
