@@ -14,7 +14,7 @@ latent ``s`` when encoding) is given zero weight; the previous tile always cover
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Iterable, Iterator
+from typing import Callable, Iterator
 
 import numpy as np
 

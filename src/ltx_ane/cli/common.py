@@ -41,6 +41,17 @@ def add_tiling(parser: argparse.ArgumentParser) -> None:
                        help=f"working memory for --tiling auto (default {DEFAULT_BUDGET_GB:g})")
 
 
+def positive_int(text: str) -> int:
+    """An argparse type: an integer of at least 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
 def parse_grid(text: str) -> tuple[int, int, int]:
     """'FxHxW' of positive integers."""
     from ltx_ane.errors import LtxAneError

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 from collections import defaultdict
 
-from ltx_ane.cli import common
 
 # Key prefixes of the parts of LTX-2 files, most specific first.
 COMPONENTS = (

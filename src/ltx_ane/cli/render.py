@@ -9,23 +9,12 @@ Also home of the backend flags that decode and encode share.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import sys
 from pathlib import Path
 
 from ltx_ane.cli import common
 from ltx_ane.errors import LtxAneError
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
 
 
 # ------------------------------------------------------------------------------------------------ shared flags
@@ -43,7 +32,7 @@ def add_backend_args(parser, components: tuple[str, ...]) -> None:
     group.add_argument("--profile", metavar="FILE", help="bench profile JSON (default ~/.cache/ltx-ane/profile.json)")
     group.add_argument("--package", action="append", default=[], metavar="FILE", help="Core ML package made by "
                        "`ltx-ane convert` (its component is read from it); repeat for several components")
-    group.add_argument("--max-in-flight", type=_positive_int, metavar="N", help="tiles dispatched but not yet "
+    group.add_argument("--max-in-flight", type=common.positive_int, metavar="N", help="tiles dispatched but not yet "
                        "blended when several backends run (default: 2 per backend); bounds memory")
 
 

@@ -2,21 +2,10 @@
 
 from __future__ import annotations
 
-import argparse
 import sys
 
-from ltx_ane.cli.common import Report, add_dtype, add_output, check_output_dir
+from ltx_ane.cli.common import Report, add_dtype, add_output, check_output_dir, positive_int
 from ltx_ane.errors import LtxAneError
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
 
 
 def register(subparsers) -> None:
@@ -43,7 +32,7 @@ def register(subparsers) -> None:
                        "architecture (and random statistics unless --vae is given); the output is noise")
     group.add_argument("--seed", type=int, default=0, help="seed for --random-weights (default 0)")
     add_dtype(group)
-    p.add_argument("--chunk-frames", type=_positive_int, metavar="N", help="exact low-memory mode: stream N latent "
+    p.add_argument("--chunk-frames", type=positive_int, metavar="N", help="exact low-memory mode: stream N latent "
                    "frames at a time, one pass per GroupNorm (same result, device memory bounded by the chunk, "
                    "~9x the compute)")
     add_output(p, "output latent .safetensors (written only when the whole run succeeds)")
