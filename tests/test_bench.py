@@ -47,22 +47,22 @@ def test_core_ml_rows_are_marked_as_needing_macos(tiny_run):
     assert coreml and all(r["status"] == "skipped" and "macOS" in r["reason"] for r in coreml)
     md = (tmp / "r.md").read_text()
     assert "needs macOS" in md and "No ANE-versus-GPU comparison" in md
-    assert "reduced widths" in md and "| decoder | 2x2x2 | mlx |" in md
+    assert "reduced widths" in md and "| decoder | 2x3x3 | mlx |" in md
 
 
 def test_profile_is_written_and_read(tiny_run):
     tmp, result = tiny_run
     prof = P.read_profile(tmp / "profile.json")
-    assert {(e["component"], tuple(e["tile"])) for e in prof["entries"]} == {("decoder", (2, 2, 2)), ("temporal", (2, 2, 2))}
+    assert {(e["component"], tuple(e["tile"])) for e in prof["entries"]} == {("decoder", (2, 3, 3)), ("temporal", (2, 2, 2))}
     fastest = min((r for r in result["rows"] if r["component"] == "decoder" and r["status"] == "ok"),
                   key=lambda r: r["median_s"])
-    assert P.best_backend(prof, "decoder", [2, 2, 2]) == fastest["backend"]
+    assert P.best_backend(prof, "decoder", [2, 3, 3]) == fastest["backend"]
     assert P.best_backend(prof, "decoder", [3, 2, 2]) is None
     assert P.best_backend(prof, "encoder", (2, 2, 2)) is None
     # The pipeline's reader (issue 6) accepts the same file.
     backends = pytest.importorskip("ltx_ane.backends")
     loaded = backends.load_profile(tmp / "profile.json")
-    assert loaded.choose("decoder", (2, 2, 2)).backend == fastest["backend"]
+    assert loaded.choose("decoder", (2, 3, 3)).backend == fastest["backend"]
 
 
 def test_plots_or_a_note_when_matplotlib_is_missing(tiny_run, tmp_path, monkeypatch):
@@ -143,3 +143,13 @@ def test_unwritable_output_is_a_one_line_error(tmp_path, capsys):
     assert main(["bench", "--out", str(tmp_path / "file" / "sub" / "r")]) == 2
     err = capsys.readouterr().err
     assert "cannot create" in err and err.count("\n") == 1
+
+
+def test_backends_together_are_measured(tiny_run):
+    """With MLX and ltx-core both present, the decoder's tiles are also run on both at once (issue 6)."""
+    tmp, result = tiny_run
+    (h,) = result["hybrid"]
+    assert set(h["backends"]) == {"mlx", "torch"} and h["tiles"] > 2
+    assert set(h["alone_tiles_per_s"]) == {"mlx", "torch"} and h["together_tiles_per_s"] > 0
+    assert sum(h["together_tiles_by_backend"].values()) == h["tiles"]
+    assert "Backends together" in (tmp / "r.md").read_text()

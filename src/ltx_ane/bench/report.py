@@ -138,6 +138,18 @@ def markdown(result: dict, plots: list[str] | None = None, plot_note: str | None
         why = (f"the Core ML rows ({', '.join(macos)}) need macOS" if macos else
                "no Core ML ANE row and GPU row both ran and passed parity")
         lines.append(f"No ANE-versus-GPU comparison in this run: {why}. Run `ltx-ane bench` on a Mac to fill it in.")
+    hybrid = result.get("hybrid") or []
+    lines += ["", "## Backends together (tiled decode, each pulling the next tile)", ""]
+    if hybrid:
+        lines += ["| tile | tiles | alone, tiles/s | together, tiles/s | together / best alone | tiles done by |",
+                  "|---|---|---|---|---|---|"]
+        for h in hybrid:
+            alone = ", ".join(f"{n} {v:.2f}" for n, v in h["alone_tiles_per_s"].items())
+            share = ", ".join(f"{n} {v}" for n, v in h["together_tiles_by_backend"].items())
+            lines.append(f"| {_tile(h['tile'])} | {h['tiles']} | {alone} | {h['together_tiles_per_s']:.2f} | "
+                         f"{_num(h.get('together_over_best_alone'))}x | {share} |")
+    else:
+        lines.append("Not measured: fewer than two decoder backends ran, or the decoder tile is too small to split.")
     failed = [r for r in rows if r["status"] == "failed"]
     if failed:
         lines += ["", "## Failures", ""] + [f"- {r['component']} {_tile(r['tile'])} {r['backend']}: {r['reason']}"

@@ -59,7 +59,7 @@ _SMALL = [(2, 2, 3), (3, 3, 4)]
 DEVICE_PROFILES = {
     "tiny": DeviceProfile(
         "tiny", "tests: minimal widths, one tiny latent per component",
-        {"decoder": [(2, 2, 2)], "encoder": [(2, 1, 2)], "spatial": [(2, 2, 2)], "temporal": [(2, 2, 2)]}, 2, 1,
+        {"decoder": [(2, 3, 3)], "encoder": [(2, 1, 2)], "spatial": [(2, 2, 2)], "temporal": [(2, 2, 2)]}, 2, 1,
         {"decoder_base_channels": 4, "latent_channels": 8}, {"mid_channels": 32, "num_blocks_per_stage": 1}),
     "cpu": DeviceProfile(
         "cpu", "a CPU: reduced widths (VAE decoder base 8 and 16 latent channels, upscalers 64 wide), tiny latents",
@@ -634,16 +634,16 @@ def run(s: Settings) -> dict:
     if load_start["busy"]:
         s.log(f"warning: the machine is busy (load {load_start['load1']} on {load_start['cpus']} CPUs); timings will say so")
     try:
-        rows, started = _run_components(s, work, runnable, skipped, torch_device, machine)
+        rows, hybrid, started = _run_components(s, work, runnable, skipped, torch_device, machine)
     finally:
         if s.work_dir is None:
             shutil.rmtree(work, ignore_errors=True)
     load_end = load()
-    return _result(s, machine, load_start, load_end, started, torch_device, rows)
+    return _result(s, machine, load_start, load_end, started, torch_device, rows, hybrid)
 
 
 def _run_components(s: Settings, work: Path, runnable, skipped, torch_device: str, machine: dict):
-    rows = []
+    rows, hybrid_rows = [], []
     packages: dict = {}
     started = time.time()
     for component in s.components:
@@ -672,10 +672,52 @@ def _run_components(s: Settings, work: Path, runnable, skipped, torch_device: st
         for b in backends:
             b.release()
         gc.collect()
-    return rows, started
+        if component == "decoder":
+            hybrid = hybrid_throughput(s, setup, tiles[0], runnable, packages)
+            if hybrid is not None:
+                hybrid_rows.append(hybrid)
+    return rows, hybrid_rows, started
 
 
-def _result(s: Settings, machine, load_start, load_end, started, torch_device, rows) -> dict:
+def hybrid_throughput(s: Settings, setup: Setup, tile, runnable, packages: dict) -> dict | None:
+    """Tiles per second of each decoder backend alone and of all of them pulling tiles together.
+
+    The tiled run covers a few tiles of the benchmark's first decoder tile (so a Core ML package converted for
+    it serves every tile); each rate is the median of ``s.runs`` passes after one warm-up pass.
+    """
+    from ltx_ane import backends as B
+    from ltx_ane.scheduler import measure_throughput
+    from ltx_ane.tiling import make_plan
+
+    names = [n for n in runnable if n in ("mlx", "torch") or ("decoder", tuple(tile)) in packages]
+    if len(names) < 2 or tile[1] < 3 or tile[2] < 3:
+        return None
+    import mlx.core as mx
+
+    grid = (tile[0], 2 * tile[1] - 2, 3 * tile[2] - 4)
+    plan = make_plan(grid, tile)
+    model = load_mlx(setup, s.dtype, s.seed)
+    package = packages.get(("decoder", tuple(tile)), (None,))[0]
+    backends = B.build(B.Choice("decoder", names, "bench", str(package) if package else None), model)
+    latent = mx.array(make_input(setup, grid, s.seed)).transpose(0, 2, 3, 4, 1).astype(model.dtype)
+    passes = [measure_throughput(plan, latent, backends) for _ in range(s.runs + 1)][1:]
+    median = lambda values: float(np.median(values))  # noqa: E731
+    row = {
+        "component": "decoder", "tile": list(tile), "backends": names,
+        "grid": list(grid), "tiles": plan.num_tiles,
+        "alone_tiles_per_s": {n: median([p["alone"][n] for p in passes]) for n in passes[0]["alone"]},
+        "together_tiles_per_s": median([p["together"] for p in passes]),
+        "together_tiles_by_backend": passes[-1]["together_by_backend"],
+    }
+    best_alone = max(row["alone_tiles_per_s"].values())
+    row["together_over_best_alone"] = row["together_tiles_per_s"] / best_alone if best_alone else None
+    s.log(f"decoder hybrid ({'+'.join(names)}, {plan.num_tiles} tiles): alone "
+          + ", ".join(f"{n} {r:.2f}" for n, r in row["alone_tiles_per_s"].items())
+          + f" tiles/s; together {row['together_tiles_per_s']:.2f} tiles/s")
+    return row
+
+
+def _result(s: Settings, machine, load_start, load_end, started, torch_device, rows, hybrid) -> dict:
     return {
         "format": 1,
         "command": None,
@@ -693,6 +735,7 @@ def _result(s: Settings, machine, load_start, load_end, started, torch_device, r
             "mlx_device": _mlx_device(), "seed": s.seed,
         },
         "rows": rows,
+        "hybrid": hybrid,
     }
 
 
