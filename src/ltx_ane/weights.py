@@ -180,7 +180,8 @@ def apply_weights(model, tensors: dict, dtype, source: str) -> None:
         if tuple(value.shape) != tuple(expected[name].shape):
             misshaped.append(f"{name} {list(value.shape)} (model wants {list(expected[name].shape)})")
             continue
-        converted[name] = value.astype(dtype)
+        # Row-contiguous copies: a transposed view of the file's buffer would be copied again by every conv call.
+        converted[name] = mx.contiguous(value.astype(dtype))
     problems = []
     if missing:
         problems.append(f"{len(missing)} missing ({_names(missing)})")
