@@ -91,12 +91,17 @@ def files(tmp_path_factory):
 # ------------------------------------------------------------------------------------------- parity
 
 
-@pytest.mark.parametrize("name", ["spatial", "spatial-plain", "temporal"])
-def test_fp32_parity_reduced_width_odd_shape_batch2(files, name):
+@pytest.mark.parametrize(
+    "name, compiled",
+    [("spatial", False), ("spatial-plain", False), ("temporal", False), ("spatial", True), ("temporal", True)],
+)
+def test_fp32_parity_reduced_width_odd_shape_batch2(files, name, compiled):
+    """``compiled``: the mx.compile'd forward that GPUs run by default (the CPU default is uncompiled)."""
     path, ref_model, _ = files[name]
     x = latent((2, 128, 3, 3, 5))
     ref = run_reference(ref_model, x)
     model = load_upsampler(Source(checkpoint=str(path)), "fp32")
+    model.compile = compiled
     out = run_mlx(model, x)
     assert out.shape == ref.shape == ((2, 128, 3, 6, 10) if name.startswith("spatial") else (2, 128, 5, 3, 5))
     assert rel_err(ref, out) <= FP32_TOL
@@ -190,6 +195,19 @@ def test_groupnorm_statistics_span_all_frames():
     norm.bias = mx.array(ref_norm.bias.detach().numpy())
     out = np.array(norm(mx.array(x).transpose(0, 2, 3, 4, 1)).transpose(0, 4, 1, 2, 3))
     assert np.abs(out - ref).max() < 1e-5
+
+
+def test_groupnorm_fused_silu_and_residual():
+    """norm_silu, the one-pass form the forward uses, equals SiLU(norm(x) + residual) in float32."""
+    rng = np.random.default_rng(3)
+    x = mx.array(rng.standard_normal((2, 3, 4, 5, 64)).astype(np.float32) + 2)
+    r = mx.array(rng.standard_normal((2, 3, 4, 5, 64)).astype(np.float32))
+    norm = GroupNorm(64)
+    norm.weight = mx.array(rng.standard_normal(64).astype(np.float32))
+    norm.bias = mx.array(rng.standard_normal(64).astype(np.float32))
+    silu = lambda v: v * mx.sigmoid(v)  # noqa: E731
+    np.testing.assert_allclose(np.array(norm.norm_silu(x)), np.array(silu(norm(x))), atol=1e-6)
+    np.testing.assert_allclose(np.array(norm.norm_silu(x, residual=r)), np.array(silu(norm(x) + r)), atol=1e-6)
 
 
 def test_groupnorm_bf16_input_keeps_fp32_statistics():
@@ -332,3 +350,17 @@ def test_random_weights_real_architecture():
     model = load_upsampler(Source(random_weights=True), "bf16", expected_kind="temporal")  # the smaller one
     assert model.initial_conv.weight.dtype == mx.bfloat16
     assert model.upsampler[0].weight.shape == (1024, 3, 3, 3, 512)
+
+
+def test_compiled_forward_follows_new_weights():
+    """The traced forward holds the weights as constants; loading others must not run the stale trace."""
+    cfg = UpsamplerConfig.from_dict(small_config("temporal", mid=32, blocks=1))
+    model = LatentUpsampler(cfg, compile=True)
+    randomize(model, mx.float32, seed=1)
+    x = mx.array(latent((1, 128, 2, 2, 3), seed=2))
+    first = np.array(model(x))
+    other = LatentUpsampler(cfg, compile=False)
+    randomize(other, mx.float32, seed=2)
+    model.update(other.parameters())
+    np.testing.assert_allclose(np.array(model(x)), np.array(other(x)), atol=1e-5)
+    assert np.abs(np.array(model(x)) - first).max() > 1e-3

@@ -210,7 +210,7 @@ class _Norm(_Stage):
             moments = self.norm.moments(x)
             self.acc = moments if self.acc is None else self.acc.merge(moments)
             return None
-        y = self.norm.apply(x, self.store[id(self.norm)])
+        y = self.norm.normalize(x, self.store[id(self.norm)])
         return nn.silu(y) if self.silu else y
 
     def arrays(self):
