@@ -75,10 +75,26 @@ def test_in_flight_bound_holds_when_the_oldest_tile_is_slow():
     assert stats.max_in_flight <= 2
 
 
-def test_backend_error_is_raised_and_threads_end():
+def test_failing_backend_is_retired_and_its_tile_rerun_elsewhere():
     plan, x = identity_plan(), source()
+    good, bad = Fake("good", delay=0.01), Fake("bad", fail_on=2)
+    stats, notes = Throughput(), []
+    chunks = collect(run_tiled(plan, x, concurrent([good, bad], throughput=stats, note=notes.append), "decode"))
+    np.testing.assert_allclose(np.concatenate(chunks, 1), 2 * np.array(x), rtol=1e-6, atol=1e-6)
+    assert len(bad.calls) == 2  # retired after its failure: it pulled nothing more
+    assert sorted(stats.backends["good"].tiles + stats.backends["bad"].tiles) == list(range(plan.num_tiles))
+    assert stats.backends["bad"].error == "boom" and stats.backends["good"].error is None
+    assert len(notes) == 1 and notes[0].startswith("note: bad failed on tile") and "go to good" in notes[0]
+    assert "(failed, retired)" in stats.summary()
+    assert not [t for t in threading.enumerate() if t.name.startswith("ltx-ane-")]
+
+
+def test_backend_error_is_raised_when_none_is_left_or_without_failover():
+    plan, x = identity_plan(), source()
+    with pytest.raises(LtxAneError, match="failed on tile"):
+        collect(run_tiled(plan, x, concurrent([Fake("a", fail_on=1), Fake("b", fail_on=2)], note=lambda m: None), "decode"))
     with pytest.raises(LtxAneError, match="bad failed on tile"):
-        collect(run_tiled(plan, x, concurrent([Fake("good", delay=0.01), Fake("bad", fail_on=1)]), "decode"))
+        collect(run_tiled(plan, x, concurrent([Fake("good", delay=0.01), Fake("bad", fail_on=1)], failover=False), "decode"))
     assert not [t for t in threading.enumerate() if t.name.startswith("ltx-ane-")]
 
 

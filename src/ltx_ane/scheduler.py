@@ -9,6 +9,10 @@ Results are handed to the tiler in job order. A tile finished early waits in the
 and at most ``max_in_flight`` tiles are between dispatch and hand-over (queued, running or waiting): memory is
 bounded by that many tile inputs and outputs plus the tiler's blend buffer, whatever the video's length.
 
+A backend that raises is retired and the tile it failed on goes back to the queue for the others, with a one-line
+note; the run fails only when no backend is left (or at once, with ``failover=False``). A Core ML model that will
+not run on this Mac then costs one tile's time, not the video.
+
 The executor holds ``backends.MLX_LOCK`` while the caller works on a handed-over tile (blending with MLX, and
 whatever the caller does with a finished chunk), so MLX never runs on two threads at once: not with an MLX
 worker, and not with other MLX users such as a generation loop that takes the lock. An MLX worker waits during
@@ -33,6 +37,7 @@ class BackendStats:
     name: str
     tiles: list[int] = field(default_factory=list)  # job indices this backend ran
     busy_s: float = 0.0
+    error: str | None = None  # why it was retired, if it was
 
     @property
     def rate(self) -> float:
@@ -58,7 +63,10 @@ class Throughput:
         return self.tiles / self.wall_s if self.wall_s > 0 else 0.0
 
     def summary(self) -> str:
-        parts = [f"{s.name} {len(s.tiles)} tiles at {s.rate:.3g} tiles/s" for s in self.backends.values()]
+        parts = [
+            f"{s.name} {len(s.tiles)} tiles at {s.rate:.3g} tiles/s" + (" (failed, retired)" if s.error else "")
+            for s in self.backends.values()
+        ]
         return f"{'; '.join(parts)}; together {self.tiles} tiles in {self.wall_s:.2f} s = {self.rate:.3g} tiles/s"
 
 
@@ -85,12 +93,23 @@ def _worker(backend, name: str, inbox: queue.Queue, outbox: queue.Queue, stats: 
         start = time.perf_counter()
         try:
             y = backend(x)
-        except BaseException as e:  # handed to the caller's thread, which raises it
+        except Exception as e:  # handed to the caller's thread, which re-queues the tile or raises
             outbox.put((position, name, e))
-            continue
+            return  # retired: pulls no more tiles
         stats.busy_s += time.perf_counter() - start
         stats.tiles.append(position)
         outbox.put((position, name, y))
+
+
+def _print_note(message: str) -> None:
+    import sys
+
+    print(message, file=sys.stderr, flush=True)
+
+
+def _one_line(error: BaseException) -> str:
+    text = str(error).strip().splitlines()
+    return (text[0] if text else type(error).__name__)[:200]
 
 
 def backend_name(backend) -> str:
@@ -103,12 +122,16 @@ def concurrent(
     throughput: Throughput | None = None,
     to_host: Callable = _to_host,
     from_host: Callable = _from_host,
+    failover: bool = True,
+    note: Callable[[str], None] | None = None,
 ):
     """An executor running tiles on all ``backends`` at once (see the module doc).
 
     ``backends`` are callables from a host float32 array to one (``backends.Backend`` objects, or any function);
     names must differ. ``max_in_flight`` defaults to two tiles per backend: one running, one queued behind it,
     so no backend idles waiting for the caller to hand out work. ``throughput`` is filled in as tiles finish.
+    ``failover``: retire a failing backend and re-queue its tile (the default), or raise at its first error.
+    ``note`` receives the one-line message about a retired backend (default: printed to stderr).
     """
     if not backends:
         raise LtxAneError("no backend to run tiles on")
@@ -137,21 +160,35 @@ def concurrent(
         for t in threads:
             t.start()
         finished: dict[int, np.ndarray] = {}
+        retry: dict[int, np.ndarray] = {}
+        alive = set(names)
         sent = handed = 0
         try:
             while handed < len(jobs):
                 while sent < len(jobs) and sent - handed < limit:
                     with MLX_LOCK:
                         x = to_host(tile_input(jobs[sent]))
+                    if failover:
+                        retry[sent] = x  # kept until the tile is done, in case its backend fails on it
                     inbox.put((sent, x))
                     sent += 1
                     stats.max_in_flight = max(stats.max_in_flight, sent - handed)
                 while handed not in finished:
                     position, name, y = outbox.get()
                     if isinstance(y, BaseException):
-                        if isinstance(y, LtxAneError):
-                            raise LtxAneError(f"{name} failed on tile {position}: {y}") from y
-                        raise y
+                        alive.discard(name)
+                        stats.backends[name].error = str(y)
+                        if not failover or not alive:
+                            if isinstance(y, LtxAneError):
+                                raise LtxAneError(f"{name} failed on tile {position}: {y}") from y
+                            raise y
+                        (note or _print_note)(
+                            f"note: {name} failed on tile {position} ({_one_line(y)}); "
+                            f"its tiles go to {', '.join(n for n in names if n in alive)}"
+                        )
+                        inbox.put((position, retry.pop(position)))
+                        continue
+                    retry.pop(position, None)
                     finished[position] = y
                 y = finished.pop(handed)
                 MLX_LOCK.acquire()
@@ -190,7 +227,8 @@ def measure_throughput(plan, source, backends: Sequence, direction: str = "decod
 
     def one(group) -> Throughput:
         stats = Throughput()
-        for _ in run_tiled(plan, source, concurrent(group, max_in_flight, stats), direction):
+        # No failover: a backend that fails must fail the measurement, not quietly hand its tiles over.
+        for _ in run_tiled(plan, source, concurrent(group, max_in_flight, stats, failover=False), direction):
             pass
         return stats
 
