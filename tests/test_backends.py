@@ -181,9 +181,6 @@ def test_coreml_parity_gate_and_component_are_checked(vae):
 def test_upscaler_backends_agree(kind):
     cfg = load_preset(f"{kind}-x2")
     cfg.update(in_channels=16, mid_channels=32, num_blocks_per_stage=1)
-    from ltx_ane import reference as R
-
-    ref = R.build_upsampler(cfg, seed=1)
     from ltx_ane.config import UpsamplerConfig
     from ltx_ane.mlx.upsampler import LatentUpsampler, randomize
 

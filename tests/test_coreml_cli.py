@@ -68,9 +68,9 @@ def test_bad_input_is_one_line_nonzero_and_leaves_nothing(capsys, tmp_path, argv
     out = tmp_path / "out"
     argv = [a.replace("{out}", str(out)) for a in argv]
     try:
-        rc, stdout, err = run_cli(capsys, *argv)
+        rc, _, err = run_cli(capsys, *argv)
     except SystemExit as e:  # argparse usage errors exit from inside parse_args
-        rc, (stdout, err) = e.code, capsys.readouterr()
+        rc, (_, err) = e.code, capsys.readouterr()
     assert rc == 2
     assert message in err, err
     assert len(err.strip().splitlines()) == 1
