@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import os
 
+from functools import partial
+
 import numpy as np
 import pytest
 
@@ -197,17 +199,25 @@ def test_groupnorm_statistics_span_all_frames():
     assert np.abs(out - ref).max() < 1e-5
 
 
-def test_groupnorm_fused_silu_and_residual():
-    """norm_silu, the one-pass form the forward uses, equals SiLU(norm(x) + residual) in float32."""
+def test_groupnorm_fused_silu_bias_and_residual():
+    """norm_silu, the one-pass form the forward uses, equals SiLU(norm(x + bias) + residual) in float32."""
     rng = np.random.default_rng(3)
     x = mx.array(rng.standard_normal((2, 3, 4, 5, 64)).astype(np.float32) + 2)
     r = mx.array(rng.standard_normal((2, 3, 4, 5, 64)).astype(np.float32))
+    bias = mx.array(rng.standard_normal(64).astype(np.float32) * 3)
     norm = GroupNorm(64)
     norm.weight = mx.array(rng.standard_normal(64).astype(np.float32))
     norm.bias = mx.array(rng.standard_normal(64).astype(np.float32))
     silu = lambda v: v * mx.sigmoid(v)  # noqa: E731
-    np.testing.assert_allclose(np.array(norm.norm_silu(x)), np.array(silu(norm(x))), atol=1e-6)
-    np.testing.assert_allclose(np.array(norm.norm_silu(x, residual=r)), np.array(silu(norm(x) + r)), atol=1e-6)
+    close = partial(np.testing.assert_allclose, atol=2e-6)
+    close(np.array(norm.norm_silu(x)), np.array(silu(norm(x))))
+    close(np.array(norm.norm_silu(x, residual=r)), np.array(silu(norm(x) + r)))
+    close(np.array(norm.norm_silu(x, bias)), np.array(silu(norm(x + bias))))
+    close(np.array(norm.norm_silu(x, bias, residual=r)), np.array(silu(norm(x + bias) + r)))
+    # bf16 in and out, statistics and bias in float32
+    xb = x.astype(mx.bfloat16)
+    want = silu(norm(xb.astype(mx.float32) + bias))
+    close(np.array(norm.norm_silu(xb, bias).astype(mx.float32)), np.array(want), atol=1e-2, rtol=1e-2)
 
 
 def test_groupnorm_bf16_input_keeps_fp32_statistics():

@@ -58,15 +58,25 @@ class GroupMoments:
         return [self.mean, self.m2]
 
 
-def _group_sums(x: mx.array, groups: int, split: int = 64) -> tuple[mx.array, mx.array, int]:
-    """Each (batch, group)'s sum and sum of squared deviations from its mean, (B, G, 1, 1) float32, and count."""
+def _group_sums(
+    x: mx.array, groups: int, bias: mx.array | None = None, split: int = 64
+) -> tuple[mx.array, mx.array, int]:
+    """Each (batch, group)'s sum and sum of squared deviations from its mean, (B, G, 1, 1) float32, and count.
+
+    ``bias`` (C,), when given, is added to x in float32 first: the forward pass leaves a conv's bias to here.
+    """
     b, c = x.shape[0], x.shape[-1]
+    per = c // groups
     # Each group's values made contiguous first: reducing over the last axis is far faster on MLX's GPU
     # backends than reducing over two strided axes (3 ms -> well under 1 ms for a 1024x16x16x24 tensor).
-    # Each sum then runs in two steps, over (B, G, k) rows first, since a GPU reduces B*G*k short rows far
+    # With a bias, the cast, the bias and the transposing copy are one kernel (an elementwise op with a
+    # broadcast input writes a fresh row-major array); the reshape below copies only when nothing did.
+    xf = x.reshape(b, -1, groups, per).transpose(0, 2, 1, 3).astype(mx.float32)
+    if bias is not None:
+        xf = xf + bias.reshape(groups, 1, per).astype(mx.float32)
+    count = xf.shape[2] * per
+    # Each sum runs in two steps, over (B, G, k) rows first, since a GPU reduces B*G*k short rows far
     # faster than B*G long ones.
-    xf = x.reshape(b, -1, groups, c // groups).transpose(0, 2, 1, 3).reshape(b, groups, -1).astype(mx.float32)
-    count = xf.shape[-1]
     k = math.gcd(count, split)
     xf = xf.reshape(b, groups, k, count // k)
     total = xf.sum(axis=-1, keepdims=True).sum(axis=-2, keepdims=True)
@@ -100,21 +110,26 @@ class GroupNorm(nn.Module):
         """Normalize with given statistics (computed in float32, returned in x's dtype)."""
         return _affine(x, *self.scale_shift(moments, x.ndim))
 
-    def norm_silu(self, x: mx.array, residual: mx.array | None = None) -> mx.array:
-        """SiLU(norm(x) [+ residual]) in float32, the forward pass's form.
+    def norm_silu(self, x: mx.array, bias: mx.array | None = None, residual: mx.array | None = None) -> mx.array:
+        """SiLU(norm(x [+ bias]) [+ residual]) in float32, the forward pass's form.
 
-        Everything after the two reductions is written as one elementwise expression over x viewed as
-        (B, N, G, C/G), so that, compiled, it is a single kernel: the per-group scale and shift are recomputed
-        per element (a few flops) instead of being small kernels of their own, whose launches cost more than
-        the arithmetic on a GPU.
+        ``bias`` is the preceding conv's, left out of the conv so that it is added in float32 inside the kernels
+        that run anyway (no bias-add kernel, no bf16 rounding of the biased output). Everything after the
+        reductions is one elementwise expression over x viewed as (B, N, G, C/G), so that, compiled, it is a
+        single kernel: the per-group scale and shift are recomputed per element (a few flops) instead of being
+        small kernels of their own, whose launches cost more than the arithmetic on a GPU. The expression is
+        kept shallow (no division of the sums, ``rsqrt(m2 + n*eps) * sqrt(n)`` for ``rsqrt(m2/n + eps)``):
+        MLX splits a fused kernel that gets too deep.
         """
         b, c, g = x.shape[0], x.shape[-1], self.groups
         per = c // g
-        total, m2, count = _group_sums(x, g)
+        total, m2, count = _group_sums(x, g, bias)
         total, m2 = total.reshape(b, 1, g, 1), m2.reshape(b, 1, g, 1)
-        scale = mx.rsqrt(m2 / count + self.eps) * self.weight.reshape(g, per).astype(mx.float32)
-        shift = self.bias.reshape(g, per).astype(mx.float32) - (total / count) * scale
-        y = x.reshape(b, -1, g, per).astype(mx.float32) * scale + shift
+        inv_std = mx.rsqrt(m2 + count * self.eps) * math.sqrt(count)
+        y = x.reshape(b, -1, g, per).astype(mx.float32)
+        if bias is not None:
+            y = y + bias.reshape(g, per).astype(mx.float32)
+        y = (y - total / count) * inv_std * self.weight.reshape(g, per) + self.bias.reshape(g, per)
         if residual is not None:
             y = y + residual.reshape(b, -1, g, per).astype(mx.float32)
         return (y * mx.sigmoid(y)).astype(x.dtype).reshape(x.shape)
@@ -140,8 +155,13 @@ class ResBlock(nn.Module):
         self.norm2 = GroupNorm(channels)
 
     def __call__(self, x: mx.array) -> mx.array:
-        h = self.norm1.norm_silu(self.conv1(x))
-        return self.norm2.norm_silu(self.conv2(h), residual=x)
+        h = self.norm1.norm_silu(conv_without_bias(self.conv1, x), self.conv1.bias)
+        return self.norm2.norm_silu(conv_without_bias(self.conv2, h), self.conv2.bias, residual=x)
+
+
+def conv_without_bias(conv: nn.Conv3d, x: mx.array) -> mx.array:
+    """``conv(x)`` less its bias, which the GroupNorm that follows adds (see ``GroupNorm.norm_silu``)."""
+    return mx.conv3d(x, conv.weight, conv.stride, conv.padding, conv.dilation)
 
 
 class SpatialRationalResampler(nn.Module):
@@ -179,12 +199,12 @@ class LatentUpsampler(nn.Module):
 
     Works on un-normalized latents; :func:`ltx_ane.upsample.upsample` wraps it with the VAE's statistics.
 
-    ``compile`` runs the forward pass through ``mx.compile`` (traced once per input shape), which fuses each
-    GroupNorm's elementwise steps into a few kernels. Most kernels here are small, and on a GPU their launch
-    cost rather than the convolutions decides the time: on an H100 the temporal x2 upscaler takes 10.3 ms op
-    by op and 6.1 ms compiled (benchmarks/results/upsampler_cuda.md). The first call per shape pays for the
-    trace and the kernel builds (~45 s through MLX's CUDA backend). None (the default) compiles on a GPU and
-    not on the CPU, where those builds take longer than the small runs that happen there.
+    ``compile`` runs the forward pass through ``mx.compile`` (each stage traced once per input shape), which fuses
+    each GroupNorm's elementwise steps into a few kernels. Most kernels here are small, and on a GPU their launch
+    cost rather than the convolutions decides the time: on an H100 the temporal x2 upscaler takes 15.6 ms op by op
+    and 5.5 ms compiled (benchmarks/results/upsampler_cuda.md). The first call per shape pays for the traces and
+    the kernel builds (~40-50 s through MLX's CUDA backend when its kernel cache is cold). None (the default)
+    compiles on a GPU and not on the CPU, where those builds take longer than the small runs that happen there.
     """
 
     def __init__(self, config: UpsamplerConfig, compile: bool | None = None):
@@ -226,21 +246,26 @@ class LatentUpsampler(nn.Module):
             return temporal_shuffle(self.upsampler_conv(x))[:, 1:]  # frame 0 stands for one pixel frame
         return spatial_upsample(x, self.upsampler_conv)
 
+    def initial(self, x: mx.array) -> mx.array:
+        return self.initial_norm.norm_silu(conv_without_bias(self.initial_conv, x), self.initial_conv.bias)
+
+    def stages(self) -> list:
+        """The forward pass as a sequence of channels-last steps: the unit of compilation (see ``_run``)."""
+        return [self.initial, *self.res_blocks, self.upsample_channels_last, *self.post_upsample_res_blocks,
+                self.final_conv]
+
     def forward_channels_last(self, x: mx.array) -> mx.array:
-        x = self.initial_norm.norm_silu(self.initial_conv(x))
-        for block in self.res_blocks:
-            x = block(x)
-        x = self.upsample_channels_last(x)
-        for block in self.post_upsample_res_blocks:
-            x = block(x)
-        return self.final_conv(x)
+        for stage in self.stages():
+            x = stage(x)
+        return x
 
     def __call__(self, latent: mx.array) -> mx.array:
         if latent.ndim != 5 or latent.shape[1] != self.config.in_channels:
             raise LtxAneError(
                 f"upscaler input must be (B, {self.config.in_channels}, F, h, w), got {list(latent.shape)}"
             )
-        x = self._forward()(latent.transpose(0, 2, 3, 4, 1))
+        x = latent.transpose(0, 2, 3, 4, 1)
+        x = self._run_compiled(x) if self.compiled else self.forward_channels_last(x)
         return x.transpose(0, 4, 1, 2, 3)
 
     @property
@@ -248,15 +273,21 @@ class LatentUpsampler(nn.Module):
         """Whether a call now runs the compiled forward (``compile``, or by default: on a GPU)."""
         return self.compile if self.compile is not None else mx.default_device() == mx.gpu
 
-    def _forward(self):
-        if not self.compiled:
-            return self.forward_channels_last
+    def _run_compiled(self, x: mx.array) -> mx.array:
+        # One compiled function per stage, each started with async_eval as soon as it is built: the GPU works
+        # on the first blocks while the host still encodes the later ones. One function for the whole pass
+        # leaves the GPU idle until the host has encoded a large part of it; on an H100 (MLX's CUDA backend)
+        # the temporal x2 pass took 6.4 ms that way and 5.3 ms this way, with a lower peak memory.
         if self._traced is None:
-            # The trace holds the parameters as constants: passing them as inputs instead (``inputs=state``)
+            # The traces hold the parameters as constants: passing them as inputs instead (``inputs=state``)
             # costs a tree walk over ~140 arrays on every call. ``update`` (which load_weights, apply and
-            # set_dtype go through) drops the trace, so changed weights are never run with a stale one.
-            self._traced = mx.compile(self.forward_channels_last)
-        return self._traced
+            # set_dtype go through) drops the traces, so changed weights are never run with stale ones.
+            self._traced = [mx.compile(stage) for stage in self.stages()]
+        *stages, last = self._traced
+        for stage in stages:
+            x = stage(x)
+            mx.async_eval(x)
+        return last(x)
 
     def update(self, parameters: dict, strict: bool = True):
         self._traced = None
