@@ -11,6 +11,9 @@ against ltx-core in float32.
     python benchmarks/bench_upsampler.py --device gpu --out h200            # the sizes of the brief
     python benchmarks/bench_upsampler.py --smoke --out cpu-smoke             # tiny, reduced width, CPU
     python benchmarks/bench_upsampler.py --sizes spatial:16x8x12 --chunk-frames 4
+    MLX_USE_CUDA_GRAPHS=0 python benchmarks/bench_upsampler.py --device gpu --kernel-time --out x  # MLX knobs
+
+MLX settings passed as environment variables (``MLX_*``) are recorded with the results.
 
 ``--out NAME`` writes benchmarks/results/NAME.json and NAME.md (a path with a directory is used as given).
 """
@@ -19,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import sys
 import tempfile
@@ -26,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ltx_ane.bench.timing import psnr, rel_err, summary, timed, timed_call
+from ltx_ane.bench.timing import cuda_kernel_time, psnr, rel_err, summary, timed, timed_call
 
 DEFAULT_SIZES = ("spatial:16x8x12", "spatial:16x11x20", "temporal:16x16x24")
 SMOKE_SIZES = ("spatial:2x3x4", "temporal:2x3x4")
@@ -83,6 +87,7 @@ def bench_one(kind, size, args, torch_device, tmp: Path) -> dict:
             torch.cuda.reset_peak_memory_stats()
         t_times, t_out = timed(lambda: ref_model(xt_low), tsync, args.runs, args.warmup)
         t_peak = torch.cuda.max_memory_allocated() if cuda else None
+        t_kernels = cuda_kernel_time(lambda: ref_model(xt_low), tsync) if cuda and args.kernel_time else {}
         t_out = t_out.float().cpu().numpy()
     del ref_model, xt, xt_low
     if cuda:
@@ -103,6 +108,7 @@ def bench_one(kind, size, args, torch_device, tmp: Path) -> dict:
     first_s, _ = timed_call(mlx_run, mx.synchronize)  # includes tracing and kernel builds, when compiled
     m_times, m_out = timed(mlx_run, mx.synchronize, args.runs, args.warmup)
     m_peak = mx.get_peak_memory()
+    m_kernels = cuda_kernel_time(mlx_run, mx.synchronize) if cuda and args.kernel_time else {}
     m_out = np.array(m_out.astype(mx.float32))
     compiled = model.compiled
     if compiled:  # the same model run op by op, for the record of what mx.compile buys
@@ -119,9 +125,9 @@ def bench_one(kind, size, args, torch_device, tmp: Path) -> dict:
         "mid_channels": cfg["mid_channels"],
         "params": n_params,
         "mlx": {**summary(m_times), "peak_bytes": m_peak, "peak_above_weights_bytes": m_peak - m_base,
-                "first_call_s": first_s, "compiled": compiled},
+                "first_call_s": first_s, "compiled": compiled, **m_kernels},
         "mlx_uncompiled": eager if compiled else None,
-        "ltx_core": {**summary(t_times), "peak_bytes": t_peak},
+        "ltx_core": {**summary(t_times), "peak_bytes": t_peak, **t_kernels},
         "mlx_vs_fp32": {"max_rel_err": rel_err(reference, m_out), "psnr_db": psnr(reference, m_out)},
         "ltx_core_vs_fp32": {"max_rel_err": rel_err(reference, t_out), "psnr_db": psnr(reference, t_out)},
     }
@@ -163,6 +169,8 @@ def markdown(meta: dict, rows: list[dict]) -> str:
         f"- machine: {meta['machine']}; torch device {meta['torch_device']}, MLX device {meta['mlx_device']}",
         f"- mlx {meta['mlx']}, torch {meta['torch']}, ltx-core {meta['ltx_core']}",
         f"- dtype {meta['dtype']}; {meta['runs']} timed runs after {meta['warmup']} warm-up; batch 1",
+        "- MLX settings from the environment: "
+        + (", ".join(f"{k}={v}" for k, v in sorted(meta.get("mlx_env", {}).items())) or "none (MLX's defaults)"),
         f"- command: `python benchmarks/{meta['command']}`",
         f"- **random weights**, {arch_text(meta['width_override'])} (same weights both sides, written as a bf16 "
         "released-format file); errors are against ltx-core in float32",
@@ -182,6 +190,18 @@ def markdown(meta: dict, rows: list[dict]) -> str:
             f"{r['ltx_core_vs_fp32']['max_rel_err']:.2e} ({r['ltx_core_vs_fp32']['psnr_db']:.1f} dB) | "
             f"{ms(m.get('first_call_s'))} | {ms((r.get('mlx_uncompiled') or {}).get('median_s'))} |"
         )
+    kernel_rows = [r for r in rows if "kernel_s_per_call" in r["mlx"]]
+    if kernel_rows:
+        lines += ["", "GPU time in kernels per call (CUPTI through torch.profiler, 5 calls) against the wall time above: "
+                  "the rest is the GPU waiting for the host to launch work.", "",
+                  "| upscaler | latent | MLX kernel time | MLX kernels | ltx-core kernel time | ltx-core kernels |",
+                  "|---|---|---|---|---|---|"]
+        for r in kernel_rows:
+            m, t = r["mlx"], r["ltx_core"]
+            lines.append(
+                f"| {r['kind']} x2 | {'x'.join(map(str, r['latent_fhw']))} | {ms(m['kernel_s_per_call'])} | "
+                f"{m['kernels_per_call']:.0f} | {ms(t['kernel_s_per_call'])} | {t['kernels_per_call']:.0f} |"
+            )
     chunked = [r for r in rows if "mlx_chunked" in r]
     if chunked:
         lines += ["", "Exact chunked mode (MLX, one pass per GroupNorm):", "",
@@ -194,8 +214,9 @@ def markdown(meta: dict, rows: list[dict]) -> str:
                 f"{c['max_rel_err_vs_one_shot']:.2e} |"
             )
     lines += ["", "Errors: max |out - ref| / max |ref|, and PSNR with max |ref| as the peak. MLX runs its forward "
-              "through mx.compile on a GPU (traced per shape: the first call's time includes the trace and kernel "
-              "builds); 'MLX uncompiled' is the same model op by op.", ""]
+              "through mx.compile on a GPU (traced per shape: the first call's time includes the trace and the kernel "
+              "builds, unless MLX's on-disk kernel cache already holds them from an earlier run); 'MLX uncompiled' "
+              "is the same model op by op.", ""]
     return "\n".join(lines)
 
 
@@ -220,6 +241,8 @@ def main(argv=None) -> int:
     p.add_argument("--runs", type=int, default=5)
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--chunk-frames", type=int, help="also time MLX's exact chunked mode with this chunk")
+    p.add_argument("--kernel-time", action="store_true",
+                   help="on CUDA, also measure each side's GPU time in kernels per call (CUPTI via torch.profiler)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", metavar="NAME", help="write benchmarks/results/NAME.json and NAME.md")
     args = p.parse_args(argv)
@@ -265,6 +288,7 @@ def main(argv=None) -> int:
         "warmup": args.warmup,
         "random_weights": True,
         "width_override": args.mid_channels,
+        "mlx_env": {k: v for k, v in os.environ.items() if k.startswith("MLX_")},
         "command": " ".join([Path(sys.argv[0]).name, *(argv if argv is not None else sys.argv[1:])]),
     }
     print(f"random weights ({arch_text(args.mid_channels)}); "

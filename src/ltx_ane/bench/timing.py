@@ -52,3 +52,23 @@ def timed(fn, sync, runs: int, warmup: int) -> tuple[list[float], object]:
         dt, out = timed_call(fn, sync)
         times.append(dt)
     return times, out
+
+
+def cuda_kernel_time(fn, sync, reps: int = 5) -> dict:
+    """GPU time per call spent in kernels, and kernels per call, as CUPTI records them (through torch.profiler).
+
+    CUPTI sees every kernel on the device, so this also measures MLX's CUDA backend. Set against the wall
+    time, it separates the work the GPU does from the time it waits for the host to launch it.
+    """
+    from torch.profiler import ProfilerActivity, profile
+
+    sync()
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        for _ in range(reps):
+            fn()
+        sync()
+    rows = [r for r in prof.key_averages() if str(r.device_type).endswith("CUDA")]
+    return {
+        "kernel_s_per_call": sum(r.self_device_time_total for r in rows) / 1e6 / reps,
+        "kernels_per_call": sum(r.count for r in rows) / reps,
+    }
