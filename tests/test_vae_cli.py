@@ -140,3 +140,15 @@ def test_bad_inputs(vae, latent_file, tmp_path, capsys):
     expect_error(capsys, ["encode", vid, "--vae", vae, "-o", lat], "multiple of 32", [lat])
     # usage errors are one line too
     expect_error(capsys, ["decode", path, "--vae", vae, "-o", out, "--dtype", "int8"], "invalid choice", [out])
+
+
+def test_python_dash_m_runs_the_command_line():
+    import subprocess
+    import sys
+
+    from ltx_ane import __version__
+
+    out = subprocess.run([sys.executable, "-m", "ltx_ane", "--version"], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and out.stdout.strip() == f"ltx-ane {__version__}"
+    bad = subprocess.run([sys.executable, "-m", "ltx_ane", "decode"], capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1
