@@ -50,7 +50,7 @@ def run_one(job: dict) -> dict:
     from ltx_ane.coreml.graph import inspect_package
     from ltx_ane.coreml.rewrites import Variant
     from ltx_ane.errors import LtxAneError
-    from ltx_ane.loading import Source
+    from ltx_ane.models.loading import Source
 
     out = {"job": job["name"], "component": job["component"], "config": job["config"], "variant": job["variant"], "tiles": job["tiles"]}
     start = time.perf_counter()
@@ -86,7 +86,7 @@ def run_one(job: dict) -> dict:
 
 
 def markdown(results: list[dict], machine: str) -> str:
-    from ltx_ane.weights import human_bytes
+    from ltx_ane.io.checkpoint import human_bytes
 
     lines = [f"# Core ML conversion at the real architectures ({machine})", "",
              "Random weights, coremltools 9.0, fp16, one job per process. `benchmarks/bench_convert.py` wrote this.", "",

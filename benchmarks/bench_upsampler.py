@@ -53,10 +53,10 @@ def bench_one(kind, size, args, torch_device, tmp: Path) -> dict:
     import torch
 
     from ltx_ane import reference as R
-    from ltx_ane.config import load_preset
-    from ltx_ane.loading import Source
-    from ltx_ane.mlx.upsampler import load_upsampler
-    from ltx_ane.upsample import LatentStatistics, upsample_chunked
+    from ltx_ane.models.config import load_preset
+    from ltx_ane.models.loading import Source
+    from ltx_ane.models.upscaler.model import load_upsampler
+    from ltx_ane.pipelines.upsample import LatentStatistics, upsample_chunked
 
     cfg = load_preset(f"{kind}-x2")
     if args.mid_channels:

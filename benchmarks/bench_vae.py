@@ -82,10 +82,10 @@ def main():
     import torch
 
     from ltx_ane import reference as R
-    from ltx_ane.config import load_config_file
-    from ltx_ane.loading import Source, load_decoder, load_encoder
-    from ltx_ane.pipeline import decode_frames, encode_video
-    from ltx_ane.tiling import make_plan, parse_tile_spec
+    from ltx_ane.models.config import load_config_file
+    from ltx_ane.models.loading import Source, load_decoder, load_encoder
+    from ltx_ane.pipelines.video import decode_frames, encode_video
+    from ltx_ane.runtime.tiling import make_plan, parse_tile_spec
 
     raw = load_config_file(args.config)
     if args.smoke:

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from ltx_ane.config import load_preset
+from ltx_ane.models.config import load_preset
 
 MACOS_ONLY = pytest.mark.skipif(sys.platform != "darwin", reason="Core ML models run only on macOS (this machine cannot load or predict)")
 

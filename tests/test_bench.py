@@ -60,7 +60,7 @@ def test_profile_is_written_and_read(tiny_run):
     assert P.best_backend(prof, "decoder", [3, 2, 2]) is None
     assert P.best_backend(prof, "encoder", (2, 2, 2)) is None
     # The pipeline's reader (issue 6) accepts the same file.
-    backends = pytest.importorskip("ltx_ane.backends")
+    backends = pytest.importorskip("ltx_ane.runtime.backends")
     loaded = backends.load_profile(tmp / "profile.json")
     assert loaded.choose("decoder", (2, 3, 3)).backend == fastest["backend"]
 
@@ -117,7 +117,7 @@ def test_backend_selection():
 def test_flops_match_the_reference_table():
     pytest.importorskip("ltx_core")
     from ltx_ane.bench.flops import conv_flops, time_at_peak
-    from ltx_ane.config import load_preset
+    from ltx_ane.models.config import load_preset
 
     assert conv_flops("decoder", load_preset("ltx2"), (16, 16, 24)) / 1e12 == pytest.approx(60.2, abs=0.05)
     assert conv_flops("temporal", load_preset("temporal-x2"), (16, 16, 24)) / 1e12 == pytest.approx(2.3, abs=0.05)

@@ -92,7 +92,7 @@ def test_missing_extra_is_a_one_line_error(tmp_path, command):
 
 def test_mlx_path_imports_no_conversion_stack():
     """The MLX path (models, loading, every CLI parser) never imports torch, coremltools or ltx-core."""
-    code = ("import sys; import ltx_ane.loading, ltx_ane.mlx.vae, ltx_ane.mlx.upsampler, ltx_ane.coreml.layout; "
+    code = ("import sys; import ltx_ane.models.loading, ltx_ane.models.video_vae.model, ltx_ane.models.upscaler.model, ltx_ane.coreml.layout; "
             "from ltx_ane.cli.main import build_parser; build_parser(); "
             "print(sorted(m for m in ('torch', 'coremltools', 'ltx_core') if m in sys.modules))")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)

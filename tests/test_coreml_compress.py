@@ -13,7 +13,7 @@ from coreml_util import small_upscaler, write_json  # noqa: E402
 from ltx_ane.coreml.convert import ConvertOptions, TileShape, convert_temporal, read_metadata  # noqa: E402
 from ltx_ane.coreml.graph import inspect_package  # noqa: E402
 from ltx_ane.errors import LtxAneError  # noqa: E402
-from ltx_ane.loading import Source  # noqa: E402
+from ltx_ane.models.loading import Source  # noqa: E402
 
 
 @pytest.fixture(scope="module")

@@ -37,7 +37,7 @@ from ltx_ane.coreml.convert import (  # noqa: E402
 from ltx_ane.coreml.graph import ANE_OPS, CONSTEXPR_OPS, inspect_package  # noqa: E402
 from ltx_ane.coreml.rewrites import Variant  # noqa: E402
 from ltx_ane.errors import LtxAneError  # noqa: E402
-from ltx_ane.loading import Source  # noqa: E402
+from ltx_ane.models.loading import Source  # noqa: E402
 from ltx_ane.reference import build_decoder, vae_state_dict, write_checkpoint  # noqa: E402
 
 QUIET = ConvertOptions(log=lambda msg: None)
@@ -272,9 +272,9 @@ def test_pid_check_does_not_touch_live_partials(tmp_path):
 
 
 def test_tiler_tiles_match_the_tiler():
-    """Packages for the tiled decode carry exactly the shapes ltx_ane.tiling asks for."""
+    """Packages for the tiled decode carry exactly the shapes ltx_ane.runtime.tiling asks for."""
     from ltx_ane.coreml.convert import tiler_tiles
-    from ltx_ane.tiling import make_plan
+    from ltx_ane.runtime.tiling import make_plan
 
     videos = [TileShape.parse("121x512x768"), TileShape.parse("33x256x256")]
     tiles = tiler_tiles(videos, [TileShape.parse("65x512x512")])

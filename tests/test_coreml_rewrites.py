@@ -12,7 +12,7 @@ pytest.importorskip("ltx_core")
 
 from coreml_util import rel_err, small_upscaler, small_vae  # noqa: E402
 
-from ltx_ane.config import load_preset  # noqa: E402
+from ltx_ane.models.config import load_preset  # noqa: E402
 from ltx_ane.coreml.convert import random_reference  # noqa: E402
 from ltx_ane.coreml.layout import frames_to_video, video_to_frames  # noqa: E402
 from ltx_ane.coreml.rewrites import (  # noqa: E402

@@ -48,7 +48,7 @@ def test_decoder_matches_mlx(vae_checkpoint, tmp_path, compute_units):
     from ltx_ane.coreml.convert import ConvertOptions, TileShape, convert_decoder
     from ltx_ane.coreml.layout import frames_to_video
     from ltx_ane.coreml.runtime import CoreMLComponent
-    from ltx_ane.loading import Source, load_decoder
+    from ltx_ane.models.loading import Source, load_decoder
 
     source = Source(checkpoint=str(vae_checkpoint))
     package = convert_decoder(source, [TileShape.parse("9x64x64")], tmp_path, options=ConvertOptions(log=lambda m: None)).path
@@ -66,7 +66,7 @@ def test_encoder_matches_mlx(vae_checkpoint, tmp_path):
     from ltx_ane.coreml.convert import ConvertOptions, TileShape, convert_encoder
     from ltx_ane.coreml.layout import video_to_frames
     from ltx_ane.coreml.runtime import CoreMLComponent
-    from ltx_ane.loading import Source, load_encoder
+    from ltx_ane.models.loading import Source, load_encoder
 
     source = Source(checkpoint=str(vae_checkpoint))
     package = convert_encoder(source, [TileShape.parse("9x64x64")], tmp_path, options=ConvertOptions(log=lambda m: None)).path
@@ -83,8 +83,8 @@ def test_upscaler_matches_mlx(tmp_path, kind):
 
     from ltx_ane.coreml.convert import CONVERTERS, ConvertOptions, TileShape
     from ltx_ane.coreml.runtime import CoreMLComponent
-    from ltx_ane.loading import Source
-    from ltx_ane.mlx.upsampler import load_upsampler
+    from ltx_ane.models.loading import Source
+    from ltx_ane.models.upscaler.model import load_upsampler
     from ltx_ane.reference import build_upsampler, upsampler_state_dict, write_checkpoint
 
     config = small_upscaler(f"{kind}-x2", blocks=1)
@@ -103,7 +103,7 @@ def test_compile_is_cached_and_placement_is_reported(vae_checkpoint, tmp_path, m
     from ltx_ane.coreml.runtime import CoreMLComponent, compile_cached
 
     monkeypatch.setenv("LTX_ANE_CACHE", str(tmp_path / "cache"))
-    from ltx_ane.loading import Source
+    from ltx_ane.models.loading import Source
 
     package = convert_decoder(Source(checkpoint=str(vae_checkpoint)), [TileShape.parse("9x64x64"), TileShape.parse("17x64x64")],
                               tmp_path, options=ConvertOptions(log=lambda m: None)).path

@@ -10,12 +10,12 @@ import pytest
 
 from ltx_ane import reference as R
 from ltx_ane.cli.main import main
-from ltx_ane.config import load_preset
-from ltx_ane.latent_io import LatentFile, read_video_tensor, write_latent
-from ltx_ane.loading import Source, load_decoder
-from ltx_ane.mlx.upsampler import load_upsampler
-from ltx_ane.pipeline import decode_frames
-from ltx_ane.upsample import LatentStatistics, upsample_latent
+from ltx_ane.models.config import load_preset
+from ltx_ane.io.latents import LatentFile, read_video_tensor, write_latent
+from ltx_ane.models.loading import Source, load_decoder
+from ltx_ane.models.upscaler.model import load_upsampler
+from ltx_ane.pipelines.video import decode_frames
+from ltx_ane.pipelines.upsample import LatentStatistics, upsample_latent
 from tests.vae_util import small_config, write_vae
 
 

@@ -9,12 +9,12 @@ import mlx.core as mx
 import numpy as np
 import pytest
 
-from ltx_ane import backends as B
+from ltx_ane.runtime import backends as B
 from ltx_ane.errors import LtxAneError
-from ltx_ane.loading import Source, load_decoder, load_encoder
-from ltx_ane.pipeline import decode_frames, encode_video
-from ltx_ane.scheduler import Throughput, concurrent, measure_throughput
-from ltx_ane.tiling import make_plan, run_tiled, sequential
+from ltx_ane.models.loading import Source, load_decoder, load_encoder
+from ltx_ane.pipelines.video import decode_frames, encode_video
+from ltx_ane.runtime.scheduler import Throughput, concurrent, measure_throughput
+from ltx_ane.runtime.tiling import make_plan, run_tiled, sequential
 from tests.vae_util import small_config, write_vae
 
 
@@ -159,7 +159,7 @@ def test_encode_mlx_plus_reference_equals_mlx_alone(vae):
 
 
 def test_decode_service_streams_without_blocking_the_caller(vae):
-    from ltx_ane.service import Cancelled, DecodeService
+    from ltx_ane.runtime.service import Cancelled, DecodeService
 
     decoder = load_decoder(Source(checkpoint=str(vae)), "fp32")
     latent = np.random.default_rng(4).standard_normal((1, 16, 5, 2, 2)).astype(np.float32)

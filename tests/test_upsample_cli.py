@@ -17,8 +17,8 @@ pytest.importorskip("ltx_core")
 
 from ltx_ane import reference as R  # noqa: E402
 from ltx_ane.cli.main import main  # noqa: E402
-from ltx_ane.config import load_preset  # noqa: E402
-from ltx_ane.latent_io import LatentFile, read_latent, write_latent  # noqa: E402
+from ltx_ane.models.config import load_preset  # noqa: E402
+from ltx_ane.io.latents import LatentFile, read_latent, write_latent  # noqa: E402
 
 TOL = 1e-4  # fp32: max abs error <= TOL * max |reference|
 

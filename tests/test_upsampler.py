@@ -20,10 +20,10 @@ pytest.importorskip("ltx_core")
 import mlx.core as mx  # noqa: E402
 
 from ltx_ane import reference as R  # noqa: E402
-from ltx_ane.config import UpsamplerConfig, load_preset  # noqa: E402
+from ltx_ane.models.config import UpsamplerConfig, load_preset  # noqa: E402
 from ltx_ane.errors import LtxAneError  # noqa: E402
-from ltx_ane.loading import Source  # noqa: E402
-from ltx_ane.mlx.upsampler import (  # noqa: E402
+from ltx_ane.models.loading import Source  # noqa: E402
+from ltx_ane.models.upscaler.model import (  # noqa: E402
     GroupMoments,
     GroupNorm,
     LatentUpsampler,
@@ -32,7 +32,7 @@ from ltx_ane.mlx.upsampler import (  # noqa: E402
     randomize,
     upsampler_config,
 )
-from ltx_ane.upsample import random_statistics, upsample, upsample_latent  # noqa: E402
+from ltx_ane.pipelines.upsample import random_statistics, upsample, upsample_latent  # noqa: E402
 
 FP32_TOL = 1e-4  # max abs error <= FP32_TOL * max |reference|
 

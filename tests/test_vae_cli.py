@@ -11,7 +11,7 @@ from safetensors.numpy import save_file
 
 from ltx_ane import reference as R
 from ltx_ane.cli.main import main
-from ltx_ane.latent_io import LatentFile, read_latent, read_video_tensor, write_latent
+from ltx_ane.io.latents import LatentFile, read_latent, read_video_tensor, write_latent
 from tests.vae_util import small_config, write_vae
 
 

@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 
 from ltx_ane.errors import LtxAneError
-from ltx_ane.latent_io import write_video_tensor
-from ltx_ane.video_io import Mp4Writer, fit_to_vae, fps_fraction, read_input, read_video, to_uint8_frames
+from ltx_ane.io.latents import write_video_tensor
+from ltx_ane.io.video import Mp4Writer, fit_to_vae, fps_fraction, read_input, read_video, to_uint8_frames
 
 
 def smooth_video(frames=17, height=64, width=96):

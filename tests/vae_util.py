@@ -6,7 +6,7 @@ import copy
 from pathlib import Path
 
 from ltx_ane import reference as R
-from ltx_ane.config import load_preset
+from ltx_ane.models.config import load_preset
 
 
 def small_config(preset: str = "ltx2", base: int = 4, latent: int = 16) -> dict:

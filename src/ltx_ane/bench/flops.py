@@ -15,7 +15,7 @@ import json
 
 def input_shape(component: str, config: dict, tile: tuple[int, int, int]) -> tuple[int, ...]:
     """The (B, C, F, H, W) input of one call for a tile given in latent units [F, h, w]."""
-    from ltx_ane.config import DecoderConfig, EncoderConfig, UpsamplerConfig
+    from ltx_ane.models.config import DecoderConfig, EncoderConfig, UpsamplerConfig
 
     f, h, w = tile
     if component == "decoder":

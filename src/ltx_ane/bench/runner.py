@@ -211,8 +211,8 @@ def _width_override(raw: dict, overrides: dict | None, vae: bool) -> dict:
 
 
 def make_setup(component: str, s: Settings, tmp: Path) -> Setup:
-    from ltx_ane.config import load_config_file, load_preset
-    from ltx_ane.loading import Source, vae_config
+    from ltx_ane.models.config import load_config_file, load_preset
+    from ltx_ane.models.loading import Source, vae_config
 
     vae = component in ("decoder", "encoder")
     given = None if s.random_weights else (s.vae if vae else getattr(s, component))
@@ -220,7 +220,7 @@ def make_setup(component: str, s: Settings, tmp: Path) -> Setup:
         if vae:
             raw, path = vae_config(Source(checkpoint=given, config_file=s.config))
         else:
-            from ltx_ane.mlx.upsampler import upsampler_config
+            from ltx_ane.models.upscaler.model import upsampler_config
 
             cfg, path = upsampler_config(Source(checkpoint=given), component)
             raw = cfg.raw
@@ -308,7 +308,7 @@ class MlxBackend(Backend):
         self.model = load_mlx(setup, self.dtype, self.seed)
 
     def prepare(self, x, tile) -> None:
-        from ltx_ane.loading import mlx_dtype
+        from ltx_ane.models.loading import mlx_dtype
 
         self.x = self.mx.array(x).astype(mlx_dtype(self.dtype))
         self.mx.eval(self.x)
@@ -335,8 +335,8 @@ class MlxBackend(Backend):
 
 
 def load_mlx(setup: Setup, dtype: str, seed: int):
-    from ltx_ane.loading import Source, load_decoder, load_encoder
-    from ltx_ane.mlx.upsampler import load_upsampler
+    from ltx_ane.models.loading import Source, load_decoder, load_encoder
+    from ltx_ane.models.upscaler.model import load_upsampler
 
     if setup.checkpoint is None:
         # No file to share (ltx-core missing): the configured architecture with MLX's seeded random weights.
@@ -429,7 +429,7 @@ class CoreMLBackend(Backend):
         key = (self.setup.component, tuple(tile))
         if key not in self.packages:
             from ltx_ane.coreml.convert import CONVERTERS, ConvertOptions, TileShape
-            from ltx_ane.loading import Source
+            from ltx_ane.models.loading import Source
 
             t0 = time.perf_counter()
             result = CONVERTERS[self.setup.component](
@@ -685,9 +685,9 @@ def hybrid_throughput(s: Settings, setup: Setup, tile, runnable, packages: dict)
     The tiled run covers a few tiles of the benchmark's first decoder tile (so a Core ML package converted for
     it serves every tile); each rate is the median of ``s.runs`` passes after one warm-up pass.
     """
-    from ltx_ane import backends as B
-    from ltx_ane.scheduler import measure_throughput
-    from ltx_ane.tiling import make_plan
+    from ltx_ane.runtime import backends as B
+    from ltx_ane.runtime.scheduler import measure_throughput
+    from ltx_ane.runtime.tiling import make_plan
 
     names = [n for n in runnable if n in ("mlx", "torch") or ("decoder", tuple(tile)) in packages]
     if len(names) < 2 or tile[1] < 3 or tile[2] < 3:

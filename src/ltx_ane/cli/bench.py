@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ltx_ane.loading import DTYPES
+from ltx_ane.models.loading import DTYPES
 
 DEVICE_PROFILES = ("auto", "tiny", "cpu", "gpu", "mac")
 COMPONENTS = ("decoder", "encoder", "spatial", "temporal")

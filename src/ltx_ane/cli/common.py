@@ -7,8 +7,8 @@ import resource
 import sys
 import time
 
-from ltx_ane.loading import DTYPES, Source
-from ltx_ane.weights import human_bytes
+from ltx_ane.models.loading import DTYPES, Source
+from ltx_ane.io.checkpoint import human_bytes
 
 
 def add_vae_source(parser: argparse.ArgumentParser, required_checkpoint: bool = True) -> None:
@@ -31,7 +31,7 @@ def vae_source(args) -> Source:
 
 
 def add_tiling(parser: argparse.ArgumentParser) -> None:
-    from ltx_ane.pipeline import DEFAULT_BUDGET_GB
+    from ltx_ane.pipelines.video import DEFAULT_BUDGET_GB
 
     group = parser.add_argument_group("tiling")
     group.add_argument("--tiling", default="auto", metavar="auto|off|FxHxW", help="auto: tile size from the memory "
@@ -67,7 +67,7 @@ def parse_grid(text: str) -> tuple[int, int, int]:
 
 def check_output_dir(path) -> None:
     """Fail before any work if the output cannot be written."""
-    from ltx_ane.latent_io import check_writable
+    from ltx_ane.io.latents import check_writable
 
     check_writable(path)
 

@@ -50,7 +50,7 @@ def register(subparsers) -> None:
 
 
 def _source(args):
-    from ltx_ane.loading import Source
+    from ltx_ane.models.loading import Source
 
     vae_part = args.component in ("decoder", "encoder")
     chosen = [name for name, value in (("--vae", args.vae), ("--upscaler", args.upscaler), ("--random-weights", args.random_weights)) if value]
@@ -111,7 +111,7 @@ def _peak_rss() -> str:
     import resource
     import sys
 
-    from ltx_ane.weights import human_bytes
+    from ltx_ane.io.checkpoint import human_bytes
 
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return human_bytes(rss * (1 if sys.platform == "darwin" else 1024))
@@ -119,7 +119,7 @@ def _peak_rss() -> str:
 
 def _summary(result) -> None:
     from ltx_ane.coreml.graph import inspect_package
-    from ltx_ane.weights import human_bytes
+    from ltx_ane.io.checkpoint import human_bytes
 
     print(result.path)
     psnr = f", fp16 PSNR {result.fp16_psnr_db:.1f} dB" if result.fp16_psnr_db is not None else ""

@@ -32,12 +32,12 @@ def run(args) -> None:
     import numpy as np
 
     from ltx_ane.errors import LtxAneError
-    from ltx_ane.latent_io import RawVideoWriter, read_latent
-    from ltx_ane.loading import DTYPE_BYTES, load_decoder
-    from ltx_ane.pipeline import choose_tile, decode_frames
+    from ltx_ane.io.latents import RawVideoWriter, read_latent
+    from ltx_ane.models.loading import DTYPE_BYTES, load_decoder
+    from ltx_ane.pipelines.video import choose_tile, decode_frames
 
     from ltx_ane.cli.render import BackendContext, check_backend_flags, throughput_line
-    from ltx_ane.scheduler import Throughput
+    from ltx_ane.runtime.scheduler import Throughput
 
     report = common.Report()
     out = Path(args.output)
@@ -70,7 +70,7 @@ def run(args) -> None:
                 writer.write(np.array(chunk).transpose(0, 4, 1, 2, 3))
         outputs = [out]
     else:
-        from ltx_ane.video_io import Mp4Writer
+        from ltx_ane.io.video import Mp4Writer
 
         outputs = [out] if b == 1 else [out.with_name(f"{out.stem}_{i}{out.suffix}") for i in range(b)]
         with contextlib.ExitStack() as stack:

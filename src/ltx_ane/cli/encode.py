@@ -32,13 +32,13 @@ def run(args) -> None:
     import numpy as np
 
     from ltx_ane.errors import LtxAneError
-    from ltx_ane.latent_io import LatentFile, write_latent
-    from ltx_ane.loading import DTYPE_BYTES, load_encoder
-    from ltx_ane.pipeline import choose_tile, encode_video
-    from ltx_ane.video_io import fit_to_vae, read_input
+    from ltx_ane.io.latents import LatentFile, write_latent
+    from ltx_ane.models.loading import DTYPE_BYTES, load_encoder
+    from ltx_ane.pipelines.video import choose_tile, encode_video
+    from ltx_ane.io.video import fit_to_vae, read_input
 
     from ltx_ane.cli.render import BackendContext, check_backend_flags, throughput_line
-    from ltx_ane.scheduler import Throughput
+    from ltx_ane.runtime.scheduler import Throughput
 
     report = common.Report()
     out = Path(args.output)

@@ -39,7 +39,7 @@ def component_of(key: str) -> str:
 
 
 def run(args) -> None:
-    from ltx_ane.weights import human_bytes, read_header, resolve_checkpoint
+    from ltx_ane.io.checkpoint import human_bytes, read_header, resolve_checkpoint
 
     path = resolve_checkpoint(args.checkpoint)
     header = read_header(path)

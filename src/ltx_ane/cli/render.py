@@ -40,7 +40,7 @@ class BackendContext:
     """The profile and packages of one command, and the per-component choice (printed as it is made)."""
 
     def __init__(self, args, log=print):
-        from ltx_ane.backends import load_profile
+        from ltx_ane.runtime.backends import load_profile
 
         self.args, self.log = args, log
         self.profile = load_profile(args.profile) if args.profile else load_profile()
@@ -65,7 +65,7 @@ class BackendContext:
 
     def precheck(self, components) -> None:
         """Explicit choices that cannot work here (Core ML off macOS or without a package) fail before loading."""
-        from ltx_ane.backends import choose
+        from ltx_ane.runtime.backends import choose
 
         for c in components:
             if self.spec(c).strip().lower() != "auto":
@@ -75,7 +75,7 @@ class BackendContext:
         return getattr(self.args, f"{component}_backend", None) or self.args.backend
 
     def choose(self, component: str, tile):
-        from ltx_ane.backends import choose
+        from ltx_ane.runtime.backends import choose
 
         choice = choose(component, self.spec(component), tile, self.profile, self.packages.get(component))
         self.choices.append(choice)
@@ -84,7 +84,7 @@ class BackendContext:
 
     def backends(self, component: str, tile, model, stats=None):
         """None when the choice is MLX alone (the plain path), else the backend objects."""
-        from ltx_ane.backends import build
+        from ltx_ane.runtime.backends import build
 
         choice = self.choose(component, tile)
         if choice.names == ["mlx"] and component in ("decoder", "encoder"):
@@ -94,7 +94,7 @@ class BackendContext:
 
 def check_backend_flags(args, components) -> None:
     """Reject malformed backend names before any model loads."""
-    from ltx_ane.backends import parse_spec
+    from ltx_ane.runtime.backends import parse_spec
 
     parse_spec(args.backend)
     for c in components:
@@ -142,8 +142,8 @@ def register(sub) -> None:
 
 
 def _load_upscaler(args, kind: str, file: str):
-    from ltx_ane.loading import Source
-    from ltx_ane.mlx.upsampler import load_upsampler
+    from ltx_ane.models.loading import Source
+    from ltx_ane.models.upscaler.model import load_upsampler
 
     source = Source(checkpoint=file or None, config_file=getattr(args, f"{kind}_config"), random_weights=args.random_weights)
     return load_upsampler(source, args.dtype, expected_kind=kind, seed=args.seed)
@@ -153,12 +153,12 @@ def run(args) -> None:
     import mlx.core as mx
     import numpy as np
 
-    from ltx_ane.backends import keep_supported
-    from ltx_ane.latent_io import RawVideoWriter, read_latent
-    from ltx_ane.loading import DTYPE_BYTES, load_decoder
-    from ltx_ane.pipeline import choose_tile, decode_frames
-    from ltx_ane.scheduler import Throughput
-    from ltx_ane.upsample import LatentStatistics, check_latent_shape
+    from ltx_ane.runtime.backends import keep_supported
+    from ltx_ane.io.latents import RawVideoWriter, read_latent
+    from ltx_ane.models.loading import DTYPE_BYTES, load_decoder
+    from ltx_ane.pipelines.video import choose_tile, decode_frames
+    from ltx_ane.runtime.scheduler import Throughput
+    from ltx_ane.pipelines.upsample import LatentStatistics, check_latent_shape
 
     report = common.Report()
     out = Path(args.output)
@@ -241,8 +241,8 @@ def write_mp4(chunks, out: Path, batch: int, fps: float, crf: int) -> list[Path]
     import mlx.core as mx
     import numpy as np
 
-    from ltx_ane.backends import MLX_LOCK
-    from ltx_ane.video_io import Mp4Writer
+    from ltx_ane.runtime.backends import MLX_LOCK
+    from ltx_ane.io.video import Mp4Writer
 
     outputs = [out] if batch == 1 else [out.with_name(f"{out.stem}_{i}{out.suffix}") for i in range(batch)]
     with contextlib.ExitStack() as stack:

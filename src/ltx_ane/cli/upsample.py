@@ -42,10 +42,10 @@ def register(subparsers) -> None:
 def run(args) -> None:
     import numpy as np
 
-    from ltx_ane.latent_io import LatentFile, read_latent, write_latent
-    from ltx_ane.loading import Source
-    from ltx_ane.mlx.upsampler import load_upsampler
-    from ltx_ane.upsample import check_latent_shape, load_statistics, random_statistics, upsample_latent, upsampled_metadata
+    from ltx_ane.io.latents import LatentFile, read_latent, write_latent
+    from ltx_ane.models.loading import Source
+    from ltx_ane.models.upscaler.model import load_upsampler
+    from ltx_ane.pipelines.upsample import check_latent_shape, load_statistics, random_statistics, upsample_latent, upsampled_metadata
 
     report = Report()
     kind = "spatial" if args.spatial is not None else "temporal"

@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Callable, Iterable
 
 from ltx_ane import __version__
-from ltx_ane.config import (
+from ltx_ane.models.config import (
     DecoderConfig,
     EncoderConfig,
     UpsamplerConfig,
@@ -48,8 +48,8 @@ from ltx_ane.config import (
 )
 from ltx_ane.coreml.rewrites import COMPONENTS, Variant, rewrite
 from ltx_ane.errors import LtxAneError
-from ltx_ane.loading import Source, vae_config
-from ltx_ane.weights import read_header, resolve_checkpoint
+from ltx_ane.models.loading import Source, vae_config
+from ltx_ane.io.checkpoint import read_header, resolve_checkpoint
 
 FORMAT_VERSION = "1"  # bump when the package layout or metadata changes meaning
 META_PREFIX = "ltx_ane."
@@ -124,12 +124,12 @@ class TileShape:
 
 
 def tiler_tiles(videos: Iterable[TileShape], tiles: Iterable[TileShape], time_scale: int = 8, space_scale: int = 32) -> list[TileShape]:
-    """The tile shapes ``ltx_ane.tiling`` cuts each video into, for each requested tile size (decoder/encoder).
+    """The tile shapes ``ltx_ane.runtime.tiling`` cuts each video into, for each requested tile size (decoder/encoder).
 
     The tiler makes every tile of a plan the same shape, clipped to the video where the video is smaller, so a
     package converted with these shapes has a function for every tile the tiled decode/encode will run.
     """
-    from ltx_ane.tiling import make_plan
+    from ltx_ane.runtime.tiling import make_plan
 
     out = set()
     for video in videos:
@@ -232,7 +232,7 @@ def random_reference(component: str, config: dict, seed: int = 0):
     """
     import torch
 
-    from ltx_ane.reference import _randomize_statistics
+    from ltx_ane.reference import randomize_statistics
 
     with _skip_init():
         if component in ("decoder", "encoder"):
@@ -254,12 +254,12 @@ def random_reference(component: str, config: dict, seed: int = 0):
             else:
                 p.normal_(0.0, 0.05, generator=g)
         if component in ("decoder", "encoder"):
-            _randomize_statistics(module, g)
+            randomize_statistics(module, g)
     return module.float().eval()
 
 
 def _unused_statistic(name: str) -> bool:
-    from ltx_ane.loading import UNUSED_STATISTICS
+    from ltx_ane.models.loading import UNUSED_STATISTICS
 
     return name.startswith("per_channel_statistics.") and name.split(".", 1)[1] in UNUSED_STATISTICS
 

@@ -266,11 +266,11 @@ def inspect_package(path: str | Path) -> PackageReport:
 
 
 def format_report(report: PackageReport) -> str:
-    from ltx_ane.weights import human_bytes
+    from ltx_ane.io.checkpoint import human_bytes
 
     lines = [f"{report.path}: {human_bytes(report.size_bytes)} (weights {human_bytes(report.weight_bytes)}), "
              f"{len(report.functions)} function(s), default {report.default_function}"]
-    meta = {k.removeprefix("ltx_ane."): v for k, v in report.metadata.items() if k != "ltx_ane.config"}
+    meta = {k.removeprefix("ltx_ane."): v for k, v in report.metadata.items() if k != "ltx_ane.models.config"}
     if meta:
         lines.append("metadata: " + ", ".join(f"{k}={v}" for k, v in meta.items() if v))
     for f in report.functions:

@@ -12,8 +12,8 @@ from typing import Iterator
 import mlx.core as mx
 
 from ltx_ane.errors import LtxAneError
-from ltx_ane.mlx.vae import VideoDecoder, VideoEncoder, to_channels_first, to_channels_last
-from ltx_ane.tiling import auto_tile, make_plan, parse_tile_spec, run_tiled, sequential
+from ltx_ane.models.video_vae.model import VideoDecoder, VideoEncoder, to_channels_first, to_channels_last
+from ltx_ane.runtime.tiling import auto_tile, make_plan, parse_tile_spec, run_tiled, sequential
 
 DEFAULT_BUDGET_GB = 8.0
 
@@ -69,8 +69,8 @@ class _Progress:
 
 def _scheduled(backends, plan, x, direction: str, progress, max_in_flight, throughput, log) -> Iterator[mx.array]:
     """Tiles on the given backends (``backends.Backend`` objects), concurrently when there are several."""
-    from ltx_ane.backends import keep_supported
-    from ltx_ane.scheduler import concurrent
+    from ltx_ane.runtime.backends import keep_supported
+    from ltx_ane.runtime.scheduler import concurrent
 
     tile_shape = (x.shape[0], *plan.latent_tile_shape, x.shape[-1]) if direction == "decode" else (
         x.shape[0], *plan.pixel_tile_shape, x.shape[-1])

@@ -147,7 +147,7 @@ def concurrent(
         stats.backends.setdefault(name, BackendStats(name))
 
     def run(jobs, tile_input) -> Iterator:
-        from ltx_ane.backends import MLX_LOCK
+        from ltx_ane.runtime.backends import MLX_LOCK
 
         jobs = list(jobs)
         inbox: queue.Queue = queue.Queue()
@@ -223,7 +223,7 @@ def measure_throughput(plan, source, backends: Sequence, direction: str = "decod
     Returns ``{"tiles": n, "alone": {name: tiles/s}, "together": tiles/s, "together_by_backend": {name: tiles}}``.
     Results are discarded chunk by chunk (evaluated, then dropped), so this measures compute, not memory.
     """
-    from ltx_ane.tiling import run_tiled
+    from ltx_ane.runtime.tiling import run_tiled
 
     def one(group) -> Throughput:
         stats = Throughput()

@@ -9,9 +9,9 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from ltx_ane.config import DecoderConfig, EncoderConfig, load_config_file, load_preset
+from ltx_ane.models.config import DecoderConfig, EncoderConfig, load_config_file, load_preset
 from ltx_ane.errors import LtxAneError
-from ltx_ane.weights import apply_weights, load_tensors, read_header, resolve_checkpoint
+from ltx_ane.io.checkpoint import apply_weights, load_tensors, read_header, resolve_checkpoint
 
 DTYPES = ("bf16", "fp16", "fp32")
 DTYPE_BYTES = {"bf16": 2, "fp16": 2, "fp32": 4}
@@ -91,7 +91,7 @@ def _randomize(model, dtype, seed: int) -> None:
 
 
 def load_decoder(source: Source, dtype: str = "bf16", seed: int = 0):
-    from ltx_ane.mlx.vae import VideoDecoder
+    from ltx_ane.models.video_vae.model import VideoDecoder
 
     raw, path = vae_config(source)
     model = VideoDecoder(DecoderConfig.from_dict(raw))
@@ -103,7 +103,7 @@ def load_decoder(source: Source, dtype: str = "bf16", seed: int = 0):
 
 
 def load_encoder(source: Source, dtype: str = "bf16", seed: int = 0):
-    from ltx_ane.mlx.vae import VideoEncoder
+    from ltx_ane.models.video_vae.model import VideoEncoder
 
     raw, path = vae_config(source)
     model = VideoEncoder(EncoderConfig.from_dict(raw))

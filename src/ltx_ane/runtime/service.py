@@ -14,7 +14,7 @@ iterating caller in a queue of ``max_chunks``; when it is full the decode pauses
 instead of letting finished frames pile up. With ``on_chunk`` the queue is not used.
 
 The decode uses MLX on the service's thread (and on an MLX backend's worker). MLX is not documented as thread-safe,
-so a caller that runs its own MLX work meanwhile should do it under ``ltx_ane.backends.MLX_LOCK``; the service
+so a caller that runs its own MLX work meanwhile should do it under ``ltx_ane.runtime.backends.MLX_LOCK``; the service
 takes that lock for every MLX call it makes.
 """
 
@@ -27,7 +27,7 @@ from typing import Callable
 
 import numpy as np
 
-from ltx_ane.backends import MLX_LOCK
+from ltx_ane.runtime.backends import MLX_LOCK
 from ltx_ane.errors import LtxAneError
 
 _END = object()
@@ -146,7 +146,7 @@ class DecodeService:
                 import mlx.core as mx
 
                 latent = np.array(latent.astype(mx.float32))
-        from ltx_ane.pipeline import check_latent
+        from ltx_ane.pipelines.video import check_latent
 
         check_latent(latent.shape, self.decoder.config.latent_channels)
         handle = DecodeHandle(self.max_chunks, on_chunk, on_done)
@@ -171,8 +171,8 @@ class DecodeService:
     def _decode(self, latent: np.ndarray, handle: DecodeHandle) -> None:
         import mlx.core as mx
 
-        from ltx_ane.pipeline import decode_frames
-        from ltx_ane.scheduler import Throughput
+        from ltx_ane.pipelines.video import decode_frames
+        from ltx_ane.runtime.scheduler import Throughput
 
         if handle._cancel.is_set():
             return

@@ -310,7 +310,7 @@ class MLXBackend(Backend):
                 out = run(inp).astype(mx.float32)
                 mx.eval(out)
                 return np.array(out)
-            from ltx_ane.upsample import upsample_latent
+            from ltx_ane.pipelines.upsample import upsample_latent
 
             return upsample_latent(np.ascontiguousarray(x, dtype=np.float32), self.model, self.stats)
 

@@ -263,7 +263,7 @@ def load_preset(name: str) -> dict:
     """The raw JSON of a shipped config: 'ltx2', 'ltx23', 'spatial-x2' or 'temporal-x2'."""
     if name not in PRESETS:
         raise LtxAneError(f"unknown preset {name!r} (known: {', '.join(PRESETS)})")
-    return json.loads(resources.files("ltx_ane.presets").joinpath(PRESETS[name]).read_text())
+    return json.loads(resources.files("ltx_ane.models.presets").joinpath(PRESETS[name]).read_text())
 
 
 def load_config_file(path: str | Path) -> dict:

@@ -9,8 +9,8 @@ from __future__ import annotations
 import mlx.core as mx
 import mlx.nn as nn
 
-from ltx_ane.config import Block, DecoderConfig, EncoderConfig
-from ltx_ane.mlx.layers import (
+from ltx_ane.models.config import Block, DecoderConfig, EncoderConfig
+from ltx_ane.models.layers import (
     CausalConv3d,
     PerChannelStatistics,
     UNetMidBlock3D,

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from ltx_ane.errors import LtxAneError
-from ltx_ane.latent_io import atomic_output, read_video_tensor
+from ltx_ane.io.latents import atomic_output, read_video_tensor
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff"}
 

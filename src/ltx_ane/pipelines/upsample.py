@@ -51,7 +51,7 @@ def load_statistics(spec: str | Path) -> LatentStatistics:
     """Only the two statistics tensors of a VAE checkpoint (a file or a cached Hugging Face repo)."""
     import mlx.core as mx
 
-    from ltx_ane.weights import read_header, resolve_checkpoint
+    from ltx_ane.io.checkpoint import read_header, resolve_checkpoint
 
     path = resolve_checkpoint(spec, wanted_prefix=STATS_PREFIX)
     header = read_header(path)
@@ -279,7 +279,7 @@ class _ResBlock(_Stage):
 
 class _Upsample(_Stage):
     def __init__(self, model):
-        from ltx_ane.mlx.upsampler import spatial_upsample
+        from ltx_ane.models.upscaler.model import spatial_upsample
 
         self.model = model
         self.temporal = model.temporal
@@ -288,7 +288,7 @@ class _Upsample(_Stage):
         self._spatial = spatial_upsample
 
     def _shuffle(self, y):
-        from ltx_ane.mlx.upsampler import temporal_shuffle
+        from ltx_ane.models.upscaler.model import temporal_shuffle
 
         if y is None:
             return None

@@ -6,7 +6,7 @@ Activations are channels-last inside, (B, F, H, W, C); ``__call__`` takes and re
 
 GroupNorm statistics span the whole clip (all frames of one batch element), as the reference computes them
 on its 5-D tensors, and are always computed in float32. The statistics and their application are separate
-methods so that :mod:`ltx_ane.upsample` can accumulate them over temporal chunks.
+methods so that :mod:`ltx_ane.pipelines.upsample` can accumulate them over temporal chunks.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from pathlib import Path
 import mlx.core as mx
 import mlx.nn as nn
 
-from ltx_ane.config import UpsamplerConfig, load_config_file, load_preset
+from ltx_ane.models.config import UpsamplerConfig, load_config_file, load_preset
 from ltx_ane.errors import LtxAneError
 
 GROUPS = 32
@@ -197,7 +197,7 @@ def temporal_shuffle(y: mx.array) -> mx.array:
 class LatentUpsampler(nn.Module):
     """Latent (B, C, F, h, w) -> (B, C, F, 2h, 2w) (spatial) or (B, C, 2F-1, h, w) (temporal).
 
-    Works on un-normalized latents; :func:`ltx_ane.upsample.upsample` wraps it with the VAE's statistics.
+    Works on un-normalized latents; :func:`ltx_ane.pipelines.upsample.upsample` wraps it with the VAE's statistics.
 
     ``compile`` runs the forward pass through ``mx.compile`` (each stage traced once per input shape), which fuses
     each GroupNorm's elementwise steps into a few kernels. Most kernels here are small, and on a GPU their launch
@@ -319,7 +319,7 @@ def _resolve(spec: str, expected_kind: str | None) -> Path:
     For a bare ``org/name``, ``resolve_checkpoint`` picks the repo's smallest file with upscaler keys; a repo may
     hold both upscalers, so when that one is of the other kind, take the smallest file of the wanted kind.
     """
-    from ltx_ane.weights import read_header, resolve_checkpoint
+    from ltx_ane.io.checkpoint import read_header, resolve_checkpoint
 
     path = resolve_checkpoint(spec, wanted_prefix="initial_conv.")
     if expected_kind is None or Path(spec).expanduser().exists() or ":" in str(spec):
@@ -339,7 +339,7 @@ def upsampler_config(source, expected_kind: str | None = None) -> tuple[Upsample
     Precedence: ``--config FILE``, then the file's embedded metadata, then the preset its keys point to.
     ``expected_kind`` ('spatial'/'temporal') turns a file passed under the wrong flag into a clear error.
     """
-    from ltx_ane.weights import read_header
+    from ltx_ane.io.checkpoint import read_header
 
     path, header, note = None, None, None
     if source.checkpoint:
@@ -388,8 +388,8 @@ def upsampler_config(source, expected_kind: str | None = None) -> tuple[Upsample
 
 def load_upsampler(source, dtype: str = "bf16", expected_kind: str | None = None, seed: int = 0) -> LatentUpsampler:
     """An MLX ``LatentUpsampler`` from a ``loading.Source``: its file (strictly), or random weights."""
-    from ltx_ane.loading import mlx_dtype
-    from ltx_ane.weights import apply_weights, load_tensors, read_header
+    from ltx_ane.models.loading import mlx_dtype
+    from ltx_ane.io.checkpoint import apply_weights, load_tensors, read_header
 
     config, path = upsampler_config(source, expected_kind)
     model = LatentUpsampler(config)
