@@ -55,15 +55,15 @@ def bench_one(kind, size, args, torch_device, tmp: Path) -> dict:
     from ltx_ane import reference as R
     from ltx_ane.models.config import load_preset
     from ltx_ane.models.loading import Source
-    from ltx_ane.models.upscaler.model import load_upsampler
+    from ltx_ane.models.upscaler.loader import load_upscaler
     from ltx_ane.pipelines.upsample import LatentStatistics, upsample_chunked
 
     cfg = load_preset(f"{kind}-x2")
     if args.mid_channels:
         cfg["mid_channels"] = args.mid_channels
-    ref_model = R.build_upsampler(cfg, seed=args.seed)
+    ref_model = R.build_upscaler(cfg, seed=args.seed)
     path = tmp / f"{kind}.safetensors"
-    R.write_checkpoint(path, R.upsampler_state_dict(ref_model), cfg)
+    R.write_checkpoint(path, R.upscaler_state_dict(ref_model), cfg)
     R.load_checkpoint_into(ref_model, path, {"": ""})  # the bf16-rounded weights, in float32
     ref_model.to(torch_device)
     n_params = sum(p.numel() for p in ref_model.parameters())
@@ -93,7 +93,7 @@ def bench_one(kind, size, args, torch_device, tmp: Path) -> dict:
     if cuda:
         torch.cuda.empty_cache()
 
-    model = load_upsampler(Source(checkpoint=str(path)), args.dtype)
+    model = load_upscaler(Source(checkpoint=str(path)), args.dtype)
     xm = mx.array(x).astype(model.initial_conv.weight.dtype)
     mx.eval(xm)
     mx.clear_cache()

@@ -83,7 +83,8 @@ def main():
 
     from ltx_ane import reference as R
     from ltx_ane.models.config import load_config_file
-    from ltx_ane.models.loading import Source, load_decoder, load_encoder
+    from ltx_ane.models.loading import Source
+    from ltx_ane.models.video_vae.loader import load_decoder, load_encoder
     from ltx_ane.pipelines.video import decode_frames, encode_video
     from ltx_ane.runtime.tiling import make_plan, parse_tile_spec
 

@@ -12,7 +12,8 @@ import torch
 from ltx_ane.runtime import backends as B
 from ltx_ane.models.config import load_preset
 from ltx_ane.errors import LtxAneError
-from ltx_ane.models.loading import Source, load_decoder
+from ltx_ane.models.loading import Source
+from ltx_ane.models.video_vae.loader import load_decoder
 from ltx_ane.pipelines.upsample import random_statistics
 from tests.vae_util import small_config, write_vae
 
@@ -154,12 +155,12 @@ def test_decoder_backends_agree(vae):
 
 def test_random_weights_reach_the_reference_backend():
     # --random-weights draws in MLX; the torch backend must hold the same weights, not its own draw.
-    from ltx_ane.models.config import DecoderConfig
-    from ltx_ane.models.loading import _randomize
+    from ltx_ane.models.video_vae.config import DecoderConfig
+    from ltx_ane.models.loading import randomize
     from ltx_ane.models.video_vae.model import VideoDecoder
 
     decoder = VideoDecoder(DecoderConfig.from_dict(small_config("ltx2")))
-    _randomize(decoder, mx.float32, seed=3)
+    randomize(decoder, mx.float32, seed=3)
     x = np.random.default_rng(1).standard_normal((1, 1, 2, 2, 16)).astype(np.float32)
     a = B.MLXBackend(decoder, "decoder")(x)
     b = B.build(B.Choice("decoder", ["torch"], "t"), decoder)[0](x)
@@ -181,8 +182,9 @@ def test_coreml_parity_gate_and_component_are_checked(vae):
 def test_upscaler_backends_agree(kind):
     cfg = load_preset(f"{kind}-x2")
     cfg.update(in_channels=16, mid_channels=32, num_blocks_per_stage=1)
-    from ltx_ane.models.config import UpsamplerConfig
-    from ltx_ane.models.upscaler.model import LatentUpsampler, randomize
+    from ltx_ane.models.upscaler.config import UpsamplerConfig
+    from ltx_ane.models.loading import randomize
+    from ltx_ane.models.upscaler.model import LatentUpsampler
 
     model = LatentUpsampler(UpsamplerConfig.from_dict(cfg))
     randomize(model, mx.float32, seed=1)

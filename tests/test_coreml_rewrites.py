@@ -24,7 +24,7 @@ from ltx_ane.coreml.rewrites import (  # noqa: E402
     space_to_depth,
 )
 from ltx_ane.errors import LtxAneError  # noqa: E402
-from ltx_ane.reference import build_decoder, build_encoder, build_upsampler  # noqa: E402
+from ltx_ane.reference import build_decoder, build_encoder, build_upscaler  # noqa: E402
 
 TOL = 1e-5  # max abs error <= TOL * max |reference|, fp32
 VARIANTS = [
@@ -88,7 +88,7 @@ def test_decoder_padding_modes(overrides):
 @pytest.mark.parametrize("preset,component", [("spatial-x2", "spatial"), ("temporal-x2", "temporal")])
 @pytest.mark.parametrize("variant", VARIANTS, ids=lambda v: v.name)
 def test_upsampler_matches_reference(preset, component, variant):
-    model = build_upsampler(small_upscaler(preset))
+    model = build_upscaler(small_upscaler(preset))
     latent = 2 * torch.randn(1, 128, 3, 2, 3, generator=torch.Generator().manual_seed(4))
     with torch.no_grad():
         expected = model(latent)[0]

@@ -48,7 +48,8 @@ def test_decoder_matches_mlx(vae_checkpoint, tmp_path, compute_units):
     from ltx_ane.coreml.convert import ConvertOptions, TileShape, convert_decoder
     from ltx_ane.coreml.layout import frames_to_video
     from ltx_ane.coreml.runtime import CoreMLComponent
-    from ltx_ane.models.loading import Source, load_decoder
+    from ltx_ane.models.loading import Source
+    from ltx_ane.models.video_vae.loader import load_decoder
 
     source = Source(checkpoint=str(vae_checkpoint))
     package = convert_decoder(source, [TileShape.parse("9x64x64")], tmp_path, options=ConvertOptions(log=lambda m: None)).path
@@ -66,7 +67,8 @@ def test_encoder_matches_mlx(vae_checkpoint, tmp_path):
     from ltx_ane.coreml.convert import ConvertOptions, TileShape, convert_encoder
     from ltx_ane.coreml.layout import video_to_frames
     from ltx_ane.coreml.runtime import CoreMLComponent
-    from ltx_ane.models.loading import Source, load_encoder
+    from ltx_ane.models.loading import Source
+    from ltx_ane.models.video_vae.loader import load_encoder
 
     source = Source(checkpoint=str(vae_checkpoint))
     package = convert_encoder(source, [TileShape.parse("9x64x64")], tmp_path, options=ConvertOptions(log=lambda m: None)).path
@@ -84,15 +86,15 @@ def test_upscaler_matches_mlx(tmp_path, kind):
     from ltx_ane.coreml.convert import CONVERTERS, ConvertOptions, TileShape
     from ltx_ane.coreml.runtime import CoreMLComponent
     from ltx_ane.models.loading import Source
-    from ltx_ane.models.upscaler.model import load_upsampler
-    from ltx_ane.reference import build_upsampler, upsampler_state_dict, write_checkpoint
+    from ltx_ane.models.upscaler.loader import load_upscaler
+    from ltx_ane.reference import build_upscaler, upscaler_state_dict, write_checkpoint
 
     config = small_upscaler(f"{kind}-x2", blocks=1)
-    path = write_checkpoint(tmp_path / "up.safetensors", upsampler_state_dict(build_upsampler(config)), config)
+    path = write_checkpoint(tmp_path / "up.safetensors", upscaler_state_dict(build_upscaler(config)), config)
     source = Source(checkpoint=str(path))
     package = CONVERTERS[kind](source, [TileShape.parse("17x64x64")], tmp_path, options=ConvertOptions(log=lambda m: None)).path
     latent = np.random.default_rng(2).standard_normal((1, 128, 3, 2, 2)).astype(np.float32)
-    expected = np.array(load_upsampler(source, dtype="fp32", expected_kind=kind)(mx.array(latent)))[0]
+    expected = np.array(load_upscaler(source, dtype="fp32", expected_kind=kind)(mx.array(latent)))[0]
     out = np.array(CoreMLComponent(package)(mx.array(latent[0].transpose(1, 0, 2, 3))).astype(mx.float32))
     assert _psnr(out.transpose(1, 0, 2, 3), expected) >= 40
 

@@ -12,8 +12,9 @@ from ltx_ane import reference as R
 from ltx_ane.cli.main import main
 from ltx_ane.models.config import load_preset
 from ltx_ane.io.latents import LatentFile, read_video_tensor, write_latent
-from ltx_ane.models.loading import Source, load_decoder
-from ltx_ane.models.upscaler.model import load_upsampler
+from ltx_ane.models.loading import Source
+from ltx_ane.models.video_vae.loader import load_decoder
+from ltx_ane.models.upscaler.loader import load_upscaler
 from ltx_ane.pipelines.video import decode_frames
 from ltx_ane.pipelines.upsample import LatentStatistics, upsample_latent
 from tests.vae_util import small_config, write_vae
@@ -31,7 +32,7 @@ def files(tmp_path_factory):
     out = {"vae": write_vae(d / "vae.safetensors", small_config("ltx2"))}
     for kind in ("spatial", "temporal"):
         cfg = upscaler_config(kind)
-        out[kind] = R.write_checkpoint(d / f"{kind}.safetensors", R.upsampler_state_dict(R.build_upsampler(cfg)), cfg)
+        out[kind] = R.write_checkpoint(d / f"{kind}.safetensors", R.upscaler_state_dict(R.build_upscaler(cfg)), cfg)
         (d / f"{kind}.json").write_text(json.dumps(cfg))
         out[f"{kind}_config"] = d / f"{kind}.json"
     out["vae_config"] = d / "vae.json"
@@ -54,7 +55,7 @@ def by_hand(files, latent):
     stats = LatentStatistics(np.array(decoder.per_channel_statistics["mean-of-means"]),
                              np.array(decoder.per_channel_statistics["std-of-means"]))
     for kind in ("spatial", "temporal"):
-        model = load_upsampler(Source(checkpoint=str(files[kind])), "fp32", expected_kind=kind)
+        model = load_upscaler(Source(checkpoint=str(files[kind])), "fp32", expected_kind=kind)
         latent = upsample_latent(latent, model, stats)
     frames = np.concatenate([np.array(c) for c in decode_frames(decoder, mx.array(latent), None)], 1)
     return frames.transpose(0, 4, 1, 2, 3)

@@ -11,7 +11,8 @@ import pytest
 
 from ltx_ane.runtime import backends as B
 from ltx_ane.errors import LtxAneError
-from ltx_ane.models.loading import Source, load_decoder, load_encoder
+from ltx_ane.models.loading import Source
+from ltx_ane.models.video_vae.loader import load_decoder, load_encoder
 from ltx_ane.pipelines.video import decode_frames, encode_video
 from ltx_ane.runtime.scheduler import Throughput, concurrent, measure_throughput
 from ltx_ane.runtime.tiling import make_plan, run_tiled, sequential

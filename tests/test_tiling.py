@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from ltx_ane.errors import LtxAneError
-from ltx_ane.models.loading import Source, load_decoder, load_encoder
+from ltx_ane.models.loading import Source
+from ltx_ane.models.video_vae.loader import load_decoder, load_encoder
 from ltx_ane.pipelines.video import decode_frames, encode_video
 from ltx_ane.runtime.tiling import auto_tile, make_plan, parse_tile_spec, run_tiled, sequential, split_axis
 from tests.vae_util import small_config, write_vae

@@ -51,9 +51,9 @@ def env(tmp_path_factory):
     ups = {}
     for kind in ("spatial", "temporal"):
         cfg = small_config(kind)
-        model = R.build_upsampler(cfg)
+        model = R.build_upscaler(cfg)
         path = d / f"{kind}.safetensors"
-        R.write_checkpoint(path, R.upsampler_state_dict(model), cfg)
+        R.write_checkpoint(path, R.upscaler_state_dict(model), cfg)
         R.load_checkpoint_into(model, path, {"": ""})
         ups[kind] = (path, model)
     x = np.random.default_rng(3).standard_normal((1, 128, 3, 2, 3)).astype(np.float32)

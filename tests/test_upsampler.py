@@ -20,18 +20,13 @@ pytest.importorskip("ltx_core")
 import mlx.core as mx  # noqa: E402
 
 from ltx_ane import reference as R  # noqa: E402
-from ltx_ane.models.config import UpsamplerConfig, load_preset  # noqa: E402
+from ltx_ane.models.upscaler.config import UpsamplerConfig
+from ltx_ane.models.config import load_preset  # noqa: E402
 from ltx_ane.errors import LtxAneError  # noqa: E402
 from ltx_ane.models.loading import Source  # noqa: E402
-from ltx_ane.models.upscaler.model import (  # noqa: E402
-    GroupMoments,
-    GroupNorm,
-    LatentUpsampler,
-    kind_of,
-    load_upsampler,
-    randomize,
-    upsampler_config,
-)
+from ltx_ane.models.upscaler.model import GroupMoments, GroupNorm, LatentUpsampler  # noqa: E402
+from ltx_ane.models.upscaler.loader import kind_of, load_upscaler, upscaler_config  # noqa: E402
+from ltx_ane.models.loading import randomize  # noqa: E402
 from ltx_ane.pipelines.upsample import random_statistics, upsample, upsample_latent  # noqa: E402
 
 FP32_TOL = 1e-4  # max abs error <= FP32_TOL * max |reference|
@@ -48,8 +43,8 @@ def small_config(kind: str, mid: int = 64, blocks: int = 4, rational: bool | Non
 
 def write_upscaler(path, cfg: dict, embed_config: bool = True, seed: int = 0):
     """Write a released-format file and return the reference model holding the file's (bf16-rounded) weights."""
-    model = R.build_upsampler(cfg, seed=seed)
-    R.write_checkpoint(path, R.upsampler_state_dict(model), cfg if embed_config else None)
+    model = R.build_upscaler(cfg, seed=seed)
+    R.write_checkpoint(path, R.upscaler_state_dict(model), cfg if embed_config else None)
     R.load_checkpoint_into(model, path, {"": ""})
     return model
 
@@ -102,7 +97,7 @@ def test_fp32_parity_reduced_width_odd_shape_batch2(files, name, compiled):
     path, ref_model, _ = files[name]
     x = latent((2, 128, 3, 3, 5))
     ref = run_reference(ref_model, x)
-    model = load_upsampler(Source(checkpoint=str(path)), "fp32")
+    model = load_upscaler(Source(checkpoint=str(path)), "fp32")
     model.compile = compiled
     out = run_mlx(model, x)
     assert out.shape == ref.shape == ((2, 128, 3, 6, 10) if name.startswith("spatial") else (2, 128, 5, 3, 5))
@@ -115,7 +110,7 @@ def _full_width_parity(tmp_path, kind: str, shape, out_shape, mid: int):
     ref_model = write_upscaler(path, cfg)
     x = latent(shape, seed=3)
     ref = run_reference(ref_model, x)
-    model = load_upsampler(Source(checkpoint=str(path)), "fp32")
+    model = load_upscaler(Source(checkpoint=str(path)), "fp32")
     assert model.config.mid_channels == mid
     out = run_mlx(model, x)
     assert out.shape == out_shape
@@ -148,7 +143,7 @@ def test_two_stage_matches_ltx_core_upsample_video(files):
     x = latent((1, 128, 3, 4, 3), seed=6)
     with torch.no_grad():
         ref = upsample_video(torch.from_numpy(x), SimpleNamespace(per_channel_statistics=ref_stats), ref_model).numpy()
-    model = load_upsampler(Source(checkpoint=str(path)), "fp32")
+    model = load_upscaler(Source(checkpoint=str(path)), "fp32")
     out = np.array(upsample(mx.array(x), model, stats))
     assert rel_err(ref, out) <= FP32_TOL
 
@@ -171,7 +166,7 @@ def test_low_precision_psnr(files, name):
     ref_model.float()
     results = {"torch-bf16": psnr(ref, torch_bf16)}
     for dtype in ("bf16", "fp16"):
-        model = load_upsampler(Source(checkpoint=str(path)), dtype)
+        model = load_upscaler(Source(checkpoint=str(path)), dtype)
         results[dtype] = psnr(ref, run_mlx(model, x))
     print(f"{name} PSNR vs fp32 reference (dB): " + ", ".join(f"{k} {v:.1f}" for k, v in results.items()))
     assert results["bf16"] >= 40
@@ -300,7 +295,7 @@ def test_config_from_keys_when_no_metadata(tmp_path):
         cfg = small_config(kind, rational=rational)
         path = tmp_path / f"{kind}-{rational}.safetensors"
         ref_model = write_upscaler(path, cfg, embed_config=False)
-        model = load_upsampler(Source(checkpoint=str(path)), "fp32")
+        model = load_upscaler(Source(checkpoint=str(path)), "fp32")
         assert model.config.temporal_upsample == (kind == "temporal")
         assert model.config.rational_resampler == bool(rational)
         x = latent((1, 128, 2, 1, 3))
@@ -315,9 +310,9 @@ def test_config_file_overrides_metadata(tmp_path, files):
     cfg_file = tmp_path / "cfg.json"
     cfg_file.write_text(json.dumps(wrong))
     with pytest.raises(LtxAneError, match="mis-shaped"):
-        load_upsampler(Source(checkpoint=str(path), config_file=str(cfg_file)), "fp32")
+        load_upscaler(Source(checkpoint=str(path), config_file=str(cfg_file)), "fp32")
     cfg_file.write_text(json.dumps(cfg))
-    assert load_upsampler(Source(checkpoint=str(path), config_file=str(cfg_file)), "fp32").config.mid_channels == 64
+    assert load_upscaler(Source(checkpoint=str(path), config_file=str(cfg_file)), "fp32").config.mid_channels == 64
 
 
 def _rewrite(src, dst, edit, config):
@@ -343,21 +338,21 @@ def test_strict_loading(tmp_path, files, edit, message):
     bad = tmp_path / "bad.safetensors"
     _rewrite(path, bad, edit, cfg)
     with pytest.raises(LtxAneError, match=message):
-        load_upsampler(Source(checkpoint=str(bad)), "fp32")
+        load_upscaler(Source(checkpoint=str(bad)), "fp32")
 
 
 def test_wrong_kind_is_refused(files):
     with pytest.raises(LtxAneError, match="is a spatial upscaler, not a temporal one"):
-        load_upsampler(Source(checkpoint=str(files["spatial"][0])), "fp32", expected_kind="temporal")
+        load_upscaler(Source(checkpoint=str(files["spatial"][0])), "fp32", expected_kind="temporal")
     with pytest.raises(LtxAneError, match="is a temporal upscaler, not a spatial one"):
-        load_upsampler(Source(checkpoint=str(files["temporal"][0])), "fp32", expected_kind="spatial")
+        load_upscaler(Source(checkpoint=str(files["temporal"][0])), "fp32", expected_kind="spatial")
 
 
 def test_random_weights_real_architecture():
     for kind, mid in (("spatial", 1024), ("temporal", 512)):
-        config, path = upsampler_config(Source(random_weights=True), expected_kind=kind)
+        config, path = upscaler_config(Source(random_weights=True), expected_kind=kind)
         assert path is None and config.mid_channels == mid and kind_of(config) == kind
-    model = load_upsampler(Source(random_weights=True), "bf16", expected_kind="temporal")  # the smaller one
+    model = load_upscaler(Source(random_weights=True), "bf16", expected_kind="temporal")  # the smaller one
     assert model.initial_conv.weight.dtype == mx.bfloat16
     assert model.upsampler[0].weight.shape == (1024, 3, 3, 3, 512)
 

@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from ltx_ane import reference as R
-from ltx_ane.models.loading import Source, load_decoder, load_encoder
+from ltx_ane.models.loading import Source
+from ltx_ane.models.video_vae.loader import load_decoder, load_encoder
 from tests.vae_util import small_config, write_vae
 
 TOL = 1e-4  # max abs error <= TOL * max|ref| in fp32

@@ -15,7 +15,8 @@ import json
 
 def input_shape(component: str, config: dict, tile: tuple[int, int, int]) -> tuple[int, ...]:
     """The (B, C, F, H, W) input of one call for a tile given in latent units [F, h, w]."""
-    from ltx_ane.models.config import DecoderConfig, EncoderConfig, UpsamplerConfig
+    from ltx_ane.models.video_vae.config import DecoderConfig, EncoderConfig
+    from ltx_ane.models.upscaler.config import UpsamplerConfig
 
     f, h, w = tile
     if component == "decoder":

@@ -212,7 +212,8 @@ def _width_override(raw: dict, overrides: dict | None, vae: bool) -> dict:
 
 def make_setup(component: str, s: Settings, tmp: Path) -> Setup:
     from ltx_ane.models.config import load_config_file, load_preset
-    from ltx_ane.models.loading import Source, vae_config
+    from ltx_ane.models.loading import Source
+    from ltx_ane.models.video_vae.loader import vae_config
 
     vae = component in ("decoder", "encoder")
     given = None if s.random_weights else (s.vae if vae else getattr(s, component))
@@ -220,9 +221,9 @@ def make_setup(component: str, s: Settings, tmp: Path) -> Setup:
         if vae:
             raw, path = vae_config(Source(checkpoint=given, config_file=s.config))
         else:
-            from ltx_ane.models.upscaler.model import upsampler_config
+            from ltx_ane.models.upscaler.loader import upscaler_config
 
-            cfg, path = upsampler_config(Source(checkpoint=given), component)
+            cfg, path = upscaler_config(Source(checkpoint=given), component)
             raw = cfg.raw
         return Setup(component, raw, path, f"checkpoint {path}")
     if vae:
@@ -242,8 +243,8 @@ def make_setup(component: str, s: Settings, tmp: Path) -> Setup:
         model = (R.build_decoder if component == "decoder" else R.build_encoder)(raw, s.seed)
         tensors = R.vae_state_dict(**{component: model})
     else:
-        model = R.build_upsampler(raw, s.seed)
-        tensors = R.upsampler_state_dict(model)
+        model = R.build_upscaler(raw, s.seed)
+        tensors = R.upscaler_state_dict(model)
     R.write_checkpoint(path, tensors, raw)
     del model, tensors
     return Setup(component, raw, path, desc)
@@ -335,8 +336,9 @@ class MlxBackend(Backend):
 
 
 def load_mlx(setup: Setup, dtype: str, seed: int):
-    from ltx_ane.models.loading import Source, load_decoder, load_encoder
-    from ltx_ane.models.upscaler.model import load_upsampler
+    from ltx_ane.models.loading import Source
+    from ltx_ane.models.video_vae.loader import load_decoder, load_encoder
+    from ltx_ane.models.upscaler.loader import load_upscaler
 
     if setup.checkpoint is None:
         # No file to share (ltx-core missing): the configured architecture with MLX's seeded random weights.
@@ -351,7 +353,7 @@ def load_mlx(setup: Setup, dtype: str, seed: int):
         return load_decoder(source, dtype, seed)
     if setup.component == "encoder":
         return load_encoder(source, dtype, seed)
-    return load_upsampler(source, dtype, setup.component, seed)
+    return load_upscaler(source, dtype, setup.component, seed)
 
 
 class TorchBackend(Backend):
@@ -406,7 +408,7 @@ def reference_fp32(setup: Setup):
         return R.reference_decoder_from_checkpoint(setup.checkpoint, setup.config)
     if setup.component == "encoder":
         return R.reference_encoder_from_checkpoint(setup.checkpoint, setup.config)
-    return R.reference_upsampler_from_checkpoint(setup.checkpoint, setup.config)
+    return R.reference_upscaler_from_checkpoint(setup.checkpoint, setup.config)
 
 
 class CoreMLBackend(Backend):

@@ -33,7 +33,8 @@ def run(args) -> None:
 
     from ltx_ane.errors import LtxAneError
     from ltx_ane.io.latents import RawVideoWriter, read_latent
-    from ltx_ane.models.loading import DTYPE_BYTES, load_decoder
+    from ltx_ane.models.loading import DTYPE_BYTES
+    from ltx_ane.models.video_vae.loader import load_decoder
     from ltx_ane.pipelines.video import choose_tile, decode_frames
 
     from ltx_ane.cli.render import BackendContext, check_backend_flags, throughput_line

@@ -33,7 +33,8 @@ def run(args) -> None:
 
     from ltx_ane.errors import LtxAneError
     from ltx_ane.io.latents import LatentFile, write_latent
-    from ltx_ane.models.loading import DTYPE_BYTES, load_encoder
+    from ltx_ane.models.loading import DTYPE_BYTES
+    from ltx_ane.models.video_vae.loader import load_encoder
     from ltx_ane.pipelines.video import choose_tile, encode_video
     from ltx_ane.io.video import fit_to_vae, read_input
 

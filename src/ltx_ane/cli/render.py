@@ -143,10 +143,10 @@ def register(sub) -> None:
 
 def _load_upscaler(args, kind: str, file: str):
     from ltx_ane.models.loading import Source
-    from ltx_ane.models.upscaler.model import load_upsampler
+    from ltx_ane.models.upscaler.loader import load_upscaler
 
     source = Source(checkpoint=file or None, config_file=getattr(args, f"{kind}_config"), random_weights=args.random_weights)
-    return load_upsampler(source, args.dtype, expected_kind=kind, seed=args.seed)
+    return load_upscaler(source, args.dtype, expected_kind=kind, seed=args.seed)
 
 
 def run(args) -> None:
@@ -155,7 +155,8 @@ def run(args) -> None:
 
     from ltx_ane.runtime.backends import keep_supported
     from ltx_ane.io.latents import RawVideoWriter, read_latent
-    from ltx_ane.models.loading import DTYPE_BYTES, load_decoder
+    from ltx_ane.models.loading import DTYPE_BYTES
+    from ltx_ane.models.video_vae.loader import load_decoder
     from ltx_ane.pipelines.video import choose_tile, decode_frames
     from ltx_ane.runtime.scheduler import Throughput
     from ltx_ane.pipelines.upsample import LatentStatistics, check_latent_shape

@@ -44,7 +44,7 @@ def run(args) -> None:
 
     from ltx_ane.io.latents import LatentFile, read_latent, write_latent
     from ltx_ane.models.loading import Source
-    from ltx_ane.models.upscaler.model import load_upsampler
+    from ltx_ane.models.upscaler.loader import load_upscaler
     from ltx_ane.pipelines.upsample import check_latent_shape, load_statistics, random_statistics, upsample_latent, upsampled_metadata
 
     report = Report()
@@ -60,7 +60,7 @@ def run(args) -> None:
     latent_file = read_latent(args.latent)
     stats = load_statistics(args.vae) if args.vae else random_statistics(seed=args.seed)
     source = Source(checkpoint=file or None, config_file=args.config, random_weights=args.random_weights)
-    model = load_upsampler(source, args.dtype, expected_kind=kind, seed=args.seed)
+    model = load_upscaler(source, args.dtype, expected_kind=kind, seed=args.seed)
     check_latent_shape(model, latent_file.latent.shape)
     stats.check(model.config.in_channels, where=f"{args.vae} latent statistics" if args.vae else "statistics")
     if args.random_weights:

@@ -38,17 +38,13 @@ from pathlib import Path
 from typing import Callable, Iterable
 
 from ltx_ane import __version__
-from ltx_ane.models.config import (
-    DecoderConfig,
-    EncoderConfig,
-    UpsamplerConfig,
-    config_hash,
-    load_config_file,
-    load_preset,
-)
+from ltx_ane.models.video_vae.config import DecoderConfig, EncoderConfig
+from ltx_ane.models.upscaler.config import UpsamplerConfig
+from ltx_ane.models.config import config_hash, load_config_file, load_preset
 from ltx_ane.coreml.rewrites import COMPONENTS, Variant, rewrite
 from ltx_ane.errors import LtxAneError
-from ltx_ane.models.loading import Source, vae_config
+from ltx_ane.models.loading import Source
+from ltx_ane.models.video_vae.loader import vae_config
 from ltx_ane.io.checkpoint import read_header, resolve_checkpoint
 
 FORMAT_VERSION = "1"  # bump when the package layout or metadata changes meaning

@@ -101,7 +101,7 @@ def build_encoder(config: dict, seed: int = 0):
     return model
 
 
-def build_upsampler(config: dict, seed: int = 0):
+def build_upscaler(config: dict, seed: int = 0):
     require_reference()
     import torch
     from ltx_core.model.upsampler import LatentUpsamplerConfigurator
@@ -177,12 +177,12 @@ def reference_encoder_from_checkpoint(path: str | Path, config: dict):
     return model
 
 
-def upsampler_state_dict(model) -> dict:
+def upscaler_state_dict(model) -> dict:
     """An upscaler's checkpoint keys as the released files name them: bare, blur kernel buffer included."""
     return dict(model.state_dict())
 
 
-def reference_upsampler_from_checkpoint(path: str | Path, config: dict):
-    model = build_upsampler(config)
+def reference_upscaler_from_checkpoint(path: str | Path, config: dict):
+    model = build_upscaler(config)
     load_checkpoint_into(model, path, {"": ""})
     return model

@@ -406,7 +406,7 @@ def torch_from_mlx(model, component: str):
 
     from ltx_ane import reference as R
 
-    build = {"decoder": R.build_decoder, "encoder": R.build_encoder}.get(component, R.build_upsampler)
+    build = {"decoder": R.build_decoder, "encoder": R.build_encoder}.get(component, R.build_upscaler)
     module = build(model.config.raw)
     with MLX_LOCK:
         import mlx.core as mx

@@ -9,7 +9,7 @@ from __future__ import annotations
 import mlx.core as mx
 import mlx.nn as nn
 
-from ltx_ane.models.config import Block, DecoderConfig, EncoderConfig
+from ltx_ane.models.video_vae.config import Block, DecoderConfig, EncoderConfig
 from ltx_ane.models.layers import (
     CausalConv3d,
     PerChannelStatistics,
