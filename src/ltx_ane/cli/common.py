@@ -1,17 +1,21 @@
-"""Argument groups shared by subcommands, and the closing report line."""
+"""Argument groups shared by subcommands (model source, tiling, backends, output), writing decoded frames, and the
+closing report line."""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import resource
 import sys
 import time
+from pathlib import Path
 
 from ltx_ane.models.loading import DTYPES, Source
+from ltx_ane.errors import LtxAneError
 from ltx_ane.io.checkpoint import human_bytes
 
 
-def add_vae_source(parser: argparse.ArgumentParser, required_checkpoint: bool = True) -> None:
+def add_vae_source(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("model")
     group.add_argument("--vae", metavar="CKPT", help="VAE checkpoint: a .safetensors file (full LTX-2 checkpoint or "
                        "VAE-only) or a Hugging Face repo id in the local cache (org/name or org/name:file.safetensors)")
@@ -54,8 +58,6 @@ def positive_int(text: str) -> int:
 
 def parse_grid(text: str) -> tuple[int, int, int]:
     """'FxHxW' of positive integers."""
-    from ltx_ane.errors import LtxAneError
-
     try:
         grid = tuple(int(v) for v in text.lower().split("x"))
     except ValueError:
@@ -78,6 +80,124 @@ def add_output(parser: argparse.ArgumentParser, help_text: str) -> None:
 
 def add_progress(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+# ------------------------------------------------------------------------------------------------ backends
+
+
+def add_backend_args(parser, components: tuple[str, ...]) -> None:
+    group = parser.add_argument_group("backends")
+    group.add_argument("--backend", default="auto", metavar="SPEC", help="auto (the bench profile's fastest backend "
+                       "that passed parity; MLX without a profile or off macOS), mlx, torch (ltx-core reference), "
+                       "coreml[:CPU_AND_NE|CPU_AND_GPU|ALL|CPU_ONLY], or several joined by commas to run tiles on "
+                       "all at once (e.g. mlx,coreml:CPU_AND_NE)" + (" ; default for every component" if len(components) > 1 else ""))
+    if len(components) > 1:
+        for c in components:
+            group.add_argument(f"--{c}-backend", metavar="SPEC", help=f"backend for the {c} (default: --backend)")
+    group.add_argument("--profile", metavar="FILE", help="bench profile JSON (default ~/.cache/ltx-ane/profile.json)")
+    group.add_argument("--package", action="append", default=[], metavar="FILE", help="Core ML package made by "
+                       "`ltx-ane convert` (its component is read from it); repeat for several components")
+    group.add_argument("--max-in-flight", type=positive_int, metavar="N", help="tiles dispatched but not yet "
+                       "blended when several backends run (default: 2 per backend); bounds memory")
+
+
+class BackendContext:
+    """The profile and packages of one command, and the per-component choice (printed as it is made)."""
+
+    def __init__(self, args, log=print):
+        from ltx_ane.runtime.backends import load_profile
+
+        self.args, self.log = args, log
+        self.profile = load_profile(args.profile) if args.profile else load_profile()
+        self.packages = self._packages(args.package)
+        self.choices = []
+
+    @staticmethod
+    def _packages(paths) -> dict[str, str]:
+        out: dict[str, str] = {}
+        for path in paths:
+            from ltx_ane.coreml.convert import META_PREFIX, read_metadata
+
+            if not Path(path).exists():
+                raise LtxAneError(f"Core ML package {path} does not exist")
+            component = read_metadata(path).get(META_PREFIX + "component")
+            if not component:
+                raise LtxAneError(f"{path} was not made by `ltx-ane convert` (no component in its metadata)")
+            if component in out:
+                raise LtxAneError(f"two Core ML packages for the {component}: {out[component]} and {path}")
+            out[component] = str(path)
+        return out
+
+    def precheck(self, components) -> None:
+        """Explicit choices that cannot work here (Core ML off macOS or without a package) fail before loading."""
+        from ltx_ane.runtime.backends import choose
+
+        for c in components:
+            if self.spec(c).strip().lower() != "auto":
+                choose(c, self.spec(c), None, None, self.packages.get(c))
+
+    def spec(self, component: str) -> str:
+        return getattr(self.args, f"{component}_backend", None) or self.args.backend
+
+    def choose(self, component: str, tile):
+        from ltx_ane.runtime.backends import choose
+
+        choice = choose(component, self.spec(component), tile, self.profile, self.packages.get(component))
+        self.choices.append(choice)
+        self.log(f"backend {choice.describe()}")
+        return choice
+
+    def backends(self, component: str, tile, model, stats=None):
+        """None when the choice is MLX alone (the plain path), else the backend objects."""
+        from ltx_ane.runtime.backends import build
+
+        choice = self.choose(component, tile)
+        if choice.names == ["mlx"] and component in ("decoder", "encoder"):
+            return None
+        return build(choice, model, stats)
+
+
+def check_backend_flags(args, components) -> None:
+    """Reject malformed backend names before any model loads."""
+    from ltx_ane.runtime.backends import parse_spec
+
+    parse_spec(args.backend)
+    for c in components:
+        value = getattr(args, f"{c}_backend", None)
+        if value is not None:
+            parse_spec(value)
+
+
+def throughput_line(component: str, throughput) -> str | None:
+    if throughput is None or len(throughput.backends) < 2:
+        return None
+    return f"{component} throughput: {throughput.summary()}"
+
+def write_frames(chunks, out: Path, shape: tuple[int, ...], fps: float, crf: int) -> list[Path]:
+    """Stream decoded (B, f, H, W, 3) chunks in [-1, 1] into one MP4 per batch item, or into one .safetensors of raw
+    float32 frames (``shape`` is the whole (B, 3, F, H, W) video)."""
+    import mlx.core as mx
+    import numpy as np
+
+    from ltx_ane.io.latents import RawVideoWriter
+    from ltx_ane.io.video import Mp4Writer
+    from ltx_ane.runtime.backends import MLX_LOCK
+
+    if out.suffix == ".safetensors":
+        with RawVideoWriter(out, shape, fps) as writer:
+            for chunk in chunks:
+                writer.write(np.array(chunk).transpose(0, 4, 1, 2, 3))
+        return [out]
+    batch = shape[0]
+    outputs = [out] if batch == 1 else [out.with_name(f"{out.stem}_{i}{out.suffix}") for i in range(batch)]
+    with contextlib.ExitStack() as stack:
+        writers = [stack.enter_context(Mp4Writer(o, fps, crf=crf)) for o in outputs]
+        for chunk in chunks:
+            with MLX_LOCK:
+                pixels = np.array(mx.clip((chunk + 1.0) * 127.5 + 0.5, 0, 255).astype(mx.uint8))
+            for i, writer in enumerate(writers):
+                writer.write(pixels[i])
+    return outputs
 
 
 class Report:

@@ -15,9 +15,7 @@ def register(sub) -> None:
     p.add_argument("input", help="video file, image, or raw-video .safetensors")
     common.add_vae_source(p)
     common.add_tiling(p)
-    from ltx_ane.cli.render import add_backend_args
-
-    add_backend_args(p, ("encoder",))
+    common.add_backend_args(p, ("encoder",))
     fit = p.add_mutually_exclusive_group()
     fit.add_argument("--crop", action="store_true", help="drop trailing frames to 8k+1 and centre-crop to multiples of 32")
     fit.add_argument("--resize", action="store_true", help="resize to the nearest multiples of 32 (frames as --crop)")
@@ -38,16 +36,15 @@ def run(args) -> None:
     from ltx_ane.pipelines.video import choose_tile, encode_video
     from ltx_ane.io.video import fit_to_vae, read_input
 
-    from ltx_ane.cli.render import BackendContext, check_backend_flags, throughput_line
     from ltx_ane.runtime.scheduler import Throughput
 
     report = common.Report()
     out = Path(args.output)
     if out.suffix != ".safetensors":
         raise LtxAneError(f"the latent is written as .safetensors, got {out.name}")
-    check_backend_flags(args, ())
+    common.check_backend_flags(args, ())
     common.check_output_dir(out)
-    ctx = BackendContext(args)
+    ctx = common.BackendContext(args)
     ctx.precheck(["encoder"])
     video, fps = read_input(args.input, max_frames=args.max_frames)
     encoder = load_encoder(common.vae_source(args), args.dtype)
@@ -66,6 +63,6 @@ def run(args) -> None:
     write_latent(out, LatentFile(latent=np.array(latent), fps=fps, height=h, width=w, frames=f, config=cfg.raw))
     print(f"wrote {out}: latent {list(latent.shape)} from {b}x{f} frames of {h}x{w} "
           f"({common.vae_source(args).describe()}, {args.dtype})")
-    if throughput_line("encoder", throughput):
-        print(throughput_line("encoder", throughput))
+    if common.throughput_line("encoder", throughput):
+        print(common.throughput_line("encoder", throughput))
     report.finish("encoded")

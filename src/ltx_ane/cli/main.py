@@ -30,17 +30,11 @@ class OneLineParser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = OneLineParser(prog="ltx-ane", description="LTX-2 VAE and latent upscalers with MLX and Core ML.")
+    parser = OneLineParser(prog="ltx-ane", description="LTX-2 video generation and its VAE and latent upscalers with MLX and Core ML.")
     parser.add_argument("--version", action="version", version=f"ltx-ane {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
     for module_name in COMMANDS.values():
-        try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError as e:
-            if e.name == module_name:  # a subcommand not built yet
-                continue
-            raise
-        module.register(sub)
+        importlib.import_module(module_name).register(sub)
     return parser
 
 

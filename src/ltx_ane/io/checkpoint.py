@@ -9,7 +9,6 @@ under the component's prefix must belong to the model (a few known statistics ke
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -18,17 +17,25 @@ import numpy as np
 
 from ltx_ane.errors import LtxAneError
 
-SAFETENSORS_DTYPE_BYTES = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U8": 1, "BOOL": 1}
+# Bits per element of every dtype the safetensors format defines (the official LTX-2 checkpoints also ship as fp8).
+SAFETENSORS_DTYPE_BITS = {
+    "F64": 64, "F32": 32, "F16": 16, "BF16": 16, "F8_E4M3": 8, "F8_E5M2": 8, "F8_E8M0": 8, "F6_E2M3": 6, "F6_E3M2": 6,
+    "F4": 4, "C64": 64, "I64": 64, "I32": 32, "I16": 16, "I8": 8, "U64": 64, "U32": 32, "U16": 16, "U8": 8, "BOOL": 8,
+}
+# fp8 tensors are dequantised on load (MLX cannot read them from a file); other exotic dtypes are refused by name.
+FP8_DTYPES = ("F8_E4M3", "F8_E5M2")
 
 
 @dataclass(frozen=True)
 class TensorInfo:
     dtype: str
     shape: tuple[int, ...]
+    offsets: tuple[int, int] = (0, 0)  # [begin, end) of its bytes after the header
 
     @property
     def nbytes(self) -> int:
-        return int(np.prod(self.shape, dtype=np.int64)) * SAFETENSORS_DTYPE_BYTES.get(self.dtype, 0)
+        bits = int(np.prod(self.shape, dtype=np.int64)) * SAFETENSORS_DTYPE_BITS.get(self.dtype, 0)
+        return (bits + 7) // 8
 
 
 @dataclass(frozen=True)
@@ -38,6 +45,7 @@ class CheckpointHeader:
     path: Path
     tensors: dict[str, TensorInfo]
     metadata: dict[str, str]
+    data_start: int = 0  # file offset of the first tensor byte
 
     def config(self) -> dict | None:
         """The embedded ``config`` metadata as a dict, or None when the file carries none."""
@@ -83,7 +91,9 @@ def read_header(path: str | Path) -> CheckpointHeader:
     try:
         for name, entry in header.items():
             begin, end = entry["data_offsets"]
-            info = TensorInfo(dtype=entry["dtype"], shape=tuple(int(s) for s in entry["shape"]))
+            info = TensorInfo(dtype=entry["dtype"], shape=tuple(int(s) for s in entry["shape"]), offsets=(begin, end))
+            if info.dtype not in SAFETENSORS_DTYPE_BITS:
+                raise ValueError(f"tensor {name} has unknown dtype {info.dtype}")
             if end - begin != info.nbytes:
                 raise ValueError(f"tensor {name} has {end - begin} bytes for shape {list(info.shape)} {info.dtype}")
             tensors[name] = info
@@ -95,7 +105,7 @@ def read_header(path: str | Path) -> CheckpointHeader:
             f"{path} is truncated: its header describes {8 + n + data_end} bytes but the file has {size} "
             "(an incomplete download?)"
         )
-    return CheckpointHeader(path=path, tensors=tensors, metadata=dict(metadata))
+    return CheckpointHeader(path=path, tensors=tensors, metadata=dict(metadata), data_start=8 + n)
 
 
 def resolve_checkpoint(spec: str | Path, wanted_prefix: str | None = None) -> Path:
@@ -127,17 +137,20 @@ def resolve_checkpoint(spec: str | Path, wanted_prefix: str | None = None) -> Pa
         return candidate
     files = sorted(snapshot.rglob("*.safetensors"), key=lambda p: p.stat().st_size)
     for candidate in files:
-        if wanted_prefix is None or read_header(candidate).keys_under(wanted_prefix):
+        try:
+            header = read_header(candidate)
+        except LtxAneError:  # an incomplete download or a foreign file beside the one wanted
+            continue
+        if wanted_prefix is None or header.keys_under(wanted_prefix):
             return candidate
     raise LtxAneError(f"no cached safetensors file of {repo} holds tensors under {wanted_prefix!r}")
 
 
-def torch_to_mlx_layout(value, ndim_hint: int | None = None):
+def torch_to_mlx_layout(value):
     """Torch conv weights are [O, I, *kernel]; MLX wants [O, *kernel, I]. Other tensors pass unchanged."""
-    nd = value.ndim if ndim_hint is None else ndim_hint
-    if nd == 5:
+    if value.ndim == 5:
         return value.transpose(0, 2, 3, 4, 1)
-    if nd == 4:
+    if value.ndim == 4:
         return value.transpose(0, 2, 3, 1)
     return value
 
@@ -146,19 +159,89 @@ def load_tensors(path: Path, prefix_map: dict[str, str], ignore: Callable[[str],
     """The tensors under the given prefixes, renamed (``prefix_map``: file prefix -> model prefix), lazily loaded."""
     import mlx.core as mx
 
-    try:
-        arrays = mx.load(str(path))
-    except (RuntimeError, ValueError) as e:
-        raise LtxAneError(f"cannot read {path}: {e}") from None
-    out = {}
-    for key, value in arrays.items():
+    header = read_header(path)
+    wanted = {}
+    for key in header.tensors:
         for file_prefix, model_prefix in prefix_map.items():
             if key.startswith(file_prefix):
                 name = model_prefix + key[len(file_prefix) :]
                 if not ignore(name):
-                    out[name] = value
+                    wanted[key] = name
                 break
+    plain = {k: n for k, n in wanted.items() if header.tensors[k].dtype in MLX_READABLE}
+    other = sorted(k for k in wanted if k not in plain and header.tensors[k].dtype not in FP8_DTYPES)
+    if other:
+        raise LtxAneError(f"{path}: cannot load {other[0]} ({header.tensors[other[0]].dtype}"
+                          f"{f', and {len(other) - 1} more' if len(other) > 1 else ''}): only float, integer and fp8 tensors are read")
+    out = {}
+    if plain:
+        try:
+            arrays = _load_some(header, plain) if _has_fp8(header) else mx.load(str(path))
+        except (RuntimeError, ValueError) as e:
+            raise LtxAneError(f"cannot read {path}: {e}") from None
+        out.update({name: arrays[key] for key, name in plain.items()})
+    for key, name in wanted.items():
+        if key not in plain:
+            out[name] = mx.array(read_fp8(header, key)).astype(mx.bfloat16)
     return out
+
+
+MLX_READABLE = ("F64", "F32", "F16", "BF16", "I64", "I32", "I16", "I8", "U64", "U32", "U16", "U8", "BOOL")
+
+
+def _has_fp8(header: CheckpointHeader) -> bool:
+    return any(info.dtype in FP8_DTYPES for info in header.tensors.values())
+
+
+def _load_some(header: CheckpointHeader, keys) -> dict:
+    """Tensors of a file that also holds fp8 ones (which ``mx.load`` refuses), read from their bytes."""
+    import mlx.core as mx
+
+    out = {}
+    for key in keys:
+        info = header.tensors[key]
+        if info.dtype == "BF16":
+            out[key] = mx.array(_read_bytes(header, key, np.uint16)).view(mx.bfloat16)
+        else:
+            out[key] = mx.array(_read_bytes(header, key, _NUMPY_DTYPES[info.dtype]))
+    return out
+
+
+_NUMPY_DTYPES = {"F64": np.float64, "F32": np.float32, "F16": np.float16, "I64": np.int64, "I32": np.int32,
+                 "I16": np.int16, "I8": np.int8, "U64": np.uint64, "U32": np.uint32, "U16": np.uint16, "U8": np.uint8,
+                 "BOOL": np.bool_}
+
+
+def _read_bytes(header: CheckpointHeader, key: str, dtype) -> np.ndarray:
+    info = header.tensors[key]
+    begin, end = info.offsets
+    with open(header.path, "rb") as f:
+        f.seek(header.data_start + begin)
+        data = f.read(end - begin)
+    return np.frombuffer(data, dtype=dtype).reshape(info.shape)
+
+
+def fp8_table(dtype: str) -> np.ndarray:
+    """float32 value of each of the 256 codes of an fp8 format (E4M3 'fn': no infinities, 0x7f/0xff are NaN)."""
+    codes = np.arange(256, dtype=np.uint32)
+    sign = np.where(codes & 0x80, -1.0, 1.0)
+    exp_bits, man_bits, bias = (4, 3, 7) if dtype == "F8_E4M3" else (5, 2, 15)
+    exponent = (codes >> man_bits) & ((1 << exp_bits) - 1)
+    mantissa = (codes & ((1 << man_bits) - 1)).astype(np.float64)
+    normal = (1 + mantissa / (1 << man_bits)) * np.exp2(exponent.astype(np.float64) - bias)
+    subnormal = (mantissa / (1 << man_bits)) * np.exp2(1.0 - bias)
+    values = sign * np.where(exponent == 0, subnormal, normal)
+    if dtype == "F8_E4M3":
+        values[(codes & 0x7F) == 0x7F] = np.nan
+    else:
+        top = exponent == (1 << exp_bits) - 1
+        values[top] = np.where(mantissa[top] == 0, sign[top] * np.inf, np.nan)
+    return values.astype(np.float32)
+
+
+def read_fp8(header: CheckpointHeader, key: str) -> np.ndarray:
+    """One fp8 tensor, dequantised to float32 through a 256-entry table."""
+    return fp8_table(header.tensors[key].dtype)[_read_bytes(header, key, np.uint8)]
 
 
 def apply_weights(model, tensors: dict, dtype, source: str) -> None:
@@ -206,7 +289,3 @@ def human_bytes(n: float) -> str:
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.2f} {unit}"
         n /= 1000
     return f"{n:.2f} TB"
-
-
-def hf_cache_dir() -> str:
-    return os.environ.get("HF_HUB_CACHE") or os.environ.get("HUGGINGFACE_HUB_CACHE") or "~/.cache/huggingface/hub"

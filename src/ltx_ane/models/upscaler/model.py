@@ -12,9 +12,7 @@ methods so that :mod:`ltx_ane.pipelines.upsample` can accumulate them over tempo
 from __future__ import annotations
 
 import math
-import sys
 from functools import partial
-from pathlib import Path
 
 import mlx.core as mx
 import mlx.nn as nn
