@@ -16,9 +16,6 @@ from ltx_ane.models.transformer.presets import PRESETS
 from ltx_ane.reference import transformer as RT
 
 FP32_TOL = 1e-4  # max abs error <= FP32_TOL * max |reference|
-VIDEO_SCALE = (8, 32, 32)  # latent -> pixel strides (frames, height, width)
-FPS = 24.0
-AUDIO_SECONDS_PER_TOKEN = 0.04
 
 
 def tiny_config(version: str, num_layers: int = 2, full_width: bool = False) -> dict:
@@ -78,26 +75,6 @@ class Inputs:
                                  self.enabled, self.context_mask, self.attention_mask)
 
 
-def video_positions(batch: int, frames: int, height: int, width: int):
-    """(B, 3, T, 2) pixel bounds with the causal fix on frame 0, time in seconds, rounded to bf16 as the pipelines do."""
-    import torch
-
-    f, h, w = np.meshgrid(np.arange(frames), np.arange(height), np.arange(width), indexing="ij")
-    bounds = []
-    for axis, scale in zip((f, h, w), VIDEO_SCALE):
-        start, end = axis.reshape(-1) * scale, (axis.reshape(-1) + 1) * scale
-        bounds.append(np.stack([start, end], axis=-1).astype(np.float32))
-    bounds[0] = np.clip(bounds[0] + 1 - VIDEO_SCALE[0], 0, None) / FPS
-    grid = np.broadcast_to(np.stack(bounds)[None], (batch, 3, frames * height * width, 2))
-    return torch.from_numpy(grid.copy()).to(torch.bfloat16)
-
-
-def audio_positions(batch: int, tokens: int) -> np.ndarray:
-    start = np.arange(tokens, dtype=np.float32) * AUDIO_SECONDS_PER_TOKEN
-    grid = np.stack([start, start + AUDIO_SECONDS_PER_TOKEN], axis=-1)[None, None]
-    return np.broadcast_to(grid, (batch, 1, tokens, 2)).astype(np.float32)
-
-
 def make_inputs(config: dict, batch: int = 1, grid=(3, 2, 3), audio_tokens: int = 7, text_tokens: int = 6,
                 sigma: float = 0.7, seed: int = 0) -> tuple[Inputs, Inputs]:
     t = config["transformer"]
@@ -112,14 +89,14 @@ def make_inputs(config: dict, batch: int = 1, grid=(3, 2, 3), audio_tokens: int 
         latent=rng.standard_normal((batch, n, t["in_channels"]), dtype=np.float32),
         sigma=sigmas,
         timesteps=np.full((batch, n, 1), sigma, dtype=np.float32),
-        positions=video_positions(batch, *grid),
+        positions=RT.video_positions(batch, *grid),
         context=rng.standard_normal((batch, text_tokens, video_ctx), dtype=np.float32),
     )
     audio = Inputs(
         latent=rng.standard_normal((batch, audio_tokens, t.get("audio_in_channels", 128)), dtype=np.float32),
         sigma=sigmas * 0.9,
         timesteps=np.full((batch, audio_tokens, 1), sigma * 0.9, dtype=np.float32),
-        positions=audio_positions(batch, audio_tokens),
+        positions=RT.audio_positions(batch, audio_tokens),
         context=rng.standard_normal((batch, text_tokens, audio_ctx), dtype=np.float32),
     )
     return video, audio

@@ -11,6 +11,9 @@ import numpy as np
 from ltx_ane.reference import randomize_parameters, require_reference
 
 TRANSFORMER_PREFIX = "model.diffusion_model."
+VIDEO_SCALE = (8, 32, 32)  # latent -> pixel strides (frames, height, width)
+FPS = 24.0
+AUDIO_SECONDS_PER_TOKEN = 0.04  # 25 audio latents per second
 
 
 def build_transformer(config: dict, seed: int = 0, device: str = "cpu", dtype=None):
@@ -23,8 +26,8 @@ def build_transformer(config: dict, seed: int = 0, device: str = "cpu", dtype=No
 
     dtype = dtype or torch.float32
     with torch.device("meta"):
-        model = LTXModelConfigurator.from_config(config)
-    model = model.to_empty(device=device).to(dtype).eval()
+        model = LTXModelConfigurator.from_config(config).to(dtype)
+    model = model.to_empty(device=device).eval()
     if device == "cpu":
         randomize_parameters(model, torch.Generator().manual_seed(seed))
     else:
@@ -98,3 +101,25 @@ def torch_perturbations(skips: list[list[tuple[str, list[int] | None]]]):
     return BatchedPerturbationConfig(
         [PerturbationConfig([Perturbation(PerturbationType(kind), blocks) for kind, blocks in item]) for item in skips]
     )
+
+
+def video_positions(batch: int, frames: int, height: int, width: int):
+    """(B, 3, T, 2) bf16 torch tensor of [start, end) pixel bounds as ltx-core's ``VideoLatentTools`` builds them:
+    time in seconds with the causal fix on frame 0, rounded to bf16 as the pipelines pass them."""
+    import torch
+
+    f, h, w = np.meshgrid(np.arange(frames), np.arange(height), np.arange(width), indexing="ij")
+    bounds = []
+    for axis, scale in zip((f, h, w), VIDEO_SCALE):
+        start = axis.reshape(-1) * scale
+        bounds.append(np.stack([start, start + scale], axis=-1).astype(np.float32))
+    bounds[0] = np.clip(bounds[0] + 1 - VIDEO_SCALE[0], 0, None) / FPS
+    grid = np.broadcast_to(np.stack(bounds)[None], (batch, 3, frames * height * width, 2))
+    return torch.from_numpy(grid.copy()).to(torch.bfloat16)
+
+
+def audio_positions(batch: int, tokens: int) -> np.ndarray:
+    """(B, 1, T, 2) float32 [start, end) seconds of the audio latents."""
+    start = np.arange(tokens, dtype=np.float32) * AUDIO_SECONDS_PER_TOKEN
+    grid = np.stack([start, start + AUDIO_SECONDS_PER_TOKEN], axis=-1)[None, None]
+    return np.broadcast_to(grid, (batch, 1, tokens, 2)).astype(np.float32)
