@@ -1,0 +1,194 @@
+"""One audio-video transformer block, as ltx-core's ``BasicAVTransformerBlock``.
+
+Order: video self-attention, video text cross-attention, the same for audio, then audio<->video cross-attention
+(both directions read the norms of the streams taken once, before either update), then the feed-forwards.
+Residual gates, shifts and scales come from the block's scale-shift tables plus the per-token AdaLN output.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import mlx.core as mx
+import mlx.nn as nn
+
+from ltx_ane.models.transformer.attention import Attention
+from ltx_ane.models.transformer.config import TransformerConfig
+from ltx_ane.models.transformer.perturbations import BatchedPerturbationConfig, PerturbationType
+
+
+@dataclass(frozen=True)
+class TransformerArgs:
+    """One modality's prepared block inputs (ltx-core's ``TransformerArgs``)."""
+
+    x: mx.array
+    context: mx.array
+    context_mask: mx.array | None
+    timesteps: mx.array  # (B, T or 1, coefficient * D) AdaLN output
+    embedded_timestep: mx.array  # (B, T or 1, D)
+    positional_embeddings: tuple[mx.array, mx.array]
+    cross_positional_embeddings: tuple[mx.array, mx.array] | None
+    cross_scale_shift_timestep: mx.array | None  # (B, 1, 4 * D), from the other modality's sigma
+    cross_gate_timestep: mx.array | None  # (B, 1, D)
+    enabled: bool
+    prompt_timestep: mx.array | None = None  # (B, 1, 2 * D), LTX-2.3 text cross-attention AdaLN
+    self_attention_mask: mx.array | None = None  # (B, 1, T, T) additive
+
+
+def rms_norm(x: mx.array, eps: float) -> mx.array:
+    return mx.fast.rms_norm(x, None, eps)
+
+
+def ada_values(table: mx.array, timestep: mx.array, indices: slice) -> list[mx.array]:
+    """Rows ``indices`` of a (n, D) scale-shift table plus the matching slices of a (B, T, n * D) AdaLN output."""
+    b, t, _ = timestep.shape
+    n = table.shape[0]
+    values = table[indices][None, None].astype(timestep.dtype) + timestep.reshape(b, t, n, -1)[:, :, indices]
+    return [values[:, :, i] for i in range(values.shape[2])]
+
+
+def av_cross_ada_values(table: mx.array, scale_shift: mx.array, gate: mx.array, indices: slice):
+    """(scale, shift, gate) for one direction of the audio<->video attention; rows 0-3 scale/shift, row 4 gate."""
+    scale, shift = ada_values(table[:4], scale_shift, indices)
+    (gate,) = ada_values(table[4:], gate, slice(None))
+    return scale, shift, gate
+
+
+class FeedForward(nn.Module):
+    """Linear (x4), GELU (tanh), Linear; ``net.0.proj`` and ``net.2`` as in the checkpoint."""
+
+    def __init__(self, dim: int, dim_out: int, mult: int = 4):
+        super().__init__()
+        self.net = [GELUApprox(dim, dim * mult), nn.Identity(), nn.Linear(dim * mult, dim_out)]
+
+    def __call__(self, x: mx.array) -> mx.array:
+        for layer in self.net:
+            x = layer(x)
+        return x
+
+
+class GELUApprox(nn.Module):
+    def __init__(self, dim_in: int, dim_out: int):
+        super().__init__()
+        self.proj = nn.Linear(dim_in, dim_out)
+
+    def __call__(self, x: mx.array) -> mx.array:
+        return nn.gelu_approx(self.proj(x))
+
+
+class BasicAVTransformerBlock(nn.Module):
+    def __init__(self, idx: int, config: TransformerConfig):
+        super().__init__()
+        c = config
+        self.idx, self.norm_eps = idx, c.norm_eps
+        self.cross_attention_adaln = c.cross_attention_adaln
+
+        def attention(query_dim, context_dim, heads, dim_head):
+            return Attention(query_dim, context_dim, heads, dim_head, c.norm_eps, c.rope_type, c.apply_gated_attention)
+
+        video_heads, audio_heads = c.num_attention_heads, c.audio_num_attention_heads
+        self.attn1 = attention(c.inner_dim, None, video_heads, c.attention_head_dim)
+        self.attn2 = attention(c.inner_dim, c.cross_attention_dim, video_heads, c.attention_head_dim)
+        self.ff = FeedForward(c.inner_dim, c.inner_dim)
+        self.scale_shift_table = mx.zeros((c.adaln_coefficient, c.inner_dim))
+
+        self.audio_attn1 = attention(c.audio_inner_dim, None, audio_heads, c.audio_attention_head_dim)
+        self.audio_attn2 = attention(c.audio_inner_dim, c.audio_cross_attention_dim, audio_heads, c.audio_attention_head_dim)
+        self.audio_ff = FeedForward(c.audio_inner_dim, c.audio_inner_dim)
+        self.audio_scale_shift_table = mx.zeros((c.adaln_coefficient, c.audio_inner_dim))
+
+        # Q from video, K/V from audio (and the reverse), at the audio width and head count.
+        self.audio_to_video_attn = attention(c.inner_dim, c.audio_inner_dim, audio_heads, c.audio_attention_head_dim)
+        self.video_to_audio_attn = attention(c.audio_inner_dim, c.inner_dim, audio_heads, c.audio_attention_head_dim)
+        self.scale_shift_table_a2v_ca_audio = mx.zeros((5, c.audio_inner_dim))
+        self.scale_shift_table_a2v_ca_video = mx.zeros((5, c.inner_dim))
+
+        if c.cross_attention_adaln:
+            self.prompt_scale_shift_table = mx.zeros((2, c.inner_dim))
+            self.audio_prompt_scale_shift_table = mx.zeros((2, c.audio_inner_dim))
+
+    def _self_attention(self, attn, table, x, args: TransformerArgs, perturbations, kind: PerturbationType):
+        shift, scale, gate = ada_values(table, args.timesteps, slice(0, 3))
+        normed = rms_norm(x, self.norm_eps) * (1 + scale) + shift
+        all_perturbed = perturbations.all_in_batch(kind, self.idx)
+        partly = perturbations.any_in_batch(kind, self.idx) and not all_perturbed
+        mask = perturbations.mask_like(kind, self.idx, x) if partly else None
+        out = attn(normed, pe=args.positional_embeddings, mask=args.self_attention_mask,
+                   perturbation_mask=mask, all_perturbed=all_perturbed)
+        return x + out * gate
+
+    def _text_cross_attention(self, attn, table, prompt_table, x, args: TransformerArgs):
+        if not self.cross_attention_adaln:
+            return x + attn(rms_norm(x, self.norm_eps), context=args.context, mask=args.context_mask)
+        shift_q, scale_q, gate = ada_values(table, args.timesteps, slice(6, 9))
+        b = x.shape[0]
+        prompt = prompt_table[None, None].astype(x.dtype) + args.prompt_timestep.reshape(b, -1, 2, x.shape[-1])
+        shift_kv, scale_kv = prompt[:, :, 0], prompt[:, :, 1]
+        query = rms_norm(x, self.norm_eps) * (1 + scale_q) + shift_q
+        context = args.context * (1 + scale_kv) + shift_kv
+        return x + attn(query, context=context, mask=args.context_mask) * gate
+
+    def _feed_forward(self, ff, table, x, args: TransformerArgs):
+        shift, scale, gate = ada_values(table, args.timesteps, slice(3, 6))
+        return x + ff(rms_norm(x, self.norm_eps) * (1 + scale) + shift) * gate
+
+    def __call__(
+        self,
+        video: TransformerArgs | None,
+        audio: TransformerArgs | None,
+        perturbations: BatchedPerturbationConfig | None = None,
+    ) -> tuple[TransformerArgs | None, TransformerArgs | None]:
+        if video is None and audio is None:
+            raise ValueError("at least one of video or audio must be given")
+        if perturbations is None:
+            perturbations = BatchedPerturbationConfig.empty((video or audio).x.shape[0])
+        vx = video.x if video is not None else None
+        ax = audio.x if audio is not None else None
+        run_vx = video is not None and video.enabled and vx.size > 0
+        run_ax = audio is not None and audio.enabled and ax.size > 0
+        # A disabled modality still serves as the other's keys and values.
+        run_a2v = run_vx and audio is not None and ax.size > 0
+        run_v2a = run_ax and video is not None and vx.size > 0
+
+        if run_vx:
+            vx = self._self_attention(self.attn1, self.scale_shift_table, vx, video, perturbations,
+                                      PerturbationType.SKIP_VIDEO_SELF_ATTN)
+            vx = self._text_cross_attention(self.attn2, self.scale_shift_table,
+                                            getattr(self, "prompt_scale_shift_table", None), vx, video)
+        if run_ax:
+            ax = self._self_attention(self.audio_attn1, self.audio_scale_shift_table, ax, audio, perturbations,
+                                      PerturbationType.SKIP_AUDIO_SELF_ATTN)
+            ax = self._text_cross_attention(self.audio_attn2, self.audio_scale_shift_table,
+                                            getattr(self, "audio_prompt_scale_shift_table", None), ax, audio)
+
+        if run_a2v or run_v2a:
+            vx_norm, ax_norm = rms_norm(vx, self.norm_eps), rms_norm(ax, self.norm_eps)
+            if run_a2v and not perturbations.all_in_batch(PerturbationType.SKIP_A2V_CROSS_ATTN, self.idx):
+                vx = vx + self._av_cross(
+                    self.audio_to_video_attn, video, audio, vx_norm, ax_norm,
+                    (self.scale_shift_table_a2v_ca_video, self.scale_shift_table_a2v_ca_audio), slice(0, 2),
+                    perturbations.mask_like(PerturbationType.SKIP_A2V_CROSS_ATTN, self.idx, vx))
+            if run_v2a and not perturbations.all_in_batch(PerturbationType.SKIP_V2A_CROSS_ATTN, self.idx):
+                ax = ax + self._av_cross(
+                    self.video_to_audio_attn, audio, video, ax_norm, vx_norm,
+                    (self.scale_shift_table_a2v_ca_audio, self.scale_shift_table_a2v_ca_video), slice(2, 4),
+                    perturbations.mask_like(PerturbationType.SKIP_V2A_CROSS_ATTN, self.idx, ax))
+
+        if run_vx:
+            vx = self._feed_forward(self.ff, self.scale_shift_table, vx, video)
+        if run_ax:
+            ax = self._feed_forward(self.audio_ff, self.audio_scale_shift_table, ax, audio)
+        return (replace(video, x=vx) if video is not None else None,
+                replace(audio, x=ax) if audio is not None else None)
+
+    @staticmethod
+    def _av_cross(attn, query: TransformerArgs, source: TransformerArgs, query_norm, source_norm, tables, rows, keep):
+        """The residual one modality (query) takes from the other (source), gated, times the isolation mask."""
+        query_table, source_table = tables
+        scale_q, shift_q, gate = av_cross_ada_values(
+            query_table, query.cross_scale_shift_timestep, query.cross_gate_timestep, rows)
+        scale_s, shift_s, _ = av_cross_ada_values(
+            source_table, source.cross_scale_shift_timestep, source.cross_gate_timestep, rows)
+        out = attn(query_norm * (1 + scale_q) + shift_q, context=source_norm * (1 + scale_s) + shift_s,
+                   pe=query.cross_positional_embeddings, k_pe=source.cross_positional_embeddings)
+        return out * gate * keep

@@ -1,0 +1,178 @@
+"""The audio-video transformer (ltx-core's ``LTXModel``, audio-video type) and its ``X0Model`` wrapper.
+
+Attribute paths equal the checkpoint keys under ``model.diffusion_model.``. Inputs are ``Modality`` records;
+``model(video, audio, perturbations)`` returns the two velocities (None for a modality not given).
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import mlx.core as mx
+import mlx.nn as nn
+
+from ltx_ane.models.transformer.block import BasicAVTransformerBlock, TransformerArgs
+from ltx_ane.models.transformer.config import TransformerConfig
+from ltx_ane.models.transformer.embeddings import AdaLayerNormSingle, PixArtAlphaTextProjection
+from ltx_ane.models.transformer.modality import Modality
+from ltx_ane.models.transformer.perturbations import BatchedPerturbationConfig
+from ltx_ane.models.transformer.rope import precompute_freqs_cis
+
+# Attribute-name prefix of each modality's own modules.
+PREFIX = {"video": "", "audio": "audio_"}
+
+
+class LTXModel(nn.Module):
+    def __init__(self, config: TransformerConfig):
+        super().__init__()
+        self.config = c = config
+        for side, dim, in_channels, out_channels in (
+            ("video", c.inner_dim, c.in_channels, c.out_channels),
+            ("audio", c.audio_inner_dim, c.audio_in_channels, c.audio_out_channels),
+        ):
+            p = PREFIX[side]
+            setattr(self, f"{p}patchify_proj", nn.Linear(in_channels, dim))
+            if c.has_caption_projection:
+                setattr(self, f"{p}caption_projection", PixArtAlphaTextProjection(c.caption_channels, dim))
+            setattr(self, f"{p}adaln_single", AdaLayerNormSingle(dim, c.adaln_coefficient))
+            if c.cross_attention_adaln:
+                setattr(self, f"{p}prompt_adaln_single", AdaLayerNormSingle(dim, 2))
+            setattr(self, f"{p}scale_shift_table", mx.zeros((2, dim)))
+            setattr(self, f"{p}proj_out", nn.Linear(dim, out_channels))
+        self.av_ca_video_scale_shift_adaln_single = AdaLayerNormSingle(c.inner_dim, 4)
+        self.av_ca_audio_scale_shift_adaln_single = AdaLayerNormSingle(c.audio_inner_dim, 4)
+        self.av_ca_a2v_gate_adaln_single = AdaLayerNormSingle(c.inner_dim, 1)
+        self.av_ca_v2a_gate_adaln_single = AdaLayerNormSingle(c.audio_inner_dim, 1)
+        self.transformer_blocks = [BasicAVTransformerBlock(i, c) for i in range(c.num_layers)]
+
+    def __call__(
+        self,
+        video: Modality | None,
+        audio: Modality | None,
+        perturbations: BatchedPerturbationConfig | None = None,
+    ) -> tuple[mx.array | None, mx.array | None]:
+        video_args = self.prepare("video", video, audio) if video is not None else None
+        audio_args = self.prepare("audio", audio, video) if audio is not None else None
+        for block in self.transformer_blocks:
+            video_args, audio_args = block(video_args, audio_args, perturbations)
+        return (
+            self.process_output("video", video_args) if video_args is not None else None,
+            self.process_output("audio", audio_args) if audio_args is not None else None,
+        )
+
+    def _module(self, side: str, name: str):
+        return getattr(self, PREFIX[side] + name)
+
+    def _side_geometry(self, side: str) -> tuple[int, int, tuple[int, ...]]:
+        c = self.config
+        if side == "video":
+            return c.inner_dim, c.num_attention_heads, c.positional_embedding_max_pos
+        return c.audio_inner_dim, c.audio_num_attention_heads, c.audio_positional_embedding_max_pos
+
+    def _rope(self, positions, dim, heads, max_pos, dtype):
+        c = self.config
+        return precompute_freqs_cis(
+            positions, dim, dtype, c.positional_embedding_theta, max_pos, heads, c.rope_type, c.double_precision_rope
+        )
+
+    def embed_timesteps(self, side: str, timesteps: mx.array, batch: int, dtype) -> tuple[mx.array, mx.array]:
+        """(B, T[, 1]) per-token timesteps -> (B, T, coefficient * D) modulation, (B, T, D) embedded timestep."""
+        scaled = (timesteps * self.config.timestep_scale_multiplier).flatten()
+        modulation, embedded = self._module(side, "adaln_single")(scaled, dtype)
+        return modulation.reshape(batch, -1, modulation.shape[-1]), embedded.reshape(batch, -1, embedded.shape[-1])
+
+    def project_context(self, side: str, context: mx.array) -> mx.array:
+        """The text features as the blocks read them (19B projects them here; LTX-2.3 already did)."""
+        if self.config.has_caption_projection:
+            context = self._module(side, "caption_projection")(context)
+        return context
+
+    def prepare(self, side: str, modality: Modality, cross: Modality | None) -> TransformerArgs:
+        """ltx-core's ``(MultiModal)TransformerArgsPreprocessor.prepare`` for one modality."""
+        c = self.config
+        dim, heads, max_pos = self._side_geometry(side)
+        dtype = modality.latent.dtype
+        x = self._module(side, "patchify_proj")(modality.latent)
+        b = x.shape[0]
+        timesteps, embedded = self.embed_timesteps(side, modality.timesteps, b, dtype)
+        prompt_timestep = None
+        if c.cross_attention_adaln:
+            sigma = (modality.sigma * c.timestep_scale_multiplier).flatten()
+            prompt_timestep = self._module(side, "prompt_adaln_single")(sigma, dtype)[0].reshape(b, -1, 2 * dim)
+        context = self.project_context(side, modality.context).reshape(b, -1, dim)
+        args = TransformerArgs(
+            x=x,
+            context=context,
+            context_mask=context_bias(modality.context_mask, dtype),
+            timesteps=timesteps,
+            embedded_timestep=embedded,
+            positional_embeddings=self._rope(modality.positions, dim, heads, max_pos, dtype),
+            cross_positional_embeddings=None,
+            cross_scale_shift_timestep=None,
+            cross_gate_timestep=None,
+            enabled=modality.enabled,
+            prompt_timestep=prompt_timestep,
+            self_attention_mask=self_attention_bias(modality.attention_mask, dtype),
+        )
+        if cross is None:
+            return args
+        # The cross-modal AdaLN reads the *other* modality's scalar sigma; its gate is rescaled by
+        # av_ca_timestep_scale_multiplier (1000 in the released files: the gate sees sigma x 1000 too).
+        sigma = mx.broadcast_to(cross.sigma.reshape(-1, 1), (b, 1)) * c.timestep_scale_multiplier
+        scale_shift = getattr(self, f"av_ca_{side}_scale_shift_adaln_single")(sigma.flatten(), dtype)[0]
+        gate_adaln = self.av_ca_a2v_gate_adaln_single if side == "video" else self.av_ca_v2a_gate_adaln_single
+        gate_factor = c.av_ca_timestep_scale_multiplier / c.timestep_scale_multiplier
+        gate = gate_adaln(sigma.flatten() * gate_factor, dtype)[0]
+        return replace(
+            args,
+            cross_positional_embeddings=self._rope(
+                modality.positions[:, 0:1], c.audio_cross_attention_dim, heads, (c.cross_pe_max_pos,), dtype
+            ),
+            cross_scale_shift_timestep=scale_shift.reshape(b, -1, scale_shift.shape[-1]),
+            cross_gate_timestep=gate.reshape(b, -1, gate.shape[-1]),
+        )
+
+    def process_output(self, side: str, args: TransformerArgs) -> mx.array:
+        table = self._module(side, "scale_shift_table")
+        values = table[None, None].astype(args.x.dtype) + args.embedded_timestep[:, :, None]
+        shift, scale = values[:, :, 0], values[:, :, 1]
+        x = mx.fast.layer_norm(args.x, None, None, self.config.norm_eps)
+        return self._module(side, "proj_out")(x * (1 + scale) + shift)
+
+
+class X0Model(nn.Module):
+    """Denoised latents ``latent - velocity * timesteps`` per token (float32 arithmetic, latent dtype out)."""
+
+    def __init__(self, velocity_model: LTXModel):
+        super().__init__()
+        self.velocity_model = velocity_model
+
+    def __call__(self, video: Modality | None, audio: Modality | None,
+                 perturbations: BatchedPerturbationConfig | None = None):
+        vx, ax = self.velocity_model(video, audio, perturbations)
+        return (
+            to_denoised(video.latent, vx, video.timesteps) if vx is not None else None,
+            to_denoised(audio.latent, ax, audio.timesteps) if ax is not None else None,
+        )
+
+
+def to_denoised(latent: mx.array, velocity: mx.array, timesteps: mx.array) -> mx.array:
+    timesteps = timesteps.reshape(*timesteps.shape[:2], 1).astype(mx.float32)
+    return (latent.astype(mx.float32) - velocity.astype(mx.float32) * timesteps).astype(latent.dtype)
+
+
+def context_bias(context_mask: mx.array | None, dtype) -> mx.array | None:
+    """A (B, S) keep-mask -> (B, 1, 1, S) additive bias (0 or -max); a float mask is already a bias."""
+    if context_mask is None or mx.issubdtype(context_mask.dtype, mx.floating):
+        return context_mask
+    bias = (context_mask.astype(dtype) - 1) * mx.finfo(dtype).max
+    return bias.reshape(context_mask.shape[0], 1, -1, context_mask.shape[-1])
+
+
+def self_attention_bias(attention_mask: mx.array | None, dtype) -> mx.array | None:
+    """(B, T, T) attention weights in [0, 1] -> (B, 1, T, T) additive log bias; 0 -> the dtype's lowest value."""
+    if attention_mask is None:
+        return None
+    finfo = mx.finfo(dtype)
+    log = mx.log(mx.maximum(attention_mask, finfo.smallest_normal)).astype(dtype)
+    return mx.where(attention_mask > 0, log, mx.array(finfo.min, dtype=dtype))[:, None]
