@@ -112,12 +112,19 @@ _STATISTIC_RULES = (("std-of-means", "std"), ("mean-of-means", "mean"))
 def randomize(model, dtype, seed: int = 0) -> None:
     """Real-architecture random weights, reproducible from ``seed``: matrices and kernels fan-in uniform (the
     scale of torch's default init), 1-D weights (norm scales) near 1, other vectors small; latent statistics
-    plausible (means near 0, stds in [0.5, 1.5])."""
+    plausible (means near 0, stds in [0.5, 1.5]). Evaluated in groups of about 2^28 values, so a 19B model never
+    exists in float32 at once."""
     import mlx.core as mx
     from mlx.utils import tree_flatten, tree_unflatten
 
     key = mx.random.key(seed)
-    params = []
+    group, count = [], 0
+
+    def flush():
+        model.update(tree_unflatten(group))
+        mx.eval([v for _, v in group])
+        group.clear()
+
     for name, p in tree_flatten(model.parameters()):
         key, sub = mx.random.split(key)
         kind = next((k for suffix, k in _STATISTIC_RULES if name.endswith(suffix)), None)
@@ -132,9 +139,13 @@ def randomize(model, dtype, seed: int = 0) -> None:
             value = 1 + 0.1 * mx.random.normal(p.shape, key=sub)
         else:
             value = 0.05 * mx.random.normal(p.shape, key=sub)
-        params.append((name, value.astype(dtype)))
-    model.update(tree_unflatten(params))
-    mx.eval(model.parameters())
+        group.append((name, value.astype(dtype)))
+        count += p.size
+        if count >= 2**28:
+            flush()
+            count = 0
+    if group:
+        flush()
 
 
 def resolve_config(source: Source, wanted_prefix: str, fallback: Callable[[Path | None], dict],
