@@ -18,9 +18,9 @@ _BASE_SHIFT_TOKENS = 1024
 _MAX_SHIFT_TOKENS = 4096
 
 
-def _check_steps(steps: int) -> None:
-    if steps < 1:
-        raise LtxAneError(f"the number of denoising steps must be at least 1, got {steps}")
+def _check_steps(steps: int, minimum: int = 1) -> None:
+    if steps < minimum:
+        raise LtxAneError(f"the number of denoising steps must be at least {minimum}, got {steps}")
 
 
 def ltx2_sigmas(
@@ -34,13 +34,16 @@ def ltx2_sigmas(
     """``LTX2Scheduler``: a linear grid shifted by the video token count and stretched so the last sigma > 0 is
     ``terminal``. The one-stage and two-stage dev pipelines pass no latent (4,096 tokens); the HQ pipeline passes its
     stage-1 latent, ``tokens = F * h * w``."""
-    _check_steps(steps)
-    # float32 throughout, in ltx-core's order of operations, so the schedule matches to the last bit or two.
+    # The stretch needs two non-zero sigmas; with one, ltx-core's result depends on rounding (0.1 or NaN).
+    _check_steps(steps, minimum=2)
+    # float32 in ltx-core's order of operations (torch evaluates ``scalar / tensor`` as ``scalar * (1 / tensor)``).
+    # torch's CPU linspace rounds differently by SIMD width (an ulp here and there); the exact grid rounded once
+    # is as close as any.
     sigmas = np.linspace(1.0, 0.0, steps + 1, dtype=np.float32)
     slope = (max_shift - base_shift) / (_MAX_SHIFT_TOKENS - _BASE_SHIFT_TOKENS)
-    shift = tokens * slope + (base_shift - slope * _BASE_SHIFT_TOKENS)
+    shift = np.float32(math.exp(tokens * slope + (base_shift - slope * _BASE_SHIFT_TOKENS)))
     with np.errstate(divide="ignore"):
-        shifted = np.float32(math.exp(shift)) / (np.float32(math.exp(shift)) + (np.float32(1) / sigmas - np.float32(1)))
+        shifted = shift * (np.float32(1) / (shift + (np.float32(1) / sigmas - np.float32(1))))
     sigmas = np.where(sigmas != 0, shifted, np.float32(0)).astype(np.float32)
     if stretch:
         nonzero = sigmas != 0
