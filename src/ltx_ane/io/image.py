@@ -22,16 +22,17 @@ DEFAULT_IMAGE_CRF = 33
 
 
 def read_image(path: str | Path) -> np.ndarray:
-    """(H, W, 3) uint8 RGB; an alpha channel is dropped as ltx-pipelines does (no compositing)."""
+    """(H, W, 3) uint8 RGB. RGB(A) pixels are taken as stored, alpha dropped without compositing (ltx-pipelines);
+    other modes (grey, palette, CMYK) are converted to RGB first."""
     try:
         with Image.open(path) as image:
+            if image.mode not in ("RGB", "RGBA"):
+                image = image.convert("RGB")
             pixels = np.array(image)
     except FileNotFoundError:
         raise LtxAneError(f"image not found: {path}") from None
     except (UnidentifiedImageError, OSError) as e:
         raise LtxAneError(f"cannot read image {path}: {e}") from None
-    if pixels.ndim != 3 or pixels.shape[2] < 3:
-        raise LtxAneError(f"image {path} is not RGB (array shape {pixels.shape})")
     return np.ascontiguousarray(pixels[..., :3])
 
 
@@ -55,29 +56,44 @@ def h264_round_trip(pixels: np.ndarray, crf: int = DEFAULT_IMAGE_CRF) -> np.ndar
     return decoded.to_ndarray(format="rgb24")
 
 
+def _fused_multiply_add(a: np.ndarray, b: np.ndarray, c: np.ndarray) -> np.ndarray:
+    """float32 ``a * b + c`` rounded once, as the FMA instructions torch's CPU kernel compiles to (the float32
+    product is exact in float64)."""
+    return (a.astype(np.float64) * b.astype(np.float64) + c.astype(np.float64)).astype(np.float32)
+
+
 def _bilinear_axis(src: int, dst: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Source indices and weights of torch's bilinear resize (align_corners=False) along one axis, in float32."""
-    scale = np.float32(src) / np.float32(dst)
-    position = np.maximum((np.arange(dst, dtype=np.float32) + np.float32(0.5)) * scale - np.float32(0.5), 0)
-    low = np.minimum(position.astype(np.int64), src - 1)
+    scale = np.full(dst, np.float32(src) / np.float32(dst), dtype=np.float32)
+    centres = np.arange(dst, dtype=np.float32) + np.float32(0.5)
+    position = np.maximum(_fused_multiply_add(scale, centres, np.full(dst, -0.5, np.float32)), np.float32(0))
+    low = np.minimum(np.floor(position).astype(np.int64), src - 1)
     high = np.minimum(low + 1, src - 1)
-    weight_high = (position - low).astype(np.float32)
+    weight_high = np.clip(position - low.astype(np.float32), 0, 1).astype(np.float32)
     return low, high, weight_high
 
 
+def _lerp(low: np.ndarray, high: np.ndarray, weight_high: np.ndarray) -> np.ndarray:
+    weight_high = np.broadcast_to(weight_high, low.shape)
+    return _fused_multiply_add(low, np.float32(1) - weight_high, high * weight_high)
+
+
 def resize_and_center_crop(pixels: np.ndarray, height: int, width: int) -> np.ndarray:
-    """(H, W, 3) -> float32 (height, width, 3): scale to cover the target (ceil), bilinear, crop the middle."""
+    """(H, W, 3) -> float32 (height, width, 3): scale to cover the target (ceil), bilinear, crop the middle.
+
+    Bit-equal to torch's generic CPU kernel, which ltx-pipelines hits whenever the resized height + width exceed
+    128 (every video size); torch's vectorized kernel for smaller outputs rounds differently in the last bit.
+    """
     src_h, src_w = pixels.shape[:2]
     scale = max(height / src_h, width / src_w)
     new_h, new_w = math.ceil(src_h * scale), math.ceil(src_w * scale)
     image = pixels.astype(np.float32)
     rows_low, rows_high, row_weight = _bilinear_axis(src_h, new_h)
     cols_low, cols_high, col_weight = _bilinear_axis(src_w, new_w)
-    row_weight, col_weight = row_weight[:, None, None], col_weight[None, :, None]
-    one = np.float32(1)
-    top = image[rows_low][:, cols_low] * (one - col_weight) + image[rows_low][:, cols_high] * col_weight
-    bottom = image[rows_high][:, cols_low] * (one - col_weight) + image[rows_high][:, cols_high] * col_weight
-    resized = (one - row_weight) * top + row_weight * bottom
+    col_weight = col_weight[None, :, None]
+    top = _lerp(image[rows_low][:, cols_low], image[rows_low][:, cols_high], col_weight)
+    bottom = _lerp(image[rows_high][:, cols_low], image[rows_high][:, cols_high], col_weight)
+    resized = _lerp(top, bottom, row_weight[:, None, None])
     top_crop, left_crop = (new_h - height) // 2, (new_w - width) // 2
     return resized[top_crop : top_crop + height, left_crop : left_crop + width]
 
