@@ -1,12 +1,9 @@
 """Guiders against ltx-core's, and the multi-modal guided denoise against ltx-pipelines'
 ``multi_modal_guider_factory_denoising_func`` driven by a fake transformer."""
 
-import math
-
 import mlx.core as mx
-import numpy as np
 import pytest
-from sampling_util import assert_close, to_mx, to_torch, torch
+from sampling_util import assert_close, to_torch, torch
 
 from ltx_ane.errors import LtxAneError
 from ltx_ane.sampling import (
@@ -37,7 +34,7 @@ def _predictions(count, shape=(1, 12, 8), seed=0, dtype=mx.float32):
         (CFGStarRescalingGuider(4.0), "CFGStarRescalingGuider", {"scale": 4.0}),
         (STGGuider(1.5), "STGGuider", {"scale": 1.5}),
         (APGGuider(5.0, eta=0.6), "LtxAPGGuider", {"scale": 5.0, "eta": 0.6}),
-        (APGGuider(5.0, eta=1.2, norm_threshold=3.0), "LtxAPGGuider", {"scale": 5.0, "eta": 1.2, "norm_threshold": 3.0}),
+        (APGGuider(5.0, 1.2, norm_threshold=3.0), "LtxAPGGuider", {"scale": 5.0, "eta": 1.2, "norm_threshold": 3.0}),
     ],
 )
 def test_guider_deltas_match_ltx_core(ours, ref_name, kwargs):
@@ -79,12 +76,14 @@ def test_multimodal_guider_matches_ltx_core(params, dtype):
 
     ours, ref = MultiModalGuider(params), RefGuider(_ref_params(params))
     predictions = _predictions(4, dtype=dtype)
+    rel = 1e-5 if dtype == mx.float32 else 1e-2
     out = ours.calculate(*predictions)
-    expected = ref.calculate(*(to_torch(p) for p in predictions))
     assert out.dtype == dtype
-    assert_close(out, expected, rel=1e-5 if dtype == mx.float32 else 1e-2)
+    assert_close(out, ref.calculate(*(to_torch(p) for p in predictions)), rel)
     # passes that were not run are 0.0 on both sides
-    assert_close(ours.calculate(predictions[0], 0.0, predictions[2], 0.0), ref.calculate(to_torch(predictions[0]), 0.0, to_torch(predictions[2]), 0.0), rel=1e-5 if dtype == mx.float32 else 1e-2)
+    cond, perturbed = predictions[0], predictions[2]
+    expected = ref.calculate(to_torch(cond), 0.0, to_torch(perturbed), 0.0)
+    assert_close(ours.calculate(cond, 0.0, perturbed, 0.0), expected, rel)
     for method in ("do_unconditional_generation", "do_perturbed_generation", "do_isolated_modality_generation"):
         assert getattr(ours, method)() == getattr(ref, method)()
 
@@ -115,11 +114,19 @@ def test_sigma_binned_factory_matches_ltx_core():
 # A deterministic stand-in transformer: a fixed function of latent, sigma, text context, perturbations and the
 # modality's enabled flag, so any difference in which passes run, and how, shows in the guided result.
 CONTEXTS = {("video", False): 0.2, ("video", True): -0.4, ("audio", False): 0.1, ("audio", True): -0.3}
-PERTURBATION_CODES = {"skip_video_self_attn": 1.0, "skip_audio_self_attn": 2.0, "skip_a2v_cross_attn": 3.0, "skip_v2a_cross_attn": 5.0}
+PERTURBATION_CODES = {
+    "skip_video_self_attn": 1.0,
+    "skip_audio_self_attn": 2.0,
+    "skip_a2v_cross_attn": 3.0,
+    "skip_v2a_cross_attn": 5.0,
+}
 
 
 def _perturbation_code(perturbations) -> float:
-    return sum(PERTURBATION_CODES[kind] * (1 + sum(blocks) if blocks is not None else 0.5) for kind, blocks in perturbations)
+    return sum(
+        PERTURBATION_CODES[kind] * (0.5 if blocks is None else 1 + sum(blocks))
+        for kind, blocks in perturbations
+    )
 
 
 def _fake_x0(latent, sigma, context, code, enabled, lib):
@@ -138,10 +145,10 @@ def _ref_transformer(video, audio, perturbations):
 
 
 def _forward(video_state, audio_state, sigma, guidance_pass):
-    code = _perturbation_code(guidance_pass.perturbations)
+    code, negative = _perturbation_code(guidance_pass.perturbations), guidance_pass.negative
     return (
-        _fake_x0(video_state.latent, sigma, CONTEXTS["video", guidance_pass.negative], code, guidance_pass.video_enabled, mx),
-        _fake_x0(audio_state.latent, sigma, CONTEXTS["audio", guidance_pass.negative], code, guidance_pass.audio_enabled, mx),
+        _fake_x0(video_state.latent, sigma, CONTEXTS["video", negative], code, guidance_pass.video_enabled, mx),
+        _fake_x0(audio_state.latent, sigma, CONTEXTS["audio", negative], code, guidance_pass.audio_enabled, mx),
     )
 
 

@@ -14,7 +14,8 @@ def _write_image(path, height, width, mode="RGB", seed=0):
     """A smooth gradient with some texture, so the H.264 round trip actually changes pixels."""
     rng = np.random.default_rng(seed)
     y, x = np.mgrid[0:height, 0:width]
-    pixels = np.stack([x * 255 / width, y * 255 / height, (x + y) % 64 * 4], axis=-1) + rng.normal(0, 12, (height, width, 3))
+    pixels = np.stack([x * 255 / width, y * 255 / height, (x + y) % 64 * 4], axis=-1)
+    pixels = pixels + rng.normal(0, 12, (height, width, 3))
     pixels = np.clip(pixels, 0, 255).astype(np.uint8)
     if mode == "RGBA":
         pixels = np.concatenate([pixels, np.full((height, width, 1), 128, np.uint8)], axis=-1)
@@ -35,7 +36,13 @@ def test_h264_round_trip_is_the_pipelines(tmp_path):
 
 @pytest.mark.parametrize(
     ("source", "target"),
-    [((45, 67), (64, 96)), ((120, 90), (128, 64)), ((64, 96), (64, 96)), ((300, 200), (96, 160)), ((720, 1280), (512, 768))],
+    [
+        ((45, 67), (64, 96)),
+        ((120, 90), (128, 64)),
+        ((64, 96), (64, 96)),
+        ((300, 200), (96, 160)),
+        ((720, 1280), (512, 768)),
+    ],
     ids=["upscale-odd", "tall-crop", "same", "wide-crop", "720p-to-512x768"],
 )
 @pytest.mark.parametrize("mode", ["RGB", "RGBA"])

@@ -26,7 +26,9 @@ def _ref_audio_tools(shape):
     return RefAudioLatentTools(AudioPatchifier(patch_size=1), RefShape(*shape))
 
 
-@pytest.mark.parametrize(("frames", "height", "width", "fps"), [(121, 512, 768, 24.0), (9, 96, 64, 25.0), (1, 32, 32, 30.0)])
+@pytest.mark.parametrize(
+    ("frames", "height", "width", "fps"), [(121, 512, 768, 24.0), (9, 96, 64, 25.0), (1, 32, 32, 30.0)]
+)
 def test_shapes_match_ltx_core(frames, height, width, fps):
     from ltx_core.types import AudioLatentShape as RefAudioShape
     from ltx_core.types import VideoLatentShape as RefVideoShape
@@ -47,17 +49,21 @@ def test_patchify_round_trips_match_ltx_core():
     ref_tokens = VideoLatentPatchifier(1).patchify(to_torch(video))
     assert_equal(patchify_video(video), ref_tokens)
     shape = VideoLatentShape(2, 6, 3, 4, 5)
-    assert_equal(unpatchify_video(patchify_video(video), shape), VideoLatentPatchifier(1).unpatchify(ref_tokens, RefVideoShape(*shape)))
+    ref_video = VideoLatentPatchifier(1).unpatchify(ref_tokens, RefVideoShape(*shape))
+    assert_equal(unpatchify_video(patchify_video(video), shape), ref_video)
     assert_equal(unpatchify_video(patchify_video(video), shape), to_torch(video))
 
     audio = mx.random.normal((2, 8, 7, 16), key=mx.random.key(1))
     ref_tokens = AudioPatchifier(1).patchify(to_torch(audio))
     assert_equal(patchify_audio(audio), ref_tokens)
-    assert_equal(unpatchify_audio(patchify_audio(audio), 8, 16), AudioPatchifier(1).unpatchify(ref_tokens, RefAudioShape(2, 8, 7, 16)))
+    ref_audio = AudioPatchifier(1).unpatchify(ref_tokens, RefAudioShape(2, 8, 7, 16))
+    assert_equal(unpatchify_audio(patchify_audio(audio), 8, 16), ref_audio)
 
 
 @pytest.mark.parametrize("dtype", [mx.float32, mx.bfloat16])
-@pytest.mark.parametrize(("shape", "fps"), [((1, 4, 16, 3, 5), 24.0), ((2, 4, 3, 2, 2), 25.0), ((1, 4, 5, 2, 3), 23.976)])
+@pytest.mark.parametrize(
+    ("shape", "fps"), [((1, 4, 16, 3, 5), 24.0), ((2, 4, 3, 2, 2), 25.0), ((1, 4, 5, 2, 3), 23.976)]
+)
 def test_video_initial_state_and_positions_match_ltx_core(shape, fps, dtype):
     """Positions: [start, end) pixel bounds, the causal fix for frame 0, / fps, then rounded to the state dtype
     (113/24 s becomes 4.71875 in bf16)."""
@@ -100,7 +106,8 @@ def test_clear_conditioning_and_unpatchify_match_ltx_core():
         attention_mask=torch.rand(1, 23, 23, generator=torch.Generator().manual_seed(2)),
     )
     state = tools.initial_state(mx.float32)
-    state = type(state)(*(to_mx(getattr(ref_state, name)) for name in ("latent", "denoise_mask", "positions", "clean_latent", "attention_mask")))
+    fields = ("latent", "denoise_mask", "positions", "clean_latent", "attention_mask")
+    state = type(state)(*(to_mx(getattr(ref_state, name)) for name in fields))
     cleared = tools.clear_conditioning(state)
     ref_cleared = ref_tools.clear_conditioning(ref_state)
     assert_state_matches(cleared, ref_cleared)
@@ -108,9 +115,11 @@ def test_clear_conditioning_and_unpatchify_match_ltx_core():
 
     audio_shape = (1, 8, 5, 16)
     audio_tools, ref_audio_tools = AudioLatentTools(AudioLatentShape(*audio_shape)), _ref_audio_tools(audio_shape)
-    ref_audio = ref_audio_tools.create_initial_state("cpu", torch.float32, torch.randn(audio_shape, generator=torch.Generator().manual_seed(3)))
+    initial_audio = torch.randn(audio_shape, generator=torch.Generator().manual_seed(3))
+    ref_audio = ref_audio_tools.create_initial_state("cpu", torch.float32, initial_audio)
     audio = audio_tools.initial_state(mx.float32, to_mx(ref_audio_tools.unpatchify(ref_audio).latent))
-    assert_state_matches(audio_tools.unpatchify(audio_tools.clear_conditioning(audio)), ref_audio_tools.unpatchify(ref_audio_tools.clear_conditioning(ref_audio)))
+    ref_audio = ref_audio_tools.unpatchify(ref_audio_tools.clear_conditioning(ref_audio))
+    assert_state_matches(audio_tools.unpatchify(audio_tools.clear_conditioning(audio)), ref_audio)
 
 
 def test_initial_latent_of_the_wrong_shape_is_an_error():

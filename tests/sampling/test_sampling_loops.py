@@ -54,8 +54,9 @@ def test_res2s_pieces_match_ltx_pipelines():
     sample, denoised = (mx.random.normal((1, 10, 6), key=mx.random.key(i)) for i in range(2))
     noise = mx.random.normal((1, 10, 6), key=mx.random.key(2))
     for sigma, sigma_next in ((0.9, 0.7), (0.42, 0.0011), (0.5, 0.0)):
+        sigmas = torch.tensor([sigma, sigma_next], dtype=torch.float64)
         ref = Res2sDiffusionStep().step(
-            to_torch(sample).double(), to_torch(denoised).double(), torch.tensor([sigma, sigma_next], dtype=torch.float64), 0, to_torch(noise).double()
+            to_torch(sample).double(), to_torch(denoised).double(), sigmas, 0, to_torch(noise).double()
         )
         assert_close(res2s_sde_step(sample, denoised, sigma, sigma_next, noise), ref)
 
@@ -91,7 +92,11 @@ def _states():
     audio_noise = mx.random.normal((1, AUDIO_SHAPE.frames, 16), key=keys[3])
     # a stage-2-like audio state: the carried latent re-noised at the first stage-2 sigma
     audio = noised_state(
-        audio_tools, mx.float32, lambda s, scale: add_noise(s, audio_noise, scale), noise_scale=0.909375, initial_latent=initial_audio
+        audio_tools,
+        mx.float32,
+        lambda s, scale: add_noise(s, audio_noise, scale),
+        noise_scale=0.909375,
+        initial_latent=initial_audio,
     )
     return video, audio
 
@@ -108,7 +113,9 @@ def _as_ref_state(state):
     )
 
 
-@pytest.mark.parametrize("sigmas", [DISTILLED_SIGMAS, STAGE_2_SIGMAS, ltx2_sigmas(12)], ids=["distilled", "stage2", "ltx2-12"])
+@pytest.mark.parametrize(
+    "sigmas", [DISTILLED_SIGMAS, STAGE_2_SIGMAS, ltx2_sigmas(12)], ids=["distilled", "stage2", "ltx2-12"]
+)
 def test_euler_loop_matches_ltx_pipelines(sigmas):
     from ltx_core.components.diffusion_steps import EulerDiffusionStep
     from ltx_pipelines.utils.samplers import euler_denoising_loop
@@ -118,7 +125,11 @@ def test_euler_loop_matches_ltx_pipelines(sigmas):
     assert [s.index for s in steps] == list(range(len(sigmas) - 1))
     assert {s.total for s in steps} == {len(sigmas) - 1}
     ref_video, ref_audio = euler_denoising_loop(
-        torch.tensor(np.asarray(sigmas, dtype=np.float32)), _as_ref_state(video), _as_ref_state(audio), EulerDiffusionStep(), _ref_fake_denoise
+        torch.tensor(np.asarray(sigmas, dtype=np.float32)),
+        _as_ref_state(video),
+        _as_ref_state(audio),
+        EulerDiffusionStep(),
+        _ref_fake_denoise,
     )
     assert_close(steps[-1].video.latent, ref_video.latent)
     assert_close(steps[-1].audio.latent, ref_audio.latent)
@@ -127,7 +138,9 @@ def test_euler_loop_matches_ltx_pipelines(sigmas):
 
 
 @pytest.mark.parametrize(
-    "sigmas", [ltx2_sigmas(4, tokens=VIDEO_SHAPE.token_count()), STAGE_2_SIGMAS, (0.8, 0.5, 0.2)], ids=["hq-4", "stage2", "no-zero"]
+    "sigmas",
+    [ltx2_sigmas(4, tokens=VIDEO_SHAPE.token_count()), STAGE_2_SIGMAS, (0.8, 0.5, 0.2)],
+    ids=["hq-4", "stage2", "no-zero"],
 )
 def test_res2s_loop_matches_ltx_pipelines(sigmas):
     """The same pre-drawn SDE noise on both sides: ltx-pipelines' ``new_noise_fn`` tells its step generator (seed 1)
@@ -186,4 +199,5 @@ def test_run_to_end_returns_the_last_states():
     video, audio = _states()
     final_video, final_audio = run_to_end(euler_loop(DISTILLED_SIGMAS, video, audio, _fake_denoise))
     last = list(euler_loop(DISTILLED_SIGMAS, video, audio, _fake_denoise))[-1]
-    assert mx.array_equal(final_video.latent, last.video.latent) and mx.array_equal(final_audio.latent, last.audio.latent)
+    assert mx.array_equal(final_video.latent, last.video.latent)
+    assert mx.array_equal(final_audio.latent, last.audio.latent)

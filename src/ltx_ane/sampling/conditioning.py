@@ -91,7 +91,8 @@ class AppendKeyframe:
 
     def apply(self, state: LatentState, tools: VideoLatentTools) -> LatentState:
         if not 0 <= self.frame_index < tools.shape.pixel_frames:
-            raise LtxAneError(f"keyframe index {self.frame_index} is outside the video's frames 0-{tools.shape.pixel_frames - 1}")
+            last = tools.shape.pixel_frames - 1
+            raise LtxAneError(f"keyframe index {self.frame_index} is outside the video's frames 0-{last}")
         _check_spatial_match(self.latent, tools.shape)
         tokens = patchify_video(self.latent)
         batch, num_new = tokens.shape[:2]
@@ -108,8 +109,9 @@ class AppendKeyframe:
             # an existing mask with ones) in the keyframe's dtype.
             weight = 1.0 if self.attention_strength is None else self.attention_strength
             dtype = self.latent.dtype if self.attention_strength is None else latent.dtype
+            cross = mx.full((batch, num_new), weight)
             attention_mask = build_attention_mask(
-                attention_mask, tools.shape.token_count(), num_new, state.latent.shape[1], mx.full((batch, num_new), weight)
+                attention_mask, tools.shape.token_count(), num_new, state.latent.shape[1], cross
             ).astype(dtype)
         return LatentState(
             latent=latent,

@@ -212,7 +212,12 @@ def guidance_passes(video: MultiModalGuider, audio: MultiModalGuider, step: int)
         if audio.do_perturbed_generation():
             perturbations.append(("skip_audio_self_attn", _blocks(audio.params.stg_blocks)))
         passes.append(
-            GuidancePass("perturbed", perturbations=tuple(perturbations), video_enabled=not video_skip, audio_enabled=not audio_skip)
+            GuidancePass(
+                "perturbed",
+                perturbations=tuple(perturbations),
+                video_enabled=not video_skip,
+                audio_enabled=not audio_skip,
+            )
         )
     if video.do_isolated_modality_generation() or audio.do_isolated_modality_generation():
         passes.append(
@@ -235,7 +240,9 @@ def guided_denoise(
     None: the video one). A modality whose guider skips the step reuses its previous guided x0."""
     last: list[tuple[mx.array, mx.array] | None] = [None]
 
-    def denoise(video_state: LatentState, audio_state: LatentState, sigma: float, step: int) -> tuple[mx.array, mx.array]:
+    def denoise(
+        video_state: LatentState, audio_state: LatentState, sigma: float, step: int
+    ) -> tuple[mx.array, mx.array]:
         video = video_factory.build_from_sigma(sigma)
         audio = (audio_factory or video_factory).build_from_sigma(sigma)
         passes = guidance_passes(video, audio, step)

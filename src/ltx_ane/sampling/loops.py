@@ -21,6 +21,7 @@ from ltx_ane.sampling.steppers import euler_step, res2s_coefficients, res2s_sde_
 
 DenoiseFn = Callable[[LatentState, LatentState, float, int], tuple[mx.array, mx.array]]
 NoiseFn = Callable[[tuple[int, ...]], mx.array]
+Sigmas = mx.array | Sequence[float]
 
 # res2s cannot step to sigma 0 (its log step size would be infinite): it steps to this sigma instead and finishes with
 # one plain denoise there.
@@ -56,12 +57,12 @@ def noised_state(
     return noiser(state, noise_scale)
 
 
-def _float_list(sigmas: mx.array | list[float] | tuple[float, ...]) -> list[float]:
+def _float_list(sigmas: Sigmas) -> list[float]:
     """Sigma values as Python floats holding the float32 values the reference loops index."""
     return [float(s) for s in np.asarray(sigmas, dtype=np.float32)]
 
 
-def euler_loop(sigmas, video: LatentState, audio: LatentState, denoise: DenoiseFn) -> Iterator[LoopStep]:
+def euler_loop(sigmas: Sigmas, video: LatentState, audio: LatentState, denoise: DenoiseFn) -> Iterator[LoopStep]:
     """First-order loop: one model call per step (distilled, one-stage, two-stage, keyframe pipelines)."""
     values = _float_list(sigmas)
     total = len(values) - 1
@@ -102,7 +103,7 @@ class Res2sNoise:
 
 
 def res2s_loop(
-    sigmas,
+    sigmas: Sigmas,
     video: LatentState,
     audio: LatentState,
     denoise: DenoiseFn,
@@ -129,7 +130,9 @@ def res2s_loop(
         values = values[:-1] + [float(np.float32(RES2S_FINAL_SIGMA)), 0.0]
     total = full_steps + (1 if finishes_at_zero else 0)
 
-    def inject(state: LatentState, anchor: mx.array, target: mx.array, sigma: float, sigma_next: float, noise) -> mx.array:
+    def inject(
+        state: LatentState, anchor: mx.array, target: mx.array, sigma: float, sigma_next: float, noise: NoiseFn
+    ) -> mx.array:
         noised = res2s_sde_step(anchor, target, sigma, sigma_next, noise(tuple(anchor.shape)))
         return blend_clean(noised, state)
 

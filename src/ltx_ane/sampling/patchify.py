@@ -36,9 +36,8 @@ class VideoLatentShape(NamedTuple):
     def from_pixels(
         frames: int, height: int, width: int, batch: int = 1, channels: int = VIDEO_LATENT_CHANNELS
     ) -> VideoLatentShape:
-        return VideoLatentShape(
-            batch, channels, (frames - 1) // VIDEO_TIME_SCALE + 1, height // VIDEO_SPACE_SCALE, width // VIDEO_SPACE_SCALE
-        )
+        latent_frames = (frames - 1) // VIDEO_TIME_SCALE + 1
+        return VideoLatentShape(batch, channels, latent_frames, height // VIDEO_SPACE_SCALE, width // VIDEO_SPACE_SCALE)
 
     @property
     def pixel_frames(self) -> int:

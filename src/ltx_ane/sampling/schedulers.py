@@ -54,7 +54,8 @@ def ltx2_sigmas(
 
 
 def linear_quadratic_sigmas(steps: int, threshold_noise: float = 0.025, linear_steps: int | None = None) -> mx.array:
-    """``LinearQuadraticScheduler``: linear from 1 to 1 - ``threshold_noise`` over half the steps, then quadratic to 0."""
+    """``LinearQuadraticScheduler``: linear from 1 to 1 - ``threshold_noise`` over half the steps, then
+    quadratic to 0."""
     _check_steps(steps)
     if steps == 1:
         return mx.array([1.0, 0.0], dtype=mx.float32)

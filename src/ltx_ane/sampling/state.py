@@ -50,7 +50,8 @@ class VideoLatentTools:
     fps: float
 
     def initial_state(self, dtype: mx.Dtype, initial_latent: mx.array | None = None) -> LatentState:
-        """A zero (or ``initial_latent``) state to be denoised everywhere; positions rounded to ``dtype`` as ltx-core."""
+        """A zero (or ``initial_latent``) state to be denoised everywhere; positions rounded to ``dtype`` as in
+        ltx-core."""
         if initial_latent is None:
             initial_latent = mx.zeros(tuple(self.shape), dtype=dtype)
         _check_initial_latent(initial_latent, tuple(self.shape))
