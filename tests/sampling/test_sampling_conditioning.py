@@ -171,7 +171,7 @@ def test_noise_of_the_wrong_shape_is_an_error():
 @pytest.mark.parametrize(
     ("make", "message"),
     [
-        (lambda: ReplaceLatentFrame(_image(0, mx.float32), strength=1.5), r"image strength must be in \[0, 1\], got 1.5"),
+        (lambda: ReplaceLatentFrame(_image(0, mx.float32), 1.5), r"image strength must be in \[0, 1\], got 1.5"),
         (lambda: AppendKeyframe(_image(0, mx.float32), 8, strength=-0.1), r"keyframe strength must be in \[0, 1\]"),
         (lambda: AppendKeyframe(_image(0, mx.float32), 8, 1.0, attention_strength=2.0), "attention strength"),
     ],

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import mlx.core as mx
 
@@ -88,7 +88,7 @@ class APGGuider:
 class MultiModalGuiderParams:
     cfg_scale: float = 1.0
     stg_scale: float = 0.0
-    stg_blocks: tuple[int, ...] | None = field(default_factory=tuple)  # None: every block
+    stg_blocks: tuple[int, ...] | None = ()  # None: every block
     rescale_scale: float = 0.0
     modality_scale: float = 1.0  # isolated-modality (A2V / V2A off) guidance
     skip_step: int = 0  # >0: only every (skip_step + 1)-th step runs the model, the others reuse the last x0
