@@ -30,13 +30,14 @@ class Rendered:
     throughput: object = None  # scheduler.Throughput of the decode when several backends ran
 
 
-def decoder_statistics(decoder) -> LatentStatistics:
-    """The VAE's own latent statistics: upscalers wrapped in them produce latents the same VAE decodes."""
+def latent_statistics(vae_part) -> LatentStatistics:
+    """The VAE's latent statistics (held by its decoder and its encoder alike): upscalers wrapped in them produce
+    latents the same VAE decodes."""
     import mlx.core as mx
 
     return LatentStatistics(
-        mean=np.array(decoder.per_channel_statistics["mean-of-means"].astype(mx.float32)),
-        std=np.array(decoder.per_channel_statistics["std-of-means"].astype(mx.float32)),
+        mean=np.array(vae_part.per_channel_statistics["mean-of-means"].astype(mx.float32)),
+        std=np.array(vae_part.per_channel_statistics["std-of-means"].astype(mx.float32)),
     )
 
 
@@ -78,7 +79,7 @@ def render(latent: np.ndarray, decoder, upscalers=(), tile=None, pick: Callable 
 
     info = info if info is not None else Rendered()
     check_latent(latent.shape, decoder.config.latent_channels)
-    latent = upsample_steps(np.asarray(latent, dtype=np.float32), upscalers, decoder_statistics(decoder), pick, info, log)
+    latent = upsample_steps(np.asarray(latent, dtype=np.float32), upscalers, latent_statistics(decoder), pick, info, log)
     f, h, w = latent.shape[2:]
     # The profile is keyed by the tile actually run: a requested tile larger than the grid shrinks to it.
     run_tile = tuple(min(t, g) for t, g in zip(tile or (f, h, w), (f, h, w)))

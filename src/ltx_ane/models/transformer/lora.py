@@ -65,3 +65,17 @@ def fuse_loras(weights: dict[str, mx.array], loras: Sequence[tuple[str | Path, f
             deltas[key] = deltas[key] + delta if key in deltas else delta
     for key, delta in deltas.items():
         weights[key] = (weights[key].astype(mx.float32) + delta).astype(dtype)
+
+
+def fuse_loras_into(model, loras: Sequence[tuple[str | Path, float]]) -> None:
+    """Fuse LoRAs into an already loaded, unquantised model (the two-stage pipelines' stage 2 adds the distilled
+    LoRA to the stage-1 weights instead of reading 40 GB again)."""
+    from mlx.utils import tree_flatten, tree_unflatten
+
+    weights = dict(tree_flatten(model.parameters()))
+    if any(name.endswith(".scales") for name in weights):
+        raise LtxAneError("LoRAs cannot be fused into a quantised transformer; load it again with the LoRA")
+    fused = dict(weights)
+    fuse_loras(fused, loras, next(iter(weights.values())).dtype)
+    model.update(tree_unflatten([(name, value) for name, value in fused.items() if value is not weights[name]]))
+    mx.eval(model.parameters())
