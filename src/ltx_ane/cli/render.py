@@ -40,7 +40,7 @@ class BackendContext:
     """The profile and packages of one command, and the per-component choice (printed as it is made)."""
 
     def __init__(self, args, log=print):
-        from ltx_ane.runtime.backends import load_profile
+        from ltx_ane.runtime.profile import load_profile
 
         self.args, self.log = args, log
         self.profile = load_profile(args.profile) if args.profile else load_profile()
