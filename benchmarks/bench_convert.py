@@ -46,7 +46,7 @@ VARIANTS = {
 
 def run_one(job: dict) -> dict:
     """In the child: convert, inspect, and report (never raises: errors are results too)."""
-    from ltx_ane.coreml.convert import CONVERTERS, ConvertOptions, TileShape
+    from ltx_ane.coreml.convert import ConvertOptions, TileShape, convert
     from ltx_ane.coreml.graph import inspect_package
     from ltx_ane.coreml.rewrites import Variant
     from ltx_ane.errors import LtxAneError
@@ -55,7 +55,8 @@ def run_one(job: dict) -> dict:
     out = {"job": job["name"], "component": job["component"], "config": job["config"], "variant": job["variant"], "tiles": job["tiles"]}
     start = time.perf_counter()
     try:
-        result = CONVERTERS[job["component"]](
+        result = convert(
+            job["component"],
             Source(config_file=job["config"], random_weights=True),
             [TileShape.parse(t) for t in job["tiles"]],
             job["out_dir"],

@@ -10,6 +10,8 @@ import pytest
 import torch
 
 from ltx_ane.runtime import backends as B
+from ltx_ane.runtime import profile as P
+from ltx_ane.runtime.coreml_backend import CoreMLBackend
 from ltx_ane.models.config import load_preset
 from ltx_ane.errors import LtxAneError
 from ltx_ane.models.loading import Source
@@ -20,7 +22,7 @@ from tests.vae_util import small_config, write_vae
 
 def write_profile(path, entries):
     path.write_text(json.dumps({"entries": entries}))
-    return B.load_profile(path)
+    return P.load_profile(path)
 
 
 def entry(backend, passed=True, seconds=1.0, component="decoder", tile=(2, 2, 2), **extra):
@@ -44,22 +46,21 @@ def test_parse_spec():
 
 def test_profile_reading(tmp_path, monkeypatch):
     monkeypatch.setenv("LTX_ANE_CACHE", str(tmp_path / "cache"))
-    assert B.load_profile() is None  # no default profile: not an error
+    assert P.load_profile() is None  # no default profile: not an error
     with pytest.raises(LtxAneError, match="does not exist"):
-        B.load_profile(tmp_path / "missing.json")
+        P.load_profile(tmp_path / "missing.json")
     bad = tmp_path / "bad.json"
     for text, match in (("{", "cannot read"), ('{"x": 1}', "entries"), ('{"entries": [{"component": "vae"}]}', "component"),
                         ('{"entries": [{"component": "decoder", "tile": [1], "backend": "mlx"}]}', "tile")):
         bad.write_text(text)
         with pytest.raises(LtxAneError, match=match):
-            B.load_profile(bad)
+            P.load_profile(bad)
 
 
 def test_reads_what_the_bench_writes(tmp_path):
-    from ltx_ane.bench.profile import write_profile as bench_write
-
-    path = bench_write({"entries": [entry("coreml:CPU_AND_NE", seconds=0.5), entry("mlx", seconds=0.9)]}, tmp_path / "p.json")
-    profile = B.load_profile(path)
+    rows = [{**entry("coreml:CPU_AND_NE", seconds=0.5), "status": "ok"}, {**entry("mlx", seconds=0.9), "status": "ok"}]
+    path = P.write_profile(P.profile_from_rows(rows, {}), tmp_path / "p.json")
+    profile = P.load_profile(path)
     assert profile.choose("decoder", (2, 2, 2)).backend == "coreml:CPU_AND_NE"
     assert profile.choose("decoder", (3, 2, 2)) is None
 
@@ -147,7 +148,7 @@ def test_decoder_backends_agree(vae):
     assert mlx_out.shape == (1, 9, 64, 96, 3)
     torch_out = B.build(B.Choice("decoder", ["torch"], "t"), decoder)[0](x)
     ref = B.torch_from_mlx(decoder, "decoder")
-    coreml = B.CoreMLBackend(AneRunner(ref, "decoder", [(2, 16, 2, 3)]), "decoder")
+    coreml = CoreMLBackend(AneRunner(ref, "decoder", [(2, 16, 2, 3)]), "decoder")
     assert coreml.supports(x.shape) and not coreml.supports((1, 3, 2, 3, 16)) and not coreml.any_shape
     for out in (torch_out, coreml(x)):
         assert np.abs(out - mlx_out).max() <= 1e-4 * np.abs(mlx_out).max()
@@ -171,11 +172,11 @@ def test_coreml_parity_gate_and_component_are_checked(vae):
     decoder = load_decoder(Source(checkpoint=str(vae)), "fp32")
     ref = B.torch_from_mlx(decoder, "decoder")
     with pytest.raises(LtxAneError, match="failed its parity gate"):
-        B.CoreMLBackend(AneRunner(ref, "decoder", [], psnr="12.5"), "decoder")
+        CoreMLBackend(AneRunner(ref, "decoder", [], psnr="12.5"), "decoder")
     with pytest.raises(LtxAneError, match="holds the decoder, not the encoder"):
-        B.CoreMLBackend(AneRunner(ref, "decoder", []), "encoder")
+        CoreMLBackend(AneRunner(ref, "decoder", []), "encoder")
     with pytest.raises(LtxAneError, match="no chosen backend takes"):
-        B.keep_supported([B.CoreMLBackend(AneRunner(ref, "decoder", []), "decoder")], (1, 2, 2, 2, 16))
+        B.keep_supported([CoreMLBackend(AneRunner(ref, "decoder", []), "decoder")], (1, 2, 2, 2, 16))
 
 
 @pytest.mark.parametrize("kind", ["spatial", "temporal"])
@@ -192,7 +193,7 @@ def test_upscaler_backends_agree(kind):
     x = np.random.default_rng(3).standard_normal((1, 16, 2, 3, 2)).astype(np.float32)
     a = B.MLXBackend(model, kind, stats)(x)
     torch_backend = B.build(B.Choice(kind, ["torch"], "t"), model, stats)[0]
-    ane = B.CoreMLBackend(AneRunner(torch_backend.module, kind, [(2, 16, 3, 2)]), kind, stats)
+    ane = CoreMLBackend(AneRunner(torch_backend.module, kind, [(2, 16, 3, 2)]), kind, stats)
     assert a.shape == ((1, 16, 2, 6, 4) if kind == "spatial" else (1, 16, 3, 3, 2))
     for out in (torch_backend(x), ane(x)):
         assert np.abs(out - a).max() <= 1e-4 * np.abs(a).max()

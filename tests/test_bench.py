@@ -9,10 +9,16 @@ import sys
 
 import pytest
 
-from ltx_ane.bench import profile as P
-from ltx_ane.bench import runner as R
+from ltx_ane.bench import settings as S
+from ltx_ane.runtime import profile as P
 from ltx_ane.cli.main import main
 from ltx_ane.errors import LtxAneError
+
+
+def best_backend(profile, component, tile):
+    """The backend ``--backend auto`` picks from a profile for this component and tile, or None."""
+    entry = profile.choose(component, tuple(tile))
+    return entry.backend if entry else None
 
 
 @pytest.fixture(scope="module")
@@ -52,17 +58,13 @@ def test_core_ml_rows_are_marked_as_needing_macos(tiny_run):
 
 def test_profile_is_written_and_read(tiny_run):
     tmp, result = tiny_run
-    prof = P.read_profile(tmp / "profile.json")
-    assert {(e["component"], tuple(e["tile"])) for e in prof["entries"]} == {("decoder", (2, 3, 3)), ("temporal", (2, 2, 2))}
+    prof = P.load_profile(tmp / "profile.json")
+    assert {(e.component, e.tile) for e in prof.entries} == {("decoder", (2, 3, 3)), ("temporal", (2, 2, 2))}
     fastest = min((r for r in result["rows"] if r["component"] == "decoder" and r["status"] == "ok"),
                   key=lambda r: r["median_s"])
-    assert P.best_backend(prof, "decoder", [2, 3, 3]) == fastest["backend"]
-    assert P.best_backend(prof, "decoder", [3, 2, 2]) is None
-    assert P.best_backend(prof, "encoder", (2, 2, 2)) is None
-    # The pipeline's reader (issue 6) accepts the same file.
-    backends = pytest.importorskip("ltx_ane.runtime.backends")
-    loaded = backends.load_profile(tmp / "profile.json")
-    assert loaded.choose("decoder", (2, 3, 3)).backend == fastest["backend"]
+    assert best_backend(prof, "decoder", [2, 3, 3]) == fastest["backend"]
+    assert best_backend(prof, "decoder", [3, 2, 2]) is None
+    assert best_backend(prof, "encoder", (2, 2, 2)) is None
 
 
 def test_plots_or_a_note_when_matplotlib_is_missing(tiny_run, tmp_path, monkeypatch):
@@ -86,32 +88,31 @@ def test_profile_rows_pick_the_fastest_passing_backend(tmp_path):
         {"component": "spatial", "tile": [1, 2, 2], "backend": "mlx", "status": "ok", "median_s": 0.1, "passed_parity": False},
     ]
     prof = P.profile_from_rows(rows, {"chip": "X"})
-    assert P.best_backend(prof, "decoder", (2, 2, 2)) == "torch"
-    assert P.best_backend(prof, "spatial", (1, 2, 2)) is None  # measured, rejected: kept with passed_parity false
-    assert [e["passed_parity"] for e in prof["entries"] if e["component"] == "spatial"] == [False]
+    assert best_backend(prof, "decoder", (2, 2, 2)) == "torch"
+    assert best_backend(prof, "spatial", (1, 2, 2)) is None  # measured, rejected: kept with passed_parity false
+    assert [e.passed_parity for e in prof.entries if e.component == "spatial"] == [False]
     path = P.write_profile(prof, tmp_path / "p.json")
-    assert P.read_profile(path)["entries"] == prof["entries"]
+    assert P.load_profile(path).entries == prof.entries
     newer = P.profile_from_rows([{**rows[1], "tile": [3, 2, 2]}], {"chip": "X"})
-    merged = P.merge_profiles(P.read_profile(path), newer)
-    assert P.best_backend(merged, "decoder", (2, 2, 2)) == "torch" and P.best_backend(merged, "decoder", (3, 2, 2)) == "mlx"
-    assert P.merge_profiles(prof, P.profile_from_rows([], {"chip": "Y"}))["entries"] == []
-    assert P.best_backend(None, "decoder", (2, 2, 2)) is None
-    assert P.read_profile(tmp_path / "absent.json") is None
+    merged = P.merge_profiles(P.load_profile(path), newer)
+    assert best_backend(merged, "decoder", (2, 2, 2)) == "torch" and best_backend(merged, "decoder", (3, 2, 2)) == "mlx"
+    assert P.merge_profiles(prof, P.profile_from_rows([], {"chip": "Y"})).entries == []
+    assert P.load_profile(tmp_path / "absent.json", must_exist=False) is None
     (tmp_path / "bad.json").write_text('{"entries": [{"component": "vae"}]}')
-    with pytest.raises(LtxAneError, match="entry 0 is malformed"):
-        P.read_profile(tmp_path / "bad.json")
+    with pytest.raises(LtxAneError, match="entry 0: component 'vae' is not one of"):
+        P.load_profile(tmp_path / "bad.json")
 
 
 def test_backend_selection():
-    assert R.expand_backends(["coreml", "mlx", "coreml:CPU_AND_NE"]) == (
+    assert S.expand_backends(["coreml", "mlx", "coreml:CPU_AND_NE"]) == (
         "coreml:CPU_AND_NE", "coreml:CPU_AND_GPU", "coreml:ALL", "mlx")
-    assert R.unavailable_reason("coreml:CPU_AND_NE", platform="linux").startswith("needs macOS")
-    assert R.unavailable_reason("mlx") is None
+    assert S.unavailable_reason("coreml:CPU_AND_NE", platform="linux").startswith("needs macOS")
+    assert S.unavailable_reason("mlx") is None
     with pytest.raises(LtxAneError, match="unknown backend"):
-        R.expand_backends(["metal"])
-    assert R.parse_sizes(["2x3x4", "decoder:1x2x2"], ["decoder", "spatial"]) == {
+        S.expand_backends(["metal"])
+    assert S.parse_sizes(["2x3x4", "decoder:1x2x2"], ["decoder", "spatial"]) == {
         "decoder": [(2, 3, 4), (1, 2, 2)], "spatial": [(2, 3, 4)]}
-    assert R.auto_device_profile() in R.DEVICE_PROFILES
+    assert S.auto_device_profile() in S.DEVICE_PROFILES
 
 
 def test_flops_match_the_reference_table():

@@ -10,7 +10,7 @@ pytest.importorskip("ltx_core")
 
 from coreml_util import small_upscaler, write_json  # noqa: E402
 
-from ltx_ane.coreml.convert import ConvertOptions, TileShape, convert_temporal, read_metadata  # noqa: E402
+from ltx_ane.coreml.convert import ConvertOptions, TileShape, convert, read_metadata  # noqa: E402
 from ltx_ane.coreml.graph import inspect_package  # noqa: E402
 from ltx_ane.errors import LtxAneError  # noqa: E402
 from ltx_ane.models.loading import Source  # noqa: E402
@@ -28,8 +28,8 @@ def options(mode):
 
 def test_int8_two_functions_half_size_weights_once(source, tmp_path):
     tiles = [TileShape.parse("9x64x64"), TileShape.parse("17x64x64")]
-    plain = convert_temporal(source, tiles[:1], tmp_path, options=options(None))
-    int8 = convert_temporal(source, tiles, tmp_path, options=options("int8"))
+    plain = convert("temporal", source, tiles[:1], tmp_path, options=options(None))
+    int8 = convert("temporal", source, tiles, tmp_path, options=options("int8"))
     report = inspect_package(int8.path)
     assert len(report.functions) == 2
     assert "constexpr_blockwise_shift_scale" in report.functions[0].op_counts
@@ -42,8 +42,8 @@ def test_int8_two_functions_half_size_weights_once(source, tmp_path):
 
 
 def test_palette4_is_smaller_and_less_exact(source, tmp_path):
-    int8 = convert_temporal(source, [TileShape.parse("9x64x64")], tmp_path, options=options("int8"))
-    pal4 = convert_temporal(source, [TileShape.parse("9x64x64")], tmp_path, options=options("palette4"))
+    int8 = convert("temporal", source, [TileShape.parse("9x64x64")], tmp_path, options=options("int8"))
+    pal4 = convert("temporal", source, [TileShape.parse("9x64x64")], tmp_path, options=options("palette4"))
     assert "constexpr_lut_to_dense" in inspect_package(pal4.path).functions[0].op_counts
     assert pal4.size_bytes < int8.size_bytes
     assert pal4.compressed_psnr_db < int8.compressed_psnr_db

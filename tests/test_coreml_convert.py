@@ -27,10 +27,7 @@ from ltx_ane.coreml.convert import (  # noqa: E402
     TileShape,
     build_component,
     cache_key,
-    convert_decoder,
-    convert_encoder,
-    convert_spatial,
-    convert_temporal,
+    convert,
     plan_component,
     read_metadata,
 )
@@ -62,13 +59,13 @@ def packages(configs, tmp_path_factory):
     out = tmp_path_factory.mktemp("packages")
     tile = [TileShape.parse("9x64x64")]
     return {
-        "decoder": convert_decoder(Source(config_file=configs["ltx23"], random_weights=True), tile + [TileShape.parse("17x64x96")], out, options=QUIET),
-        "encoder": convert_encoder(Source(config_file=configs["ltx2"], random_weights=True), tile, out, options=QUIET),
-        "spatial": convert_spatial(Source(config_file=configs["spatial"], random_weights=True), tile, out, options=QUIET),
-        "temporal": convert_temporal(Source(config_file=configs["temporal"], random_weights=True), tile, out, options=QUIET),
+        "decoder": convert("decoder", Source(config_file=configs["ltx23"], random_weights=True), tile + [TileShape.parse("17x64x96")], out, options=QUIET),
+        "encoder": convert("encoder", Source(config_file=configs["ltx2"], random_weights=True), tile, out, options=QUIET),
+        "spatial": convert("spatial", Source(config_file=configs["spatial"], random_weights=True), tile, out, options=QUIET),
+        "temporal": convert("temporal", Source(config_file=configs["temporal"], random_weights=True), tile, out, options=QUIET),
         # The other form of every rewrite: three summed convs, reshape/transpose depth-to-space, the plain norms.
-        "decoder-split": convert_decoder(Source(config_file=configs["ltx2"], random_weights=True), tile, out, ALTERNATE, QUIET),
-        "encoder-split": convert_encoder(Source(config_file=configs["ltx23"], random_weights=True), tile, out, ALTERNATE, QUIET),
+        "decoder-split": convert("decoder", Source(config_file=configs["ltx2"], random_weights=True), tile, out, ALTERNATE, QUIET),
+        "encoder-split": convert("encoder", Source(config_file=configs["ltx23"], random_weights=True), tile, out, ALTERNATE, QUIET),
     }
 
 
@@ -110,7 +107,7 @@ def test_function_shapes(packages):
 def test_repeat_reuses_and_changes_do_not(packages, configs):
     first = packages["encoder"]
     source = Source(config_file=configs["ltx2"], random_weights=True)
-    again = convert_encoder(source, [TileShape.parse("9x64x64")], first.path.parent, options=QUIET)
+    again = convert("encoder", source, [TileShape.parse("9x64x64")], first.path.parent, options=QUIET)
     assert again.reused and again.path == first.path
     # Everything that determines a package changes its key (hence its name).
     loaded = build_component(plan_component("encoder", source))
@@ -137,7 +134,7 @@ def test_stale_package_with_other_key_is_not_reused(packages, configs, tmp_path)
     import shutil
 
     shutil.copytree(packages["spatial"].path, target)  # wrong contents under the right name
-    result = convert_temporal(source, [TileShape.parse("9x64x64")], tmp_path, options=QUIET)
+    result = convert("temporal", source, [TileShape.parse("9x64x64")], tmp_path, options=QUIET)
     assert not result.reused
     assert read_metadata(target)["ltx_ane.component"] == "temporal"
 
@@ -178,7 +175,7 @@ def test_killed_conversion_leaves_no_package(configs, tmp_path):
             proc.kill()
     assert not list(out.glob("*.mlpackage"))
     assert list(out.glob(".partial-*"))  # SIGKILL cannot be cleaned up after...
-    convert_temporal(Source(config_file=configs["temporal"], random_weights=True), [TileShape.parse("9x64x64")], out,
+    convert("temporal", Source(config_file=configs["temporal"], random_weights=True), [TileShape.parse("9x64x64")], out,
                      options=ConvertOptions(log=lambda m: None, fp16_check=False))
     assert not list(out.glob(".partial-*"))  # ...but the next conversion in the folder removes it
     assert len(list(out.glob("*.mlpackage"))) == 1
@@ -201,13 +198,13 @@ def test_terminated_conversion_cleans_up(configs, tmp_path):
 
 def test_conv3d_variant(configs, tmp_path):
     """The unmodified 5-D graph: the decoder converts (rank 5, flagged); the encoder hits Core ML's rank limit."""
-    result = convert_decoder(Source(config_file=configs["ltx2"], random_weights=True), [TileShape.parse("9x64x64")], tmp_path,
+    result = convert("decoder", Source(config_file=configs["ltx2"], random_weights=True), [TileShape.parse("9x64x64")], tmp_path,
                              Variant(conv="conv3d"), QUIET)
     function = inspect_package(result.path).functions[0]
     assert function.max_rank == 5
     assert "rank5" in {f.code for f in function.flags if f.severity == "blocker"}
     with pytest.raises(LtxAneError, match="coremltools could not convert the encoder") as err:
-        convert_encoder(Source(config_file=configs["ltx2"], random_weights=True), [TileShape.parse("9x64x64")], tmp_path / "enc",
+        convert("encoder", Source(config_file=configs["ltx2"], random_weights=True), [TileShape.parse("9x64x64")], tmp_path / "enc",
                         Variant(conv="conv3d"), QUIET)
     assert "\n" not in str(err.value)
     assert not list((tmp_path / "enc").iterdir())
@@ -223,9 +220,9 @@ def test_fp16_refusal_and_fp32_option(tmp_path):
     source = Source(checkpoint=str(ckpt))
     tile = [TileShape.parse("9x64x64")]
     with pytest.raises(LtxAneError, match=r"fp16 reaches only .* dB PSNR.*--precision fp32.*never the ANE"):
-        convert_decoder(source, tile, tmp_path / "plain", Variant(norm="plain"), QUIET)
+        convert("decoder", source, tile, tmp_path / "plain", Variant(norm="plain"), QUIET)
     assert not (tmp_path / "plain").exists() or not list((tmp_path / "plain").iterdir())
-    fp32 = convert_decoder(source, tile, tmp_path / "fp32", Variant(norm="plain"), ConvertOptions(precision="fp32", log=lambda m: None))
+    fp32 = convert("decoder", source, tile, tmp_path / "fp32", Variant(norm="plain"), ConvertOptions(precision="fp32", log=lambda m: None))
     function = inspect_package(fp32.path).functions[0]
     assert "FLOAT32" in function.dtypes
     assert "fp32" in {f.code for f in function.flags if f.severity == "blocker"}
@@ -250,7 +247,7 @@ def test_prescaled_norm_passes_where_plain_fails():
 ])
 def test_bad_tiles_fail_before_building(configs, tmp_path, tile, message):
     with pytest.raises(LtxAneError, match=message):
-        convert_decoder(Source(config_file=configs["ltx2"], random_weights=True), [TileShape.parse(tile)], tmp_path / "o", options=QUIET)
+        convert("decoder", Source(config_file=configs["ltx2"], random_weights=True), [TileShape.parse(tile)], tmp_path / "o", options=QUIET)
     assert not (tmp_path / "o").exists()
 
 
@@ -261,13 +258,13 @@ def test_tile_shape_helpers():
 
 
 def test_pid_check_does_not_touch_live_partials(tmp_path):
-    from ltx_ane.coreml.convert import _clean_stale_partials
+    from ltx_ane.coreml.package import clean_stale_partials
 
     live = tmp_path / f".partial-abc-{os.getppid()}"
     dead = tmp_path / ".partial-abc-999999999"
     live.mkdir()
     dead.mkdir()
-    _clean_stale_partials(tmp_path)
+    clean_stale_partials(tmp_path)
     assert live.exists() and not dead.exists()
 
 
@@ -289,4 +286,4 @@ def test_tiler_tiles_match_the_tiler():
 def test_video_option_is_for_vae_only(configs, tmp_path):
     options = ConvertOptions(log=lambda m: None, videos=(TileShape.parse("33x256x256"),))
     with pytest.raises(LtxAneError, match="--video is for the tiled decoder/encoder"):
-        convert_spatial(Source(config_file=configs["spatial"], random_weights=True), [TileShape.parse("9x64x64")], tmp_path, options=options)
+        convert("spatial", Source(config_file=configs["spatial"], random_weights=True), [TileShape.parse("9x64x64")], tmp_path, options=options)

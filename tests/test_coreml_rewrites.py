@@ -13,7 +13,7 @@ pytest.importorskip("ltx_core")
 from coreml_util import rel_err, small_upscaler, small_vae  # noqa: E402
 
 from ltx_ane.models.config import load_preset  # noqa: E402
-from ltx_ane.coreml.convert import random_reference  # noqa: E402
+from ltx_ane.models.registry import spec  # noqa: E402
 from ltx_ane.coreml.layout import frames_to_video, video_to_frames  # noqa: E402
 from ltx_ane.coreml.rewrites import (  # noqa: E402
     ClipGroupNorm,
@@ -102,15 +102,15 @@ def test_full_width_on_a_tiny_tile(component):
     """The real architectures (LTX-2 VAE, both upscalers) at one tiny tile, default variant."""
     g = torch.Generator().manual_seed(5)
     if component == "decoder":
-        ref = random_reference("decoder", load_preset("ltx2"))
+        ref = spec("decoder").reference(load_preset("ltx2"))
         latent = torch.randn(1, 128, 2, 2, 2, generator=g)  # reflect padding needs 2+ pixels
         run = [decode_both(ref, VARIANTS[0], latent)]
     elif component == "encoder":
-        ref = random_reference("encoder", load_preset("ltx2"))
+        ref = spec("encoder").reference(load_preset("ltx2"))
         video = torch.rand(1, 3, 9, 32, 32, generator=g) * 2 - 1
         run = [encode_both(ref, VARIANTS[0], video)]
     else:
-        ref = random_reference(component, load_preset(f"{component}-x2"))
+        ref = spec(component).reference(load_preset(f"{component}-x2"))
         latent = torch.randn(1, 128, 2, 1, 2, generator=g)
         with torch.no_grad():
             expected = ref(latent)[0]

@@ -45,14 +45,14 @@ def vae_checkpoint(tmp_path_factory):
 def test_decoder_matches_mlx(vae_checkpoint, tmp_path, compute_units):
     import mlx.core as mx
 
-    from ltx_ane.coreml.convert import ConvertOptions, TileShape, convert_decoder
+    from ltx_ane.coreml.convert import ConvertOptions, TileShape, convert
     from ltx_ane.coreml.layout import frames_to_video
     from ltx_ane.coreml.runtime import CoreMLComponent
     from ltx_ane.models.loading import Source
     from ltx_ane.models.video_vae.loader import load_decoder
 
     source = Source(checkpoint=str(vae_checkpoint))
-    package = convert_decoder(source, [TileShape.parse("9x64x64")], tmp_path, options=ConvertOptions(log=lambda m: None)).path
+    package = convert("decoder", source, [TileShape.parse("9x64x64")], tmp_path, options=ConvertOptions(log=lambda m: None)).path
     latent = np.random.default_rng(0).standard_normal((1, 16, 2, 2, 2)).astype(np.float32)
     expected = np.array(load_decoder(source, dtype="fp32")(mx.array(latent)))[0]
     core = CoreMLComponent(package, compute_units)
@@ -64,14 +64,14 @@ def test_decoder_matches_mlx(vae_checkpoint, tmp_path, compute_units):
 def test_encoder_matches_mlx(vae_checkpoint, tmp_path):
     import mlx.core as mx
 
-    from ltx_ane.coreml.convert import ConvertOptions, TileShape, convert_encoder
+    from ltx_ane.coreml.convert import ConvertOptions, TileShape, convert
     from ltx_ane.coreml.layout import video_to_frames
     from ltx_ane.coreml.runtime import CoreMLComponent
     from ltx_ane.models.loading import Source
     from ltx_ane.models.video_vae.loader import load_encoder
 
     source = Source(checkpoint=str(vae_checkpoint))
-    package = convert_encoder(source, [TileShape.parse("9x64x64")], tmp_path, options=ConvertOptions(log=lambda m: None)).path
+    package = convert("encoder", source, [TileShape.parse("9x64x64")], tmp_path, options=ConvertOptions(log=lambda m: None)).path
     video = np.random.default_rng(1).uniform(-1, 1, (1, 3, 9, 64, 64)).astype(np.float32)
     expected = np.array(load_encoder(source, dtype="fp32")(mx.array(video)))[0]
     latent = np.array(CoreMLComponent(package)(mx.array(video_to_frames(video[0]))).astype(mx.float32))
@@ -101,13 +101,13 @@ def test_upscaler_matches_mlx(tmp_path, kind):
 
 @MACOS_ONLY
 def test_compile_is_cached_and_placement_is_reported(vae_checkpoint, tmp_path, monkeypatch):
-    from ltx_ane.coreml.convert import ConvertOptions, TileShape, convert_decoder
+    from ltx_ane.coreml.convert import ConvertOptions, TileShape, convert
     from ltx_ane.coreml.runtime import CoreMLComponent, compile_cached
 
     monkeypatch.setenv("LTX_ANE_CACHE", str(tmp_path / "cache"))
     from ltx_ane.models.loading import Source
 
-    package = convert_decoder(Source(checkpoint=str(vae_checkpoint)), [TileShape.parse("9x64x64"), TileShape.parse("17x64x64")],
+    package = convert("decoder", Source(checkpoint=str(vae_checkpoint)), [TileShape.parse("9x64x64"), TileShape.parse("17x64x64")],
                               tmp_path, options=ConvertOptions(log=lambda m: None)).path
     first = compile_cached(package)
     stamp = first.stat().st_mtime_ns

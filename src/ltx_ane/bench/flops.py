@@ -8,23 +8,27 @@ encode of the same video 139.7, temporal x2 of latent 16x16x24 2.3, spatial x2 o
 
 from __future__ import annotations
 
+import json
 import math
 from functools import lru_cache
-import json
 
 
 def input_shape(component: str, config: dict, tile: tuple[int, int, int]) -> tuple[int, ...]:
     """The (B, C, F, H, W) input of one call for a tile given in latent units [F, h, w]."""
-    from ltx_ane.models.video_vae.config import DecoderConfig, EncoderConfig
-    from ltx_ane.models.upscaler.config import UpsamplerConfig
+    from ltx_ane.models.registry import spec
 
-    f, h, w = tile
-    if component == "decoder":
-        return (1, DecoderConfig.from_dict(config).latent_channels, f, h, w)
-    if component == "encoder":
-        cfg = EncoderConfig.from_dict(config)
-        return (1, cfg.in_channels, (f - 1) * cfg.time_scale + 1, h * cfg.space_scale, w * cfg.space_scale)
-    return (1, UpsamplerConfig.from_dict(config).in_channels, f, h, w)
+    return spec(component).input_shape(config, tile)
+
+
+def _configurator(io: str):
+    """ltx-core's builder for each calling convention (models.registry's ``io``)."""
+    if io == "upsample":
+        from ltx_core.model.upsampler import LatentUpsamplerConfigurator
+
+        return LatentUpsamplerConfigurator
+    from ltx_core.model.video_vae import VideoDecoderConfigurator, VideoEncoderConfigurator
+
+    return VideoDecoderConfigurator if io == "decode" else VideoEncoderConfigurator
 
 
 def conv_flops(component: str, config: dict, tile: tuple[int, int, int]) -> int | None:
@@ -43,15 +47,9 @@ def _count(component: str, config_json: str, tile: tuple[int, int, int]) -> int:
     config = json.loads(config_json)
     shape = input_shape(component, config, tile)
     with torch.device("meta"):
-        if component in ("decoder", "encoder"):
-            from ltx_core.model.video_vae import VideoDecoderConfigurator, VideoEncoderConfigurator
+        from ltx_ane.models.registry import spec
 
-            cls = VideoDecoderConfigurator if component == "decoder" else VideoEncoderConfigurator
-            module = cls.from_config(config).eval()
-        else:
-            from ltx_core.model.upsampler import LatentUpsamplerConfigurator
-
-            module = LatentUpsamplerConfigurator.from_config(config).eval()
+        module = _configurator(spec(component).io).from_config(config).eval()
         total = 0
 
         def hook(mod, _inputs, out):

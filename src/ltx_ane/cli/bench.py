@@ -60,16 +60,17 @@ def register(subparsers) -> None:
 def run(args: argparse.Namespace) -> None:
     from pathlib import Path
 
-    from ltx_ane.bench import profile as P
     from ltx_ane.bench import runner as R
+    from ltx_ane.bench import settings as S
+    from ltx_ane.runtime import profile as P
     from ltx_ane.bench.report import write_outputs
     from ltx_ane.cli.common import check_output_dir
     from ltx_ane.errors import LtxAneError
 
-    name = R.auto_device_profile() if args.device_profile == "auto" else args.device_profile
-    dp = R.DEVICE_PROFILES[name]
-    backends = R.expand_backends(args.backends) if args.backends else R.Settings().backends
-    sizes = R.parse_sizes(args.sizes, args.components) if args.sizes else {}
+    name = S.auto_device_profile() if args.device_profile == "auto" else args.device_profile
+    dp = S.DEVICE_PROFILES[name]
+    backends = S.expand_backends(args.backends) if args.backends else S.Settings().backends
+    sizes = S.parse_sizes(args.sizes, args.components) if args.sizes else {}
     if args.runs is not None and args.runs < 2:
         raise LtxAneError("--runs must be at least 2 (a median and a range, never one run)")
     if args.warmup is not None and args.warmup < 1:
@@ -85,7 +86,7 @@ def run(args: argparse.Namespace) -> None:
     if args.profile and not args.no_profile:
         check_output_dir(args.profile)
     quiet = args.quiet
-    settings = R.Settings(
+    settings = S.Settings(
         components=tuple(args.components), sizes=sizes, backends=backends, device_profile=dp, dtype=args.dtype,
         runs=args.runs if args.runs is not None else dp.runs, warmup=args.warmup if args.warmup is not None else dp.warmup,
         min_psnr=args.min_psnr, torch_device=args.torch_device, vae=args.vae, spatial=args.spatial,
@@ -99,5 +100,5 @@ def run(args: argparse.Namespace) -> None:
     print(f"wrote {', '.join(str(f) for f in files.values())}")
     if not args.no_profile:
         new = P.profile_from_rows(result["rows"], result["machine"])
-        path = P.write_profile(P.merge_profiles(P.read_profile(args.profile), new), args.profile)
-        print(f"backend profile: {path} ({len(new['entries'])} entries from this run)")
+        path = P.write_profile(P.merge_profiles(P.load_profile(args.profile, must_exist=False), new), args.profile)
+        print(f"backend profile: {path} ({len(new.entries)} entries from this run)")

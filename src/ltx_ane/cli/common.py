@@ -105,7 +105,7 @@ class BackendContext:
     """The profile and packages of one command, and the per-component choice (printed as it is made)."""
 
     def __init__(self, args, log=print):
-        from ltx_ane.runtime.backends import load_profile
+        from ltx_ane.runtime.profile import load_profile
 
         self.args, self.log = args, log
         self.profile = load_profile(args.profile) if args.profile else load_profile()
@@ -116,7 +116,7 @@ class BackendContext:
     def _packages(paths) -> dict[str, str]:
         out: dict[str, str] = {}
         for path in paths:
-            from ltx_ane.coreml.convert import META_PREFIX, read_metadata
+            from ltx_ane.coreml.package import META_PREFIX, read_metadata
 
             if not Path(path).exists():
                 raise LtxAneError(f"Core ML package {path} does not exist")

@@ -34,109 +34,52 @@ import shutil
 import sys
 import time
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Callable, Iterable
 
 from ltx_ane import __version__
-from ltx_ane.models.video_vae.config import DecoderConfig, EncoderConfig
-from ltx_ane.models.upscaler.config import UpsamplerConfig
-from ltx_ane.models.config import config_hash, load_config_file, load_preset
-from ltx_ane.coreml.rewrites import COMPONENTS, Variant, rewrite
+from ltx_ane.coreml.package import (DEFAULT_MIN_PSNR, FORMAT_VERSION, META_PREFIX, clean_stale_partials,
+                                    package_size, read_metadata, write_metadata)
+from ltx_ane.coreml.rewrites import Variant, rewrite
+from ltx_ane.coreml.tiles import TileShape, tiler_tiles
 from ltx_ane.errors import LtxAneError
+from ltx_ane.models import registry
+from ltx_ane.models.config import config_hash
 from ltx_ane.models.loading import Source
-from ltx_ane.models.video_vae.loader import vae_config
-from ltx_ane.io.checkpoint import read_header, resolve_checkpoint
 
-FORMAT_VERSION = "1"  # bump when the package layout or metadata changes meaning
-META_PREFIX = "ltx_ane."
-DEFAULT_MIN_PSNR = 40.0
 PRECISIONS = ("fp16", "fp32")
-# Input and output names of each component's Core ML functions.
-IO_NAMES = {
-    "decoder": ("latent", "frames"),
-    "encoder": ("frames", "latent"),
-    "spatial": ("latent", "latent_x2"),
-    "temporal": ("latent", "latent_x2"),
-}
-# Upscalers work on the LTX-2 VAE's latents: 8x in time, 32x in space.
-UPSCALER_SCALES = (8, 32)
-
-
-# ------------------------------------------------------------------------------------------------ tile shapes
-
-
-@dataclass(frozen=True, order=True)
-class TileShape:
-    """A fixed input shape, in pixels of the video it covers: frames x height x width.
-
-    Decoder: the video it decodes to. Encoder: the video it encodes. Upscalers: the video their *input* latent
-    decodes to, and it must be the whole clip (their GroupNorm statistics span all frames). The backend-neutral
-    tiler can hand shapes over with ``from_latent``.
-    """
-
-    frames: int
-    height: int
-    width: int
-
-    @classmethod
-    def parse(cls, text: str) -> "TileShape":
-        parts = text.lower().replace("×", "x").split("x")
-        try:
-            values = [int(p) for p in parts]
-        except ValueError:
-            values = []
-        if len(values) != 3 or min(values) < 1:
-            raise LtxAneError(f"bad tile shape {text!r}: expected FRAMESxHEIGHTxWIDTH in pixels, e.g. 9x256x384")
-        return cls(*values)
-
-    @classmethod
-    def from_latent(cls, frames: int, height: int, width: int, time_scale: int = 8, space_scale: int = 32) -> "TileShape":
-        return cls((frames - 1) * time_scale + 1, height * space_scale, width * space_scale)
-
-    @property
-    def name(self) -> str:
-        return f"{self.frames}x{self.height}x{self.width}"
-
-    @property
-    def function_name(self) -> str:
-        return f"tile_{self.name}"
-
-    def latent(self, time_scale: int, space_scale: int) -> tuple[int, int, int]:
-        return ((self.frames - 1) // time_scale + 1, self.height // space_scale, self.width // space_scale)
-
-    def check(self, component: str, time_scale: int, space_scale: int) -> None:
-        if (self.frames - 1) % time_scale:
-            k = (self.frames - 1) // time_scale
-            raise LtxAneError(
-                f"tile {self.name}: the {component} needs {time_scale}k+1 frames (e.g. {time_scale * k + 1} or "
-                f"{time_scale * (k + 1) + 1}), got {self.frames}"
-            )
-        for what, value in (("height", self.height), ("width", self.width)):
-            if value % space_scale:
-                raise LtxAneError(
-                    f"tile {self.name}: {what} {value} is not a multiple of {space_scale} "
-                    f"(the {component}'s latent grid is {space_scale} pixels)"
-                )
-
-
-def tiler_tiles(videos: Iterable[TileShape], tiles: Iterable[TileShape], time_scale: int = 8, space_scale: int = 32) -> list[TileShape]:
-    """The tile shapes ``ltx_ane.runtime.tiling`` cuts each video into, for each requested tile size (decoder/encoder).
-
-    The tiler makes every tile of a plan the same shape, clipped to the video where the video is smaller, so a
-    package converted with these shapes has a function for every tile the tiled decode/encode will run.
-    """
-    from ltx_ane.runtime.tiling import make_plan
-
-    out = set()
-    for video in videos:
-        video.check("video", time_scale, space_scale)
-        for tile in tiles:
-            plan = make_plan(video.latent(time_scale, space_scale), tile.latent(time_scale, space_scale), time_scale, space_scale)
-            out.add(TileShape.from_latent(*plan.latent_tile_shape, time_scale, space_scale))
-    return sorted(out)
 
 
 # --------------------------------------------------------------------------------------- loading components
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """How a component's program input relates to the video: scales, program input channels, patch size."""
+
+    time_scale: int
+    space_scale: int
+    input_channels: int  # channels of the program input (latent channels, or 3*patch^2 for the encoder)
+    patch_size: int = 1
+
+
+def _vae_geometry(cfg) -> Geometry:
+    return Geometry(cfg.time_scale, cfg.space_scale, cfg.latent_channels, cfg.patch_size)
+
+
+def _encoder_geometry(cfg) -> Geometry:
+    return Geometry(cfg.time_scale, cfg.space_scale, cfg.in_channels * cfg.patch_size**2, cfg.patch_size)
+
+
+# One entry per calling convention (models.registry's ``io``): the program's geometry from the parsed config, and
+# its input and output names. Upscalers work on the LTX-2 VAE's latents: 8x in time, 32x in space.
+GEOMETRY = {
+    "decode": _vae_geometry,
+    "encode": _encoder_geometry,
+    "upsample": lambda cfg: Geometry(8, 32, cfg.in_channels),
+}
+IO_NAMES = {"decode": ("latent", "frames"), "encode": ("frames", "latent"), "upsample": ("latent", "latent_x2")}
 
 
 @dataclass
@@ -148,10 +91,11 @@ class Loaded:
     config: dict  # raw config, in the form checkpoints embed
     weights_hash: str
     source: str
-    time_scale: int
-    space_scale: int
-    input_channels: int  # channels of the program input (latent channels, or 3*patch^2 for the encoder)
-    patch_size: int = 1
+    geometry: Geometry
+
+    @property
+    def io(self) -> str:
+        return registry.spec(self.component).io
 
 
 def _torch_state_hash(module) -> str:
@@ -164,102 +108,6 @@ def _torch_state_hash(module) -> str:
     return h.hexdigest()[:16]
 
 
-def _load_into(module, path: Path, prefix_map: dict[str, str], ignore: Callable[[str], bool]) -> None:
-    """Strictly load the tensors under ``prefix_map``'s prefixes, reading only those from the file."""
-    import torch
-    from safetensors import safe_open
-
-    expected = module.state_dict()
-    state = {}
-    with safe_open(str(path), framework="pt") as f:
-        for key in f.keys():
-            for file_prefix, model_prefix in prefix_map.items():
-                if key.startswith(file_prefix):
-                    name = model_prefix + key[len(file_prefix) :]
-                    if not ignore(name):
-                        state[name] = f.get_tensor(key).to(torch.float32)
-                    break
-    missing = sorted(set(expected) - set(state))
-    unexpected = sorted(set(state) - set(expected))
-    misshaped = [f"{k} {list(v.shape)} (model wants {list(expected[k].shape)})" for k, v in state.items() if k in expected and v.shape != expected[k].shape]
-    problems = [f"{len(v)} {what} ({', '.join(v[:4])}{', ...' if len(v) > 4 else ''})" for what, v in (("missing", missing), ("unexpected", unexpected), ("mis-shaped", misshaped)) if v]
-    if problems:
-        raise LtxAneError(f"{path}: weights do not match the config: " + "; ".join(problems))
-    module.load_state_dict(state, strict=True, assign=True)
-
-
-def _empty(factory):
-    """Build a module without initializing its weights (they are all loaded next)."""
-    import torch
-
-    with torch.device("meta"):
-        module = factory()
-    return module.to_empty(device="cpu")
-
-
-class _skip_init:
-    """Make torch.nn.init's fills no-ops while a module is built, because every weight is overwritten next.
-
-    (Building on the meta device would be faster still, but would lose buffers computed in __init__, such as
-    the upscaler's blur kernel.)
-    """
-
-    NAMES = ("kaiming_uniform_", "kaiming_normal_", "uniform_", "normal_", "xavier_uniform_", "zeros_", "ones_", "constant_", "trunc_normal_")
-
-    def __enter__(self):
-        import torch.nn.init as init
-
-        self.saved = {name: getattr(init, name) for name in self.NAMES}
-        for name in self.NAMES:
-            setattr(init, name, lambda tensor, *args, **kwargs: tensor)
-
-    def __exit__(self, *exc):
-        import torch.nn.init as init
-
-        for name, fn in self.saved.items():
-            setattr(init, name, fn)
-
-
-def random_reference(component: str, config: dict, seed: int = 0):
-    """An ltx-core component with the real architecture and random weights, built fast (seconds at full size).
-
-    Conv weights are uniform in +-1/sqrt(fan_in) (torch's default scale), norm scales 1 +- 0.1, biases
-    N(0, 0.05), latent statistics as in ``ltx_ane.reference``.
-    """
-    import torch
-
-    from ltx_ane.reference import randomize_statistics
-
-    with _skip_init():
-        if component in ("decoder", "encoder"):
-            from ltx_core.model.video_vae import VideoDecoderConfigurator, VideoEncoderConfigurator
-
-            module = (VideoDecoderConfigurator if component == "decoder" else VideoEncoderConfigurator).from_config(config)
-        else:
-            from ltx_core.model.upsampler import LatentUpsamplerConfigurator
-
-            module = LatentUpsamplerConfigurator.from_config(config)
-    g = torch.Generator().manual_seed(seed + COMPONENTS.index(component))
-    with torch.no_grad():
-        for name, p in module.named_parameters():
-            if p.ndim > 1:
-                bound = p[0].numel() ** -0.5
-                p.uniform_(-bound, bound, generator=g)
-            elif name.endswith("weight"):
-                p.normal_(1.0, 0.1, generator=g)
-            else:
-                p.normal_(0.0, 0.05, generator=g)
-        if component in ("decoder", "encoder"):
-            randomize_statistics(module, g)
-    return module.float().eval()
-
-
-def _unused_statistic(name: str) -> bool:
-    from ltx_ane.models.loading import UNUSED_STATISTICS
-
-    return name.startswith("per_channel_statistics.") and name.split(".", 1)[1] in UNUSED_STATISTICS
-
-
 @dataclass
 class Plan:
     """What a component is before any weights are read: its config, checkpoint and geometry (cheap to make)."""
@@ -268,81 +116,35 @@ class Plan:
     source: Source
     config: dict
     path: Path | None
-    time_scale: int
-    space_scale: int
-    input_channels: int
-    patch_size: int = 1
+    geometry: Geometry
 
     def check_tiles(self, tiles: list[TileShape]) -> None:
         if not tiles:
             raise LtxAneError("no tile shape given: pass --tile FRAMESxHEIGHTxWIDTH (one or more)")
         for tile in tiles:
-            tile.check(self.component, self.time_scale, self.space_scale)
+            tile.check(self.component, self.geometry.time_scale, self.geometry.space_scale)
 
 
 def plan_component(component: str, source: Source) -> Plan:
     """Resolve the config and checkpoint of a component and validate them, without building anything."""
-    if component not in COMPONENTS:
-        raise LtxAneError(f"unknown component {component!r} (choose from {', '.join(COMPONENTS)})")
-    if component == "decoder":
-        raw, path = vae_config(source)
-        cfg = DecoderConfig.from_dict(raw)
-        return Plan(component, source, raw, path, cfg.time_scale, cfg.space_scale, cfg.latent_channels, cfg.patch_size)
-    if component == "encoder":
-        raw, path = vae_config(source)
-        cfg = EncoderConfig.from_dict(raw)
-        return Plan(component, source, raw, path, cfg.time_scale, cfg.space_scale, cfg.in_channels * cfg.patch_size**2, cfg.patch_size)
-    raw, path = upscaler_config(component, source)
-    return Plan(component, source, raw, path, *UPSCALER_SCALES, UpsamplerConfig.from_dict(raw).in_channels)
+    spec = registry.spec(component)
+    raw, path = spec.resolve(source)
+    return Plan(component, source, raw, path, GEOMETRY[spec.io](spec.config(raw)))
 
 
 def build_component(plan: Plan, seed: int = 0) -> Loaded:
-    """The ltx-core module of a plan, fp32, with the checkpoint's weights (or random ones)."""
+    """The ltx-core module of a plan, fp32, with the checkpoint's weights (or the reference's seeded random ones)."""
+    from ltx_ane import reference
     from ltx_ane.coreml.deps import require_conversion
 
     require_conversion()
-    component, raw, path = plan.component, plan.config, plan.path
+    spec = registry.spec(plan.component)
     if plan.source.random_weights:
-        module = random_reference(component, raw, seed)
-    elif component in ("decoder", "encoder"):
-        from ltx_core.model.video_vae import VideoDecoderConfigurator, VideoEncoderConfigurator
-
-        configurator = VideoDecoderConfigurator if component == "decoder" else VideoEncoderConfigurator
-        if not read_header(path).keys_under(f"vae.{component}."):
-            raise LtxAneError(f"{path} holds no VAE {component} (no tensors under 'vae.{component}.')")
-        module = _empty(lambda: configurator.from_config(raw))
-        prefixes = {f"vae.{component}.": "", "vae.per_channel_statistics.": "per_channel_statistics."}
-        _load_into(module, path, prefixes, _unused_statistic)
+        module = spec.reference(plan.config, seed)
     else:
-        from ltx_core.model.upsampler import LatentUpsamplerConfigurator
-
-        module = _empty(lambda: LatentUpsamplerConfigurator.from_config(raw))
-        _load_into(module, path, {"": ""}, lambda name: False)
+        module = reference.from_checkpoint(plan.component, plan.path, plan.config)
     module = module.float().eval()
-    return Loaded(component, module, raw, _torch_state_hash(module), plan.source.describe(),
-                  plan.time_scale, plan.space_scale, plan.input_channels, plan.patch_size)
-
-
-def upscaler_config(component: str, source: Source) -> tuple[dict, Path | None]:
-    """The raw upscaler config: --config, else the file's embedded metadata, else the preset for the component."""
-    path = None
-    if not source.random_weights:
-        if not source.checkpoint:
-            raise LtxAneError("no upscaler checkpoint given: pass --upscaler FILE or --random-weights")
-        path = resolve_checkpoint(source.checkpoint)
-    if source.config_file:
-        raw = load_config_file(source.config_file)
-    elif path is not None and read_header(path).config() is not None:
-        raw = read_header(path).config()
-    else:
-        raw = load_preset("spatial-x2" if component == "spatial" else "temporal-x2")
-    if "vae" in raw or "decoder_blocks" in raw:
-        raise LtxAneError(f"the config for the {component} upscaler is a VAE config; pass the upscaler's (e.g. --config {'spatial-x2' if component == 'spatial' else 'temporal-x2'})")
-    cfg = UpsamplerConfig.from_dict(raw)
-    if (component == "spatial") != cfg.spatial_upsample:
-        kind = "spatial" if cfg.spatial_upsample else "temporal"
-        raise LtxAneError(f"the upscaler config is a {kind} upscaler, but --component {component} was asked for")
-    return raw, path
+    return Loaded(plan.component, module, plan.config, _torch_state_hash(module), plan.source.describe(), plan.geometry)
 
 
 def load_component(component: str, source: Source, seed: int = 0) -> Loaded:
@@ -354,11 +156,11 @@ def load_component(component: str, source: Source, seed: int = 0) -> Loaded:
 
 def input_shape(loaded: Loaded, tile: TileShape) -> tuple[int, int, int, int]:
     """The program input for a tile: frames on the batch axis, patchify left to the host."""
-    if loaded.component == "encoder":
-        p = loaded.patch_size
-        return (tile.frames, loaded.input_channels, tile.height // p, tile.width // p)
-    f, h, w = tile.latent(loaded.time_scale, loaded.space_scale)
-    return (f, loaded.input_channels, h, w)
+    g = loaded.geometry
+    if loaded.io == "encode":
+        return (tile.frames, g.input_channels, tile.height // g.patch_size, tile.width // g.patch_size)
+    f, h, w = tile.latent(g.time_scale, g.space_scale)
+    return (f, g.input_channels, h, w)
 
 
 def example_input(component: str, shape: tuple[int, ...], seed: int):
@@ -366,7 +168,7 @@ def example_input(component: str, shape: tuple[int, ...], seed: int):
     import torch
 
     g = torch.Generator().manual_seed(seed)
-    if component == "encoder":
+    if registry.spec(component).io == "encode":
         return torch.rand(shape, generator=g) * 2 - 1
     return torch.randn(shape, generator=g)
 
@@ -395,7 +197,8 @@ def check_tile(tile: TileShape, loaded: Loaded) -> TileShape:
     cores), and overflow depends on activation magnitudes, which the weights set, not on the tile's extent.
     2x2 latents is the least that reflect padding accepts.
     """
-    return TileShape(min(tile.frames, loaded.time_scale + 1), min(tile.height, 2 * loaded.space_scale), min(tile.width, 2 * loaded.space_scale))
+    g = loaded.geometry
+    return TileShape(min(tile.frames, g.time_scale + 1), min(tile.height, 2 * g.space_scale), min(tile.width, 2 * g.space_scale))
 
 
 def fp16_psnr(model, x) -> float:
@@ -412,44 +215,6 @@ def fp16_psnr(model, x) -> float:
         out = half(x.half()).float()
     del half
     return psnr(out, ref)
-
-
-# ---------------------------------------------------------------------------------------- package metadata
-
-
-def _spec_path(package: Path) -> Path:
-    from coremltools.libmodelpackage import ModelPackage
-
-    return Path(ModelPackage(str(package)).getRootModel().path())
-
-
-def read_metadata(package: str | Path) -> dict[str, str]:
-    """The package's user-defined metadata (reads only the small spec file, never the weights)."""
-    from ltx_ane.coreml.deps import import_coremltools
-
-    ct = import_coremltools()
-    package = Path(package)
-    if not (package / "Manifest.json").exists():
-        raise LtxAneError(f"{package} is not a Core ML package (no Manifest.json)")
-    try:
-        spec = ct.utils.load_spec(str(package))
-    except Exception as e:  # coremltools raises several types for unreadable packages
-        raise LtxAneError(f"cannot read {package}: {e}") from None
-    return dict(spec.description.metadata.userDefined)
-
-
-def write_metadata(package: Path, metadata: dict[str, str], description: str) -> None:
-    """Set user-defined metadata in place: rewrites the spec file only (save_multifunction drops metadata)."""
-    from ltx_ane.coreml.deps import import_coremltools
-
-    ct = import_coremltools()
-    spec = ct.utils.load_spec(str(package))
-    for key, value in metadata.items():
-        spec.description.metadata.userDefined[key] = value
-    spec.description.metadata.shortDescription = description
-    spec.description.metadata.versionString = __version__
-    spec.description.metadata.author = "ltx-ane (weights: Lightricks LTX-2)"
-    _spec_path(package).write_bytes(spec.SerializeToString())
 
 
 # ----------------------------------------------------------------------------------------------- conversion
@@ -503,31 +268,6 @@ def cache_key(loaded: Loaded, tiles: list[TileShape], variant: Variant, precisio
     return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def package_size(path: Path) -> int:
-    return sum(p.stat().st_size for p in Path(path).rglob("*") if p.is_file())
-
-
-def _clean_stale_partials(out_dir: Path) -> None:
-    """Remove ``.partial-*`` folders left by conversions that were killed (their process is gone)."""
-    for partial in out_dir.glob(".partial-*"):
-        try:
-            pid = int(partial.name.rsplit("-", 1)[1])
-        except (IndexError, ValueError):
-            continue
-        if pid != os.getpid() and not _alive(pid):
-            shutil.rmtree(partial, ignore_errors=True)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def _convert_one(ct, model, loaded: Loaded, tile: TileShape, precision: str, seed: int):
     """Trace at one static shape and convert to an ML program (not yet saved)."""
     import numpy as np
@@ -537,7 +277,7 @@ def _convert_one(ct, model, loaded: Loaded, tile: TileShape, precision: str, see
     example = example_input(loaded.component, shape, seed)
     with torch.no_grad():
         traced = torch.jit.trace(model, example, check_trace=False)
-    in_name, out_name = IO_NAMES[loaded.component]
+    in_name, out_name = IO_NAMES[loaded.io]
     dtype = np.float16 if precision == "fp16" else np.float32
     try:
         return ct.convert(
@@ -570,14 +310,14 @@ def convert_loaded(loaded: Loaded, tiles: Iterable[TileShape], out_dir: str | Pa
     if not tiles:
         raise LtxAneError("no tile shape given: pass --tile FRAMESxHEIGHTxWIDTH (one or more)")
     for tile in tiles:
-        tile.check(loaded.component, loaded.time_scale, loaded.space_scale)
+        tile.check(loaded.component, loaded.geometry.time_scale, loaded.geometry.space_scale)
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
         raise LtxAneError(f"output {out_dir} exists and is not a directory")
     out_dir.mkdir(parents=True, exist_ok=True)
     key = cache_key(loaded, tiles, variant, options.precision, ct.__version__, options.compress)
     final = out_dir / f"{loaded.component}-{key}.mlpackage"
-    _clean_stale_partials(out_dir)
+    clean_stale_partials(out_dir)
 
     if final.exists() and not options.force:
         try:
@@ -651,7 +391,7 @@ def convert_loaded(loaded: Loaded, tiles: Iterable[TileShape], out_dir: str | Pa
             options.log(f"merging {len(tiles)} functions (weights stored once) ...")
             desc.default_function_name = tiles[0].function_name
             ct.utils.save_multifunction(desc, str(merged))
-        in_name, out_name = IO_NAMES[loaded.component]
+        in_name, out_name = IO_NAMES[loaded.io]
         metadata = {
             "component": loaded.component,
             "config_hash": config_hash(loaded.config),
@@ -683,7 +423,14 @@ def convert_loaded(loaded: Loaded, tiles: Iterable[TileShape], out_dir: str | Pa
     return ConvertResult(final, False, seconds, package_size(final), measured, metadata, compressed_db)
 
 
-def _convert(component: str, source: Source, tiles, out_dir, variant: Variant, options: ConvertOptions | None) -> ConvertResult:
+def convert(component: str, source: Source, tiles, out_dir, variant: Variant = Variant(),
+            options: ConvertOptions | None = None) -> ConvertResult:
+    """Convert a registry component from its source at the given tile shapes (whole clips for the upscalers).
+
+    Programs per calling convention: decode (F, 128, h, w) normalized latent -> (8(F-1)+1, 48, 8h, 8w) patchified
+    frames; encode (F, 48, H/4, W/4) patchified frames -> ((F-1)/8+1, 128, H/32, W/32) normalized means; upsample
+    an un-normalized latent clip (F, 128, h, w) -> its x2 form.
+    """
     from ltx_ane.coreml.deps import require_conversion
 
     options = options or ConvertOptions()
@@ -691,33 +438,13 @@ def _convert(component: str, source: Source, tiles, out_dir, variant: Variant, o
     plan = plan_component(component, source)
     tiles = list(tiles)
     if options.videos:
-        if component not in ("decoder", "encoder"):
+        if not registry.spec(component).tiled:
             raise LtxAneError(f"--video is for the tiled decoder/encoder; the {component} upscaler's tiles are whole clips: pass them as --tile")
         plan.check_tiles(tiles)
-        tiles = tiler_tiles(options.videos, tiles, plan.time_scale, plan.space_scale)
+        tiles = tiler_tiles(options.videos, tiles, plan.geometry.time_scale, plan.geometry.space_scale)
         options.log("tiles from the tiler: " + ", ".join(t.name for t in tiles))
     plan.check_tiles(tiles)  # before minutes of building and hashing a 1 GB model
     return convert_loaded(build_component(plan, options.seed), tiles, out_dir, variant, options, keep_reference=False)
 
 
-def convert_decoder(source: Source, tiles, out_dir, variant: Variant = Variant(), options: ConvertOptions | None = None) -> ConvertResult:
-    """VAE decoder: (F, 128, h, w) normalized latent -> (8(F-1)+1, 48, 8h, 8w) patchified frames per tile."""
-    return _convert("decoder", source, tiles, out_dir, variant, options)
-
-
-def convert_encoder(source: Source, tiles, out_dir, variant: Variant = Variant(), options: ConvertOptions | None = None) -> ConvertResult:
-    """VAE encoder: (F, 48, H/4, W/4) patchified frames -> ((F-1)/8+1, 128, H/32, W/32) normalized means."""
-    return _convert("encoder", source, tiles, out_dir, variant, options)
-
-
-def convert_spatial(source: Source, clips, out_dir, variant: Variant = Variant(), options: ConvertOptions | None = None) -> ConvertResult:
-    """Spatial x2 upscaler on un-normalized latents, one function per whole-clip latent shape."""
-    return _convert("spatial", source, clips, out_dir, variant, options)
-
-
-def convert_temporal(source: Source, clips, out_dir, variant: Variant = Variant(), options: ConvertOptions | None = None) -> ConvertResult:
-    """Temporal x2 upscaler (F -> 2F-1 latent frames) on un-normalized latents, one function per clip shape."""
-    return _convert("temporal", source, clips, out_dir, variant, options)
-
-
-CONVERTERS = {"decoder": convert_decoder, "encoder": convert_encoder, "spatial": convert_spatial, "temporal": convert_temporal}
+CONVERTERS = {name: partial(convert, name) for name in registry.NAMES}

@@ -30,11 +30,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from ltx_ane.errors import LtxAneError
+from ltx_ane.models.registry import spec
 
 CONV_MODES = ("stacked", "split", "conv3d")
 D2S_MODES = ("pixel_shuffle", "reshape")
 NORM_MODES = ("prescaled", "plain")
-COMPONENTS = ("decoder", "encoder", "spatial", "temporal")
 
 
 @dataclass(frozen=True)
@@ -477,38 +477,40 @@ class AneUpsampler(nn.Module):
         return self.final_conv(x)
 
 
+def _decode_5d(ref, x):  # VideoDecoder.forward without unpatchify
+    x = ref.conv_in(ref.per_channel_statistics.un_normalize(x), causal=ref.causal)
+    for block in ref.up_blocks:
+        x = block(x, causal=ref.causal)
+    return ref.conv_out(ref.conv_act(ref.conv_norm_out(x)), causal=ref.causal)
+
+
+def _encode_5d(ref, x):  # VideoEncoder.forward without patchify
+    x = ref.conv_in(x)
+    for block in ref.down_blocks:
+        x = block(x)
+    x = ref.conv_out(ref.conv_act(ref.conv_norm_out(x)))
+    return ref.per_channel_statistics.normalize(x[:, : _means_channels(ref)])
+
+
+# One entry per calling convention (models.registry's ``io``): ltx-core's 5-D forward, and the rank-4 rewrite.
+FORWARD_5D = {"decode": _decode_5d, "encode": _encode_5d, "upsample": lambda ref, x: ref(x)}
+REWRITES = {"decode": AneDecoder, "encode": AneEncoder, "upsample": AneUpsampler}
+
+
 class Reference5d(nn.Module):
     """The ``conv3d`` variant: ltx-core's own modules (5-D graph), with the same host layout as the rewrites."""
 
-    def __init__(self, ref, component: str):
+    def __init__(self, ref, io: str):
         super().__init__()
-        self.ref, self.component = ref, component
+        self.ref, self.io = ref, io
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        ref = self.ref
-        x = x.permute(1, 0, 2, 3).unsqueeze(0)
-        if self.component == "decoder":  # VideoDecoder.forward without unpatchify
-            x = ref.conv_in(ref.per_channel_statistics.un_normalize(x), causal=ref.causal)
-            for block in ref.up_blocks:
-                x = block(x, causal=ref.causal)
-            x = ref.conv_out(ref.conv_act(ref.conv_norm_out(x)), causal=ref.causal)
-        elif self.component == "encoder":  # VideoEncoder.forward without patchify
-            x = ref.conv_in(x)
-            for block in ref.down_blocks:
-                x = block(x)
-            x = ref.conv_out(ref.conv_act(ref.conv_norm_out(x)))
-            x = ref.per_channel_statistics.normalize(x[:, : _means_channels(ref)])
-        else:
-            x = ref(x)
+        x = FORWARD_5D[self.io](self.ref, x.permute(1, 0, 2, 3).unsqueeze(0))
         return x[0].permute(1, 0, 2, 3)
 
 
 def rewrite(ref: nn.Module, component: str, variant: Variant) -> nn.Module:
     """The ANE-layout counterpart of an ltx-core component (a new module; ``ref`` is left unchanged)."""
-    if component not in COMPONENTS:
-        raise LtxAneError(f"unknown component {component!r} (choose from {', '.join(COMPONENTS)})")
-    if variant.conv == "conv3d":
-        model = Reference5d(ref, component)
-    else:
-        model = {"decoder": AneDecoder, "encoder": AneEncoder, "spatial": AneUpsampler, "temporal": AneUpsampler}[component](ref, variant)
+    io = spec(component).io
+    model = Reference5d(ref, io) if variant.conv == "conv3d" else REWRITES[io](ref, variant)
     return model.eval().requires_grad_(False)

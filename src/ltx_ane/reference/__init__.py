@@ -77,39 +77,67 @@ def randomize_parameters(module, generator) -> None:
                 p.copy_(0.05 * torch.randn(p.shape, generator=generator))
 
 
-def build_decoder(config: dict, seed: int = 0):
+class _skip_init:
+    """Make torch.nn.init's fills no-ops while a module is built, because every weight is overwritten next
+    (seconds instead of minutes at full size). Building on the meta device would be faster still, but would lose
+    buffers computed in ``__init__``, such as the upscaler's blur kernel."""
+
+    NAMES = ("kaiming_uniform_", "kaiming_normal_", "uniform_", "normal_", "xavier_uniform_", "zeros_", "ones_",
+             "constant_", "trunc_normal_")
+
+    def __enter__(self):
+        import torch.nn.init as init
+
+        self.saved = {name: getattr(init, name) for name in self.NAMES}
+        for name in self.NAMES:
+            setattr(init, name, lambda tensor, *args, **kwargs: tensor)
+
+    def __exit__(self, *exc):
+        import torch.nn.init as init
+
+        for name, fn in self.saved.items():
+            setattr(init, name, fn)
+
+
+def _build(make, seed: int, statistics: bool):
+    """An ltx-core module from ``make()`` with deterministic random weights drawn from ``seed``."""
     require_reference()
     import torch
-    from ltx_core.model.video_vae import VideoDecoderConfigurator
 
+    with _skip_init():
+        model = make().eval()
     g = torch.Generator().manual_seed(seed)
-    model = VideoDecoderConfigurator.from_config(config).eval()
     randomize_parameters(model, g)
-    randomize_statistics(model, g)
+    if statistics:
+        randomize_statistics(model, g)
     return model
+
+
+def build_decoder(config: dict, seed: int = 0):
+    def make():
+        from ltx_core.model.video_vae import VideoDecoderConfigurator
+
+        return VideoDecoderConfigurator.from_config(config)
+
+    return _build(make, seed, statistics=True)
 
 
 def build_encoder(config: dict, seed: int = 0):
-    require_reference()
-    import torch
-    from ltx_core.model.video_vae import VideoEncoderConfigurator
+    def make():
+        from ltx_core.model.video_vae import VideoEncoderConfigurator
 
-    g = torch.Generator().manual_seed(seed + 1)
-    model = VideoEncoderConfigurator.from_config(config).eval()
-    randomize_parameters(model, g)
-    randomize_statistics(model, g)
-    return model
+        return VideoEncoderConfigurator.from_config(config)
+
+    return _build(make, seed + 1, statistics=True)
 
 
 def build_upscaler(config: dict, seed: int = 0):
-    require_reference()
-    import torch
-    from ltx_core.model.upsampler import LatentUpsamplerConfigurator
+    def make():
+        from ltx_core.model.upsampler import LatentUpsamplerConfigurator
 
-    g = torch.Generator().manual_seed(seed + 2)
-    model = LatentUpsamplerConfigurator.from_config(config).eval()
-    randomize_parameters(model, g)
-    return model
+        return LatentUpsamplerConfigurator.from_config(config)
+
+    return _build(make, seed + 2, statistics=False)
 
 
 def vae_state_dict(decoder=None, encoder=None) -> dict:
@@ -148,41 +176,62 @@ def write_checkpoint(path: str | Path, tensors: dict, config: dict | None, dtype
     return Path(path)
 
 
-def load_checkpoint_into(module, path: str | Path, prefix_map: dict[str, str]) -> None:
-    """Load a checkpoint into a reference module (fp32), so both sides use the same rounded weights."""
-    import torch
-    from safetensors.torch import load_file
+def load_weights(module, path: str | Path, ops, what: str) -> None:
+    """Strictly load a checkpoint into an ltx-core module in float32 through a component's key operations.
 
-    state = {}
-    for key, value in load_file(str(path)).items():
-        for file_prefix, model_prefix in prefix_map.items():
-            if key.startswith(file_prefix):
-                name = model_prefix + key[len(file_prefix) :]
-                state[name] = value.to(torch.float32)
-                break
-    state = {k: v for k, v in state.items() if k.split(".")[-1] not in UNUSED_STATISTICS}
-    module.load_state_dict(state, strict=True)
-    module.to(torch.float32)
+    The keys the MLX side skips as not held by its model (``ops.ignore``) are loaded where the ltx-core module does
+    hold them (the upscaler's blur kernel buffer). Missing, unexpected or mis-shaped tensors: one error, by name.
+    """
+    from dataclasses import replace
+
+    from safetensors import safe_open
+
+    from ltx_ane.models.loading import load_into_torch
+
+    path = Path(path)
+    ops.check_present(path, what)
+    expected = module.state_dict()
+    ops = replace(ops, ignore=lambda name, skip=ops.ignore: skip(name) and name not in expected)
+    with safe_open(str(path), framework="pt") as f:
+        shapes = {name: tuple(f.get_slice(key).get_shape()) for key, name in ops.select(f.keys()).items()}
+    missing = sorted(set(expected) - set(shapes))
+    unexpected = sorted(set(shapes) - set(expected))
+    misshaped = [f"{k} {list(v)} (model wants {list(expected[k].shape)})" for k, v in shapes.items()
+                 if k in expected and v != tuple(expected[k].shape)]
+    problems = [f"{len(v)} {kind} ({', '.join(v[:4])}{', ...' if len(v) > 4 else ''})"
+                for kind, v in (("missing", missing), ("unexpected", unexpected), ("mis-shaped", misshaped)) if v]
+    if problems:
+        raise LtxAneError(f"{path}: weights do not match the config: " + "; ".join(problems))
+    load_into_torch(module, path, ops)
+
+
+def from_checkpoint(component: str, path: str | Path, config: dict):
+    """The ltx-core module of a registry component with a checkpoint's (rounded) weights, in float32."""
+    from ltx_ane.models.registry import spec
+
+    s = spec(component)
+    module = s.reference(config)
+    load_weights(module, path, s.checkpoint_keys(config), s.title)
+    return module
+
+
+def load_checkpoint_into(module, path: str | Path, prefix_map: dict[str, str]) -> None:
+    """Load a checkpoint into a reference module (fp32) by prefix renames, skipping the unused statistics."""
+    from ltx_ane.models.loading import KeyOps, load_into_torch
+
+    ops = KeyOps(tuple(prefix_map.items()), ignore=lambda name: name.split(".")[-1] in UNUSED_STATISTICS)
+    load_into_torch(module, path, ops)
 
 
 def reference_decoder_from_checkpoint(path: str | Path, config: dict):
-    model = build_decoder(config)
-    load_checkpoint_into(model, path, {"vae.decoder.": "", "vae.per_channel_statistics.": "per_channel_statistics."})
-    return model
+    return from_checkpoint("decoder", path, config)
 
 
 def reference_encoder_from_checkpoint(path: str | Path, config: dict):
-    model = build_encoder(config)
-    load_checkpoint_into(model, path, {"vae.encoder.": "", "vae.per_channel_statistics.": "per_channel_statistics."})
-    return model
+    return from_checkpoint("encoder", path, config)
 
 
 def upscaler_state_dict(model) -> dict:
     """An upscaler's checkpoint keys as the released files name them: bare, blur kernel buffer included."""
     return dict(model.state_dict())
 
-
-def reference_upscaler_from_checkpoint(path: str | Path, config: dict):
-    model = build_upscaler(config)
-    load_checkpoint_into(model, path, {"": ""})
-    return model

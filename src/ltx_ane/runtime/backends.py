@@ -1,48 +1,33 @@
 """One interface for every component on every backend, and the rule that picks a backend per component.
 
-A backend runs one component (``decoder``, ``encoder``, ``spatial``, ``temporal``) on host (NumPy float32) arrays,
-so several backends can run side by side on their own threads without sharing framework state:
+A backend runs one component on host (NumPy float32) arrays in its registry spec's calling convention
+(``models.registry``: ``decode``, ``encode``, ``upsample``), so several backends can run side by side on their own
+threads without sharing framework state, and the bench times exactly the objects the pipelines run. A call is
+three steps, which the bench times apart: ``prepare`` (host array -> the backend's device input), ``run`` (the
+component, synchronised by ``sync``) and ``to_host``; ``reset_peak``/``peak`` measure device memory and
+``release`` lets the weights go.
 
-- decoder: (B, F, h, w, C) normalized latent tile -> (B, 8(F-1)+1, 32h, 32w, 3) pixels in [-1, 1];
-- encoder: (B, F, H, W, 3) pixels -> (B, f, h, w, C) normalized latent;
-- spatial / temporal: the two-stage step on a whole (B, C, F, h, w) normalized latent (un-normalize, upscaler,
-  normalize), since the upscalers' GroupNorm spans every frame and cannot be tiled.
-
-Backends are named ``mlx``, ``torch`` (the ltx-core reference) and ``coreml:<compute unit>``. ``auto`` reads the
-bench profile that ``ltx_ane.bench.profile`` writes (JSON, default ``~/.cache/ltx-ane/profile.json``, or
-``$LTX_ANE_CACHE/profile.json``, or ``--profile FILE``)::
-
-    {"entries": [
-        {"component": "decoder", "tile": [9, 16, 16], "backend": "coreml:CPU_AND_NE",
-         "passed_parity": true, "median_s": 1.9, "package": "/path/decoder.mlpackage"},
-        {"component": "decoder", "tile": [9, 16, 16], "backend": "mlx,coreml:CPU_AND_NE",
-         "passed_parity": true, "median_s": 1.2}
-    ]}
-
-``tile`` is one call's latent tile (frames, h, w): the decoder's input, the encoder's output, the upscalers' whole
-input grid; null means any shape. Read here beyond the bench's own fields: ``backend`` may list several backends
-separated by commas (a tiled component then runs them together, each pulling the next tile); ``package`` says where
-a Core ML entry's package is (``--package`` overrides); ``seconds`` is accepted for ``median_s``. Other keys are
-ignored. Among matching entries, the fastest that passed parity wins. Without a profile, or off macOS, ``auto`` is
-MLX. A Core ML model whose parity gate failed (in the profile, or in its package's fp16 PSNR) is never used.
+Backends are named ``mlx``, ``torch`` (the ltx-core reference, on the machine's accelerator when there is one) and
+``coreml:<compute unit>``. ``auto`` reads the bench profile (``runtime.profile``): among the entries for the
+component and tile, the fastest that passed parity. Without a profile, or off macOS, ``auto`` is MLX. A Core ML
+model whose parity gate failed (in the profile, or in its package's fp16 PSNR) is never used.
 """
 
 from __future__ import annotations
 
-import json
-import os
+import gc
 import sys
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 
 from ltx_ane.errors import LtxAneError
+from ltx_ane.models import registry
+from ltx_ane.runtime.profile import Profile, default_profile_path
 
-COMPONENTS = ("decoder", "encoder", "spatial", "temporal")
-TILED = ("decoder", "encoder")
 KINDS = ("mlx", "torch", "coreml")
 DEFAULT_COMPUTE_UNIT = "CPU_AND_NE"
 
@@ -88,91 +73,6 @@ def parse_spec(text: str) -> list[str]:
     return names
 
 
-# ------------------------------------------------------------------------------------------------ profile
-
-
-def default_profile_path() -> Path:
-    return Path(os.environ.get("LTX_ANE_CACHE", "~/.cache/ltx-ane")).expanduser() / "profile.json"
-
-
-@dataclass(frozen=True)
-class ProfileEntry:
-    component: str
-    tile: tuple[int, int, int] | None
-    backends: tuple[str, ...]
-    passed_parity: bool
-    seconds: float | None = None
-    package: str | None = None
-
-    @property
-    def backend(self) -> str:
-        return ",".join(self.backends)
-
-
-@dataclass
-class Profile:
-    path: Path
-    entries: list[ProfileEntry] = field(default_factory=list)
-
-    def matching(self, component: str, tile) -> list[ProfileEntry]:
-        tile = tuple(tile) if tile is not None else None
-        return [e for e in self.entries if e.component == component and (e.tile is None or e.tile == tile)]
-
-    def choose(self, component: str, tile) -> ProfileEntry | None:
-        """The fastest matching entry that passed parity (exact tile before a tile-less entry on a tie)."""
-        passed = [e for e in self.matching(component, tile) if e.passed_parity]
-        if not passed:
-            return None
-        return min(passed, key=lambda e: (e.seconds if e.seconds is not None else float("inf"), e.tile is None))
-
-    def failed(self, component: str, tile, backend: str) -> bool:
-        """Whether the profile records ``backend`` failing its parity gate for this component and tile."""
-        return any(not e.passed_parity and backend in e.backends for e in self.matching(component, tile))
-
-
-def load_profile(path: str | Path | None = None) -> Profile | None:
-    """The profile at ``path`` (must exist) or at the default location (None when absent)."""
-    explicit = path is not None
-    path = Path(path).expanduser() if explicit else default_profile_path()
-    if not path.exists():
-        if explicit:
-            raise LtxAneError(f"profile {path} does not exist")
-        return None
-    try:
-        raw = json.loads(path.read_text())
-    except (OSError, ValueError) as e:
-        raise LtxAneError(f"cannot read profile {path}: {e}") from None
-    if not isinstance(raw, dict) or not isinstance(raw.get("entries"), list):
-        raise LtxAneError(f"profile {path}: expected a JSON object with a list under 'entries'")
-    entries = []
-    for i, e in enumerate(raw["entries"]):
-        where = f"profile {path}, entry {i}"
-        if not isinstance(e, dict):
-            raise LtxAneError(f"{where}: not an object")
-        component = e.get("component")
-        if component not in COMPONENTS:
-            raise LtxAneError(f"{where}: component {component!r} is not one of {', '.join(COMPONENTS)}")
-        tile = e.get("tile")
-        if tile is not None:
-            if not (isinstance(tile, list) and len(tile) == 3 and all(isinstance(v, int) and v > 0 for v in tile)):
-                raise LtxAneError(f"{where}: tile must be [frames, h, w] in latents or null, got {tile!r}")
-            tile = tuple(tile)
-        if not isinstance(e.get("backend"), str):
-            raise LtxAneError(f"{where}: 'backend' must be a string such as 'mlx' or 'coreml:CPU_AND_NE'")
-        try:
-            backends = parse_spec(e["backend"])
-        except LtxAneError as err:
-            raise LtxAneError(f"{where}: {err}") from None
-        if backends == ["auto"]:
-            raise LtxAneError(f"{where}: 'auto' is not a measured backend")
-        seconds = e.get("median_s", e.get("seconds"))
-        if seconds is not None and not isinstance(seconds, (int, float)):
-            raise LtxAneError(f"{where}: 'median_s' must be a number")
-        entries.append(ProfileEntry(component, tile, tuple(backends), e.get("passed_parity") is True,
-                                    None if seconds is None else float(seconds), e.get("package")))
-    return Profile(path, entries)
-
-
 # ------------------------------------------------------------------------------------------------ choice
 
 
@@ -203,13 +103,13 @@ def choose(
     Explicit choices that cannot work (Core ML off macOS or without a package, a backend recorded as failing
     parity, several backends for an untiled component) are errors; ``auto`` falls back to MLX and says why.
     """
-    if component not in COMPONENTS:
-        raise ValueError(component)
+    tiled = registry.spec(component).tiled
     platform = platform or sys.platform
     names = parse_spec(spec)
     if names != ["auto"]:
-        if len(names) > 1 and component not in TILED:
-            raise LtxAneError(f"the {component} upscaler runs on a whole clip, so it takes one backend, not {spec!r}")
+        if len(names) > 1 and not tiled:
+            raise LtxAneError(f"the {registry.spec(component).title} runs on a whole clip, so it takes one backend, "
+                              f"not {spec!r}")
         for name in names:
             if profile is not None and profile.failed(component, tile, name):
                 raise LtxAneError(f"{name} failed its parity gate for the {component} in {profile.path}; not using it")
@@ -237,11 +137,11 @@ def choose(
             dropped.append(f"{name}: not macOS")
         elif name.startswith("coreml") and not pkg:
             dropped.append(f"{name}: no package")
-        elif name == "torch" and not _have_reference():
+        elif name == "torch" and not reference_available():
             dropped.append("torch: ltx-core not installed")
         else:
             names.append(name)
-    if len(names) > 1 and component not in TILED:
+    if len(names) > 1 and not tiled:
         names = names[:1]
     if not names:
         return Choice(component, ["mlx"], f"auto: profile picks {entry.backend} for {tile_text}, "
@@ -252,150 +152,235 @@ def choose(
     return Choice(component, names, reason, pkg)
 
 
-def _have_reference() -> bool:
+def reference_available() -> bool:
+    """Whether torch and ltx-core are installed (checked without importing them)."""
+    import importlib.util
+
     try:
-        import ltx_core  # noqa: F401
-        import torch  # noqa: F401
-    except ImportError:
+        return all(importlib.util.find_spec(m) is not None for m in ("torch", "ltx_core"))
+    except (ImportError, ValueError):
         return False
-    return True
+
+
+def torch_accelerator() -> str:
+    """The torch device the reference backend runs on: CUDA, else Apple's MPS, else the CPU."""
+    import torch
+
+    if torch.cuda.is_available():
+        return "cuda"
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        return "mps"
+    return "cpu"
+
+
 
 
 # ------------------------------------------------------------------------------------------------ backends
 
 
 class Backend:
-    """A component on one backend. ``__call__`` takes and returns host float32 arrays (see the module doc)."""
+    """A component on one backend. ``__call__`` takes and returns host float32 arrays in the component's calling
+    convention (``models.registry``); ``prepare``/``run``/``to_host`` are its three steps, timed apart by the bench."""
 
     name = "?"
+    device = "cpu"
+    dtype = "fp32"
     # Fixed-shape backends (Core ML) need the tiler's tile exactly as converted, so no balancing.
     any_shape = True
 
     def __init__(self, component: str):
-        if component not in COMPONENTS:
-            raise ValueError(component)
+        self.spec = registry.spec(component)
         self.component = component
 
     def supports(self, shape) -> bool:
         return True
 
-    def __call__(self, x: np.ndarray) -> np.ndarray:
+    def prepare(self, x: np.ndarray):
+        """The host input as this backend's own input (on its device, in its dtype and layout)."""
+        return x
+
+    def run(self, prepared):
         raise NotImplementedError
+
+    def to_host(self, out) -> np.ndarray:
+        return np.asarray(out, dtype=np.float32)
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        return self.to_host(self.run(self.prepare(np.ascontiguousarray(x, dtype=np.float32))))
+
+    def sync(self) -> None:
+        """Wait for queued device work (``run`` may return before the device has finished)."""
+
+    def reset_peak(self) -> None:
+        """Start a new peak-memory measurement (and free cached blocks, so the peak is this call's own)."""
+
+    def peak(self) -> int | None:
+        """Peak device memory in bytes since ``reset_peak``, where the framework reports it."""
+        return None
+
+    def extra(self) -> dict:
+        """Backend-specific facts for a benchmark row."""
+        return {}
+
+    def release(self) -> None:
+        """Let the weights and cached device memory go."""
 
     def __repr__(self):
         return f"<{type(self).__name__} {self.name} {self.component}>"
 
 
-def _stats_arrays(stats, channel_axis: int, ndim: int = 5):
+def stats_arrays(stats, channel_axis: int, ndim: int = 5):
+    """The latent statistics as float32 arrays that broadcast along ``channel_axis``."""
     shape = [1] * ndim
     shape[channel_axis] = -1
     return stats.mean.reshape(shape).astype(np.float32), stats.std.reshape(shape).astype(np.float32)
 
 
 class MLXBackend(Backend):
+    """An MLX model on MLX's default device, every MLX step under ``MLX_LOCK``."""
+
     name = "mlx"
-    uses_mlx = True
 
     def __init__(self, model, component: str, stats=None):
+        import mlx.core as mx
+
         super().__init__(component)
         self.model, self.stats = model, stats
+        self.device = "gpu" if mx.default_device() == mx.gpu else "cpu"
+        self.dtype = {mx.bfloat16: "bf16", mx.float16: "fp16", mx.float32: "fp32"}.get(_mlx_model_dtype(model), "?")
 
-    def __call__(self, x: np.ndarray) -> np.ndarray:
+    def prepare(self, x):
         import mlx.core as mx
 
         with MLX_LOCK:
-            if self.component in TILED:
-                inp = mx.array(np.ascontiguousarray(x, dtype=np.float32)).astype(self.model.dtype)
-                run = self.model.decode_channels_last if self.component == "decoder" else self.model.encode_channels_last
-                out = run(inp).astype(mx.float32)
-                mx.eval(out)
-                return np.array(out)
-            from ltx_ane.pipelines.upsample import upsample_latent
+            # The upscalers apply the statistics in float32 and cast themselves (pipelines.upsample).
+            inp = mx.array(x) if self.spec.io == "upsample" else mx.array(x).astype(self.model.dtype)
+            mx.eval(inp)
+            return inp
 
-            return upsample_latent(np.ascontiguousarray(x, dtype=np.float32), self.model, self.stats)
+    def run(self, inp):
+        import mlx.core as mx
+
+        with MLX_LOCK:
+            out = _MLX_CALLS[self.spec.io](self, inp).astype(mx.float32)
+            mx.eval(out)
+            return out
+
+    def to_host(self, out) -> np.ndarray:
+        with MLX_LOCK:
+            return np.array(out)
+
+    def __call__(self, x):
+        with MLX_LOCK:
+            return super().__call__(x)
+
+    def reset_peak(self) -> None:
+        import mlx.core as mx
+
+        with MLX_LOCK:
+            mx.clear_cache()
+            mx.reset_peak_memory()
+
+    def peak(self) -> int:
+        import mlx.core as mx
+
+        return int(mx.get_peak_memory())
+
+    def release(self) -> None:
+        import mlx.core as mx
+
+        self.model = None
+        gc.collect()
+        with MLX_LOCK:
+            mx.clear_cache()
+
+
+def _mlx_model_dtype(model):
+    from mlx.utils import tree_flatten
+
+    return next((v.dtype for _, v in tree_flatten(model.parameters())), None)
+
+
+def _mlx_upsample(backend: MLXBackend, latent):
+    from ltx_ane.pipelines.upsample import upsample
+
+    return upsample(latent, backend.model, backend.stats)
+
+
+# One function per calling convention (models.registry's ``io``).
+_MLX_CALLS = {
+    "decode": lambda backend, x: backend.model.decode_channels_last(x),
+    "encode": lambda backend, x: backend.model.encode_channels_last(x),
+    "upsample": _mlx_upsample,
+}
+
+TORCH_DTYPES = ("bf16", "fp16", "fp32")
 
 
 class TorchBackend(Backend):
-    """The ltx-core reference in float32 on the CPU (or ``device``)."""
+    """The ltx-core reference on ``device`` (default: the machine's accelerator) in ``dtype`` (default float32)."""
 
     name = "torch"
-    uses_mlx = False
 
-    def __init__(self, module, component: str, stats=None, device: str = "cpu"):
-        super().__init__(component)
-        self.module, self.stats, self.device = module.to(device).eval(), stats, device
-
-    def __call__(self, x: np.ndarray) -> np.ndarray:
+    def __init__(self, module, component: str, stats=None, device: str | None = None, dtype: str = "fp32"):
         import torch
 
-        x = np.ascontiguousarray(x, dtype=np.float32)
-        with torch.no_grad():
-            if self.component in TILED:
-                t = torch.from_numpy(x).permute(0, 4, 1, 2, 3).to(self.device)
-                return self.module(t).permute(0, 2, 3, 4, 1).float().cpu().numpy()
-            mean, std = _stats_arrays(self.stats, 1)
-            t = torch.from_numpy(x * std + mean).to(self.device)
-            y = self.module(t).float().cpu().numpy()
-            return (y - mean) / std
-
-
-class CoreMLBackend(Backend):
-    """A converted package through ``coreml.runtime.CoreMLComponent`` (or anything with its ``predict_numpy``,
-    ``function_for`` and ``metadata``), with the host-side layout changes around it."""
-
-    uses_mlx = False
-    any_shape = False
-
-    def __init__(self, runner, component: str, stats=None, min_psnr: float | None = None):
         super().__init__(component)
-        from ltx_ane.coreml.convert import DEFAULT_MIN_PSNR, META_PREFIX
+        if dtype not in TORCH_DTYPES:
+            raise LtxAneError(f"unknown dtype {dtype!r} for the torch backend (choose from {', '.join(TORCH_DTYPES)})")
+        self.device, self.dtype = device or torch_accelerator(), dtype
+        self.torch_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[dtype]
+        self.module, self.stats = module.to(self.device, self.torch_dtype).eval(), stats
 
-        meta = getattr(runner, "metadata", {}) or {}
-        got = meta.get(META_PREFIX + "component")
-        if got and got != component:
-            raise LtxAneError(f"Core ML package holds the {got}, not the {component}")
-        bar = DEFAULT_MIN_PSNR if min_psnr is None else min_psnr
-        measured = meta.get(META_PREFIX + "fp16_psnr_db")
-        if measured and float(measured) < bar:
-            raise LtxAneError(f"the Core ML {component} failed its parity gate ({float(measured):.1f} dB fp16 PSNR, "
-                              f"bar {bar:g} dB); not using it")
-        self.runner, self.stats = runner, stats
-        self.name = f"coreml:{getattr(runner, 'compute_units', DEFAULT_COMPUTE_UNIT)}"
+    def prepare(self, x):
+        import torch
 
-    def _program_shape(self, shape) -> tuple:
-        if self.component == "decoder":
-            _, f, h, w, c = shape
-            return (f, c, h, w)
-        if self.component == "encoder":
-            _, f, h, w, c = shape
-            return (f, c * 16, h // 4, w // 4)
-        _, c, f, h, w = shape
-        return (f, c, h, w)
+        if self.spec.io == "upsample":
+            mean, std = stats_arrays(self.stats, 1)
+            t = torch.from_numpy(np.ascontiguousarray(x * std + mean))
+        else:  # channels-last host arrays, channels-first module
+            t = torch.from_numpy(x).permute(0, 4, 1, 2, 3)
+        return t.to(self.device, self.torch_dtype)
 
-    def supports(self, shape) -> bool:
-        try:
-            self.runner.function_for(self._program_shape(shape))
-        except LtxAneError:
-            return False
-        return True
+    def run(self, t):
+        import torch
 
-    def __call__(self, x: np.ndarray) -> np.ndarray:
-        from ltx_ane.coreml import layout
+        with torch.inference_mode():
+            return self.module(t)
 
-        x = np.asarray(x, dtype=np.float32)
-        outs = []
-        for item in x:  # the programs have no batch axis: frames sit there
-            if self.component == "decoder":
-                y = self.runner.predict_numpy(layout.latent_to_frames(item.transpose(3, 0, 1, 2)))
-                outs.append(layout.frames_to_video(np.asarray(y, np.float32)).transpose(1, 2, 3, 0))
-            elif self.component == "encoder":
-                y = self.runner.predict_numpy(layout.video_to_frames(item.transpose(3, 0, 1, 2)))
-                outs.append(np.asarray(y, np.float32).transpose(0, 2, 3, 1))
-            else:
-                mean, std = _stats_arrays(self.stats, 0, 4)
-                y = self.runner.predict_numpy(layout.latent_to_frames(item * std + mean))
-                outs.append((layout.frames_to_latent(np.asarray(y, np.float32)) - mean) / std)
-        return np.ascontiguousarray(np.stack(outs))
+    def to_host(self, out) -> np.ndarray:
+        if self.spec.io == "upsample":
+            mean, std = stats_arrays(self.stats, 1)
+            return (out.float().cpu().numpy() - mean) / std
+        return np.ascontiguousarray(out.permute(0, 2, 3, 4, 1).float().cpu().numpy())
+
+    def sync(self) -> None:
+        import torch
+
+        if self.device.startswith("cuda"):
+            torch.cuda.synchronize()
+        elif self.device == "mps":
+            torch.mps.synchronize()
+
+    def reset_peak(self) -> None:
+        import torch
+
+        if self.device.startswith("cuda"):
+            torch.cuda.empty_cache()
+            torch.cuda.reset_peak_memory_stats()
+
+    def peak(self) -> int | None:
+        import torch
+
+        return int(torch.cuda.max_memory_allocated()) if self.device.startswith("cuda") else None
+
+    def release(self) -> None:
+        import torch
+
+        self.module = None
+        gc.collect()
+        if self.device.startswith("cuda"):
+            torch.cuda.empty_cache()
 
 
 def torch_from_mlx(model, component: str):
@@ -404,10 +389,8 @@ def torch_from_mlx(model, component: str):
     import torch
     from mlx.utils import tree_flatten
 
-    from ltx_ane import reference as R
-
-    build = {"decoder": R.build_decoder, "encoder": R.build_encoder}.get(component, R.build_upscaler)
-    module = build(model.config.raw)
+    spec = registry.spec(component)
+    module = spec.reference(model.config.raw)
     with MLX_LOCK:
         import mlx.core as mx
 
@@ -420,8 +403,9 @@ def torch_from_mlx(model, component: str):
             value = value.transpose(0, 3, 1, 2)
         state[name] = torch.from_numpy(np.ascontiguousarray(value))
     own = module.state_dict()
-    missing = [k for k in own if k not in state and k.split(".")[-1] not in R.UNUSED_STATISTICS
-               and not k.endswith("blur_down.kernel")]
+    # What the MLX model does not hold is what its checkpoint keys skip (fixed buffers, unused statistics).
+    skipped = spec.checkpoint_keys(model.config.raw).ignore
+    missing = [k for k in own if k not in state and not skipped(k)]
     unexpected = [k for k in state if k not in own]
     if missing or unexpected:
         raise LtxAneError(f"cannot copy the MLX {component} into ltx-core: missing {missing[:4]}, unexpected {unexpected[:4]}")
@@ -429,9 +413,11 @@ def torch_from_mlx(model, component: str):
     return module.float().eval()
 
 
-def build(choice: Choice, model, stats=None, runner_factory: Callable | None = None) -> list[Backend]:
-    """Backends for a choice. ``model`` is the MLX component (weights come from it for torch); ``runner_factory``
-    makes a Core ML runner from (package, compute unit), by default ``coreml.runtime.CoreMLComponent``."""
+def build(choice: Choice, model, stats=None, runner_factory: Callable | None = None, torch_device: str | None = None,
+          torch_dtype: str = "fp32") -> list[Backend]:
+    """Backends for a choice. ``model`` is the MLX component (weights come from it for torch, which runs on
+    ``torch_device``, by default the machine's accelerator); ``runner_factory`` makes a Core ML runner from
+    (package, compute unit), by default ``coreml.runtime.CoreMLComponent``."""
     out = []
     for name in choice.names:
         if name == "mlx":
@@ -440,8 +426,11 @@ def build(choice: Choice, model, stats=None, runner_factory: Callable | None = N
             from ltx_ane.reference import require_reference
 
             require_reference()
-            out.append(TorchBackend(torch_from_mlx(model, choice.component), choice.component, stats))
+            out.append(TorchBackend(torch_from_mlx(model, choice.component), choice.component, stats,
+                                    torch_device, torch_dtype))
         else:
+            from ltx_ane.runtime.coreml_backend import CoreMLBackend
+
             if runner_factory is None:
                 from ltx_ane.coreml.runtime import CoreMLComponent as runner_factory
             unit = name.split(":", 1)[1]

@@ -79,6 +79,10 @@ def upscaler_config(source, expected_kind: str | None = None) -> tuple[Upsampler
 
     if source.override() is not None:
         raw = source.override()
+        if "vae" in raw or "decoder_blocks" in raw:
+            preset = f"{expected_kind or 'spatial'}-x2"
+            raise LtxAneError(f"the config for the {expected_kind or 'latent'} upscaler is a VAE config; "
+                              f"pass the upscaler's (e.g. --config {preset})")
     elif header is not None and header.config() is not None:
         raw = header.config()
         if "vae" in raw or "transformer" in raw:
