@@ -199,10 +199,9 @@ class LatentUpsampler(nn.Module):
 
     ``compile`` runs the forward pass through ``mx.compile`` (each stage traced once per input shape), which fuses
     each GroupNorm's elementwise steps into a few kernels. Most kernels here are small, and on a GPU their launch
-    cost rather than the convolutions decides the time: on an H100 the temporal x2 upscaler takes 15.6 ms op by op
-    and 5.5 ms compiled (benchmarks/results/upsampler_cuda.md). The first call per shape pays for the traces and
-    the kernel builds (~40-50 s through MLX's CUDA backend when its kernel cache is cold). None (the default)
-    compiles on a GPU and not on the CPU, where those builds take longer than the small runs that happen there.
+    cost rather than the convolutions decides the time (measured in benchmarks/results/upsampler_cuda.md). The
+    first call per shape pays for the traces and the kernel builds. None (the default) compiles on a GPU and not
+    on the CPU, where those builds take longer than the small runs that happen there.
     """
 
     def __init__(self, config: UpsamplerConfig, compile: bool | None = None):
