@@ -173,15 +173,25 @@ def throughput_line(component: str, throughput) -> str | None:
         return None
     return f"{component} throughput: {throughput.summary()}"
 
+def to_pixels(chunk):
+    """A decoded (B, f, H, W, 3) chunk in [-1, 1] (MLX, any float dtype) -> uint8 NumPy frames, rounded from float32."""
+    import mlx.core as mx
+    import numpy as np
+
+    from ltx_ane.runtime.backends import MLX_LOCK
+
+    with MLX_LOCK:
+        scaled = mx.clip((chunk.astype(mx.float32) + 1.0) * 127.5 + 0.5, 0, 255)
+        return np.array(scaled.astype(mx.uint8))
+
+
 def write_frames(chunks, out: Path, shape: tuple[int, ...], fps: float, crf: int) -> list[Path]:
     """Stream decoded (B, f, H, W, 3) chunks in [-1, 1] into one MP4 per batch item, or into one .safetensors of raw
     float32 frames (``shape`` is the whole (B, 3, F, H, W) video)."""
-    import mlx.core as mx
     import numpy as np
 
     from ltx_ane.io.latents import RawVideoWriter
     from ltx_ane.io.video import Mp4Writer
-    from ltx_ane.runtime.backends import MLX_LOCK
 
     if out.suffix == ".safetensors":
         with RawVideoWriter(out, shape, fps) as writer:
@@ -193,8 +203,7 @@ def write_frames(chunks, out: Path, shape: tuple[int, ...], fps: float, crf: int
     with contextlib.ExitStack() as stack:
         writers = [stack.enter_context(Mp4Writer(o, fps, crf=crf)) for o in outputs]
         for chunk in chunks:
-            with MLX_LOCK:
-                pixels = np.array(mx.clip((chunk + 1.0) * 127.5 + 0.5, 0, 255).astype(mx.uint8))
+            pixels = to_pixels(chunk)
             for i, writer in enumerate(writers):
                 writer.write(pixels[i])
     return outputs

@@ -128,12 +128,17 @@ def read_latent(path: str | Path) -> LatentFile:
     )
 
 
-def write_latent(path: str | Path, latent_file: LatentFile) -> None:
+def write_tensors(path: str | Path, tensors: dict[str, np.ndarray], metadata: dict[str, str] | None = None) -> None:
+    """float32 tensors and string metadata as one safetensors file, written atomically."""
     from safetensors.numpy import save_file
 
-    data = {"latent": np.ascontiguousarray(latent_file.latent, dtype=np.float32)}
+    data = {name: np.ascontiguousarray(value, dtype=np.float32) for name, value in tensors.items()}
     with atomic_output(path) as tmp:
-        save_file(data, str(tmp), metadata=latent_file.metadata())
+        save_file(data, str(tmp), metadata=metadata or None)
+
+
+def write_latent(path: str | Path, latent_file: LatentFile) -> None:
+    write_tensors(path, {"latent": latent_file.latent}, latent_file.metadata())
 
 
 def read_video_tensor(path: str | Path) -> tuple[np.ndarray, dict[str, str]]:
@@ -146,11 +151,7 @@ def read_video_tensor(path: str | Path) -> tuple[np.ndarray, dict[str, str]]:
 
 
 def write_video_tensor(path: str | Path, video: np.ndarray, fps: float | None = None) -> None:
-    from safetensors.numpy import save_file
-
-    meta = {"fps": str(fps)} if fps is not None else {}
-    with atomic_output(path) as tmp:
-        save_file({"video": np.ascontiguousarray(video, dtype=np.float32)}, str(tmp), metadata=meta)
+    write_tensors(path, {"video": video}, {"fps": str(fps)} if fps is not None else None)
 
 
 class RawVideoWriter:
