@@ -97,6 +97,21 @@ PIPELINES: dict[str, PipelineSpec] = {
     )
 }
 
+# ltx-pipelines' default negative prompt for the guided pipelines.
+DEFAULT_NEGATIVE_PROMPT = (
+    "blurry, out of focus, overexposed, underexposed, low contrast, washed out colors, excessive noise, "
+    "grainy texture, poor lighting, flickering, motion blur, distorted proportions, unnatural skin tones, "
+    "deformed facial features, asymmetrical face, missing facial features, extra limbs, disfigured hands, "
+    "wrong hand count, artifacts around text, inconsistent perspective, camera shake, incorrect depth of "
+    "field, background too sharp, background clutter, distracting reflections, harsh shadows, inconsistent "
+    "lighting direction, color banding, cartoonish rendering, 3D CGI look, unrealistic materials, uncanny "
+    "valley effect, incorrect ethnicity, wrong gender, exaggerated expressions, wrong gaze direction, "
+    "mismatched lip sync, silent or muted audio, distorted voice, robotic voice, echo, background noise, "
+    "off-sync audio, incorrect dialogue, added dialogue, repetitive speech, jittery movement, awkward "
+    "pauses, incorrect timing, unnatural transitions, inconsistent framing, tilted camera, flat lighting, "
+    "inconsistent tone, cinematic oversaturation, stylized filters, or AI artifacts."
+)
+
 # ltx-pipelines' guidance for LTX-2.3 dev checkpoints (STG at block 28, 30 steps) and for its HQ pipeline.
 LTX23_VIDEO_GUIDANCE = replace(LTX2_VIDEO_GUIDANCE, stg_blocks=[28])
 LTX23_AUDIO_GUIDANCE = replace(LTX2_AUDIO_GUIDANCE, stg_blocks=[28])

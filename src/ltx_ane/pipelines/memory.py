@@ -1,0 +1,100 @@
+"""The memory plan of a generation: which transformer precision fits this machine, chosen before anything loads.
+
+The phases never overlap: the text encoder is freed before the transformer loads, and the transformer before the
+VAE decodes. The transformer phase decides: its weights (bf16, or 8-/4-bit with a bf16 scale and bias per group)
+plus the activations of one forward, which grow with the token count. The activation rule is fitted to the
+measured peaks in ``benchmarks/results/transformer-cuda.md`` (41.7 GB at 1,536 video tokens, 46.5 GB at 6,144, with
+37.8 GB of weights) and rounded up.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass
+
+from ltx_ane.errors import LtxAneError
+
+GB = 1e9
+ACTIVATION_BASE_BYTES = 3.0 * GB
+ACTIVATION_BYTES_PER_TOKEN = 0.9e6
+# Text encoding in the same process: Gemma 3 12B (bf16 23.5 GB, mlx-lm 4-bit ~6.6 GB) with its 1,024-token pass.
+GEMMA_BYTES = {"bf16": 25 * GB, "4-bit": 8 * GB}
+
+
+@dataclass(frozen=True)
+class MemoryPlan:
+    precision: str  # "bf16", "fp16", "fp32", "8-bit" or "4-bit"
+    quantize_bits: int | None
+    transformer_bytes: float
+    peak_bytes: float
+    available_bytes: float
+    available_source: str
+
+    def describe(self) -> str:
+        return (f"memory plan: transformer {self.precision} ({self.transformer_bytes / GB:.1f} GB of weights), "
+                f"peak ~{self.peak_bytes / GB:.1f} GB of {self.available_bytes / GB:.1f} GB usable "
+                f"({self.available_source})")
+
+
+def available_memory() -> tuple[float, str]:
+    """Bytes a model may use here: Metal's recommended working set on a Mac, else 90 % of physical memory."""
+    if sys.platform == "darwin":
+        import mlx.core as mx
+
+        info = mx.device_info()
+        size = info.get("max_recommended_working_set_size") or info.get("memory_size")
+        if size:
+            return float(size), "Metal's recommended working set"
+    pages, page_size = os.sysconf("SC_PHYS_PAGES"), os.sysconf("SC_PAGE_SIZE")
+    return 0.9 * pages * page_size, "90% of physical memory"
+
+
+def transformer_parameters(config) -> tuple[int, int]:
+    """(parameters in the quantisable Linear layers of the blocks, all other parameters), without allocating."""
+    import mlx.nn as nn
+    from mlx.utils import tree_flatten
+
+    from ltx_ane.models.transformer.model import LTXModel
+
+    model = LTXModel(config)  # parameters stay lazy: nothing is drawn or allocated
+    quantisable = 0
+    for path, module in model.named_modules():
+        if isinstance(module, nn.Linear) and path.startswith("transformer_blocks."):
+            quantisable += module.weight.size
+    total = sum(p.size for _, p in tree_flatten(model.parameters()))
+    return quantisable, total - quantisable
+
+
+def weight_bytes(parameters: tuple[int, int], precision: str, group_size: int = 64) -> float:
+    quantisable, other = parameters
+    if precision in ("8-bit", "4-bit"):
+        bits = int(precision[0])
+        return quantisable * (bits / 8 + 4 / group_size) + other * 2
+    return (quantisable + other) * (4 if precision == "fp32" else 2)
+
+
+def plan_memory(config, dtype: str, quantize: str | None, video_tokens: int, text_in_process: str | None = None,
+                available: tuple[float, str] | None = None) -> MemoryPlan:
+    """The first precision that fits, from the one asked for (``quantize`` "8"/"4", else the dtype, then 8-bit, then
+    4-bit); an error naming the need and the machine's memory when even 4-bit does not fit."""
+    available_bytes, source = available or available_memory()
+    parameters = transformer_parameters(config)
+    activations = ACTIVATION_BASE_BYTES + ACTIVATION_BYTES_PER_TOKEN * video_tokens
+    text = GEMMA_BYTES.get(text_in_process or "", 0.0)
+    if quantize:
+        candidates = [f"{quantize}-bit"]
+    else:
+        candidates = [dtype, "8-bit", "4-bit"]
+    smallest = None
+    for precision in candidates:
+        weights = weight_bytes(parameters, precision)
+        peak = max(weights + activations, text)
+        smallest = (precision, peak)
+        if peak <= available_bytes:
+            bits = int(precision[0]) if precision.endswith("-bit") else None
+            return MemoryPlan(precision, bits, weights, peak, available_bytes, source)
+    precision, peak = smallest
+    raise LtxAneError(f"not enough memory: the transformer at {precision} needs ~{peak / GB:.1f} GB for "
+                      f"{video_tokens} video tokens, and this machine offers {available_bytes / GB:.1f} GB ({source})"
+                      + ("; try a smaller size or fewer frames" if precision == "4-bit" else "; try --quantize 4"))
