@@ -138,8 +138,9 @@ class VocoderWithBWE(nn.Module):
         x = mx.pad(x, [(0, 0), (0, 0), (0, -length % bwe.hop_length)])
         log_mel = self.mel_stft.log_mel(x.reshape(b * c, -1))  # (B*2, frames, n_mels)
         residual = self.bwe_generator(log_mel.reshape(b, c, *log_mel.shape[1:]))
-        skip = upsample(x.transpose(0, 2, 1), self._skip_taps.astype(x.dtype), self.ratio, self.skip_pad,
-                        crop_left=2 * self.skip_pad * self.ratio)
+        # A 43-tap filter: summed in fp32, as a conv would accumulate.
+        skip = upsample(x.transpose(0, 2, 1).astype(mx.float32), self._skip_taps, self.ratio, self.skip_pad,
+                        crop_left=2 * self.skip_pad * self.ratio).astype(x.dtype)
         return mx.clip(residual + skip.transpose(0, 2, 1), -1, 1)[..., : length * self.ratio]
 
 
