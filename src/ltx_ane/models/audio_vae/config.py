@@ -136,14 +136,6 @@ class GeneratorConfig:
     def is_amp(self) -> bool:
         return self.resblock == "AMP1"
 
-    @property
-    def hop_length(self) -> int:
-        """Waveform samples per mel frame."""
-        out = 1
-        for rate in self.upsample_rates:
-            out *= rate
-        return out
-
     @classmethod
     def from_dict(cls, section: dict, key: str, resblock: str, apply_final_activation: bool = True,
                   output_sampling_rate: int | None = None) -> GeneratorConfig:
