@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import os
 
 import mlx.core as mx
 import numpy as np
@@ -54,7 +55,7 @@ def test_resamplers_match_reference(length):
     np.testing.assert_allclose(hann, skip.filter.numpy().reshape(-1), atol=1e-7)
 
 
-@pytest.mark.parametrize(("frames", "batch"), [(1, 1), (3, 2)])
+@pytest.mark.parametrize(("frames", "batch"), [(1, 1), (2, 2)])
 def test_vocoder_with_bwe_matches_reference(bigvgan, frames, batch):
     path, reference = bigvgan
     mel = mel_input(frames, batch, seed=frames)
@@ -68,9 +69,10 @@ def test_vocoder_with_bwe_matches_reference(bigvgan, frames, batch):
     assert rel_err(expected, out) <= TOL
 
 
+@pytest.mark.skipif(not os.environ.get("LTX_ANE_SLOW_TESTS"), reason="ltx-core in bf16 on a CPU: ~30 s; set LTX_ANE_SLOW_TESTS=1")
 def test_vocoder_with_bwe_half_precision_snr(bigvgan):
     path, reference = bigvgan
-    mel = mel_input(2, seed=5)
+    mel = mel_input(1, seed=5)
     with torch.no_grad():
         expected = reference(mel).numpy()
         reference_bf16 = copy.deepcopy(reference).to(torch.bfloat16)(mel.bfloat16()).float().numpy()

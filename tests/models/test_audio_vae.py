@@ -68,13 +68,13 @@ def test_decoder_half_precision_snr(ltx2):
     assert snr_db(expected, out["fp16"]) >= FP16_MIN_SNR_DB
 
 
-@pytest.mark.parametrize("axis", ["none", "width", "width-compatibility"])
+@pytest.mark.parametrize("axis", [None, "width", "width-compatibility"])
 def test_attention_and_other_causality_axes(tmp_path, axis):
-    """ltx-core's defaults (attention in the mid block and at resolution 128) and the other padding layouts."""
+    """Attention (in the mid block by ltx-core's default, and at resolution 128) and the other padding layouts."""
     raw = copy.deepcopy(load_audio_preset("ltx2"))
     dd = raw["audio_vae"]["model"]["params"]["ddconfig"]
-    dd.update(ch=32, z_channels=2, ch_mult=[1, 2], num_res_blocks=1, resolution=128, causality_axis=axis)
-    del dd["attn_resolutions"], dd["mid_block_add_attention"]
+    dd.update(ch=32, z_channels=2, ch_mult=[1, 1, 2], num_res_blocks=1, attn_resolutions=[128], causality_axis=axis)
+    del dd["mid_block_add_attention"]
     path = tmp_path / "small.safetensors"
     modules = write_audio_checkpoint(path, raw, parts=("decoder", "encoder"))
     latent = torch.randn(1, 2, 3, 16, generator=torch.Generator().manual_seed(3))

@@ -14,7 +14,8 @@ from importlib import resources
 
 from ltx_ane.errors import LtxAneError
 
-CAUSALITY_AXES = ("none", "height", "width", "width-compatibility")
+# ltx-core's ``CausalityAxis`` values; null (no causal axis) is kept here as "none".
+CAUSALITY_AXES = (None, "height", "width", "width-compatibility")
 # ltx-core's mel-frames-per-latent-frame (``LATENT_DOWNSAMPLE_FACTOR``): two x2 stages in time.
 LATENT_DOWNSAMPLE_FACTOR = 4
 PRESETS = {"ltx2": "ltx2_audio.json", "ltx23": "ltx23_audio.json"}
@@ -88,7 +89,7 @@ class AudioVaeConfig:
         if norm != "pixel":
             raise LtxAneError(f"config key audio_vae ddconfig.norm_type: only 'pixel' is supported, got {norm!r}")
         axis = dd.get("causality_axis", "height")
-        if axis not in CAUSALITY_AXES and axis is not None:
+        if axis not in CAUSALITY_AXES:
             raise LtxAneError(f"config key audio_vae ddconfig.causality_axis: unsupported value {axis!r}")
         if dd.get("attn_type", "vanilla") != "vanilla" or not dd.get("resamp_with_conv", True):
             raise LtxAneError("config key audio_vae ddconfig: only vanilla attention and conv resampling are supported")
