@@ -185,9 +185,15 @@ def to_pixels(chunk):
         return np.array(scaled.astype(mx.uint8))
 
 
-def write_frames(chunks, out: Path, shape: tuple[int, ...], fps: float, crf: int) -> list[Path]:
-    """Stream decoded (B, f, H, W, 3) chunks in [-1, 1] into one MP4 per batch item, or into one .safetensors of raw
-    float32 frames (``shape`` is the whole (B, 3, F, H, W) video)."""
+def batch_outputs(out: Path, batch: int) -> list[Path]:
+    """One output per batch item: ``out`` itself for one, else ``out_0``, ``out_1``, ..."""
+    return [out] if batch == 1 else [out.with_name(f"{out.stem}_{i}{out.suffix}") for i in range(batch)]
+
+
+def write_frames(chunks, out: Path, shape: tuple[int, ...], fps: float, crf: int, audio=None) -> list[Path]:
+    """Stream decoded (B, f, H, W, 3) chunks in [-1, 1] into one MP4 per batch item (with its ``audio`` track when
+    given, one ``io.audio.AudioTrack`` per item), or into one .safetensors of raw float32 frames (``shape`` is the
+    whole (B, 3, F, H, W) video)."""
     import numpy as np
 
     from ltx_ane.io.latents import RawVideoWriter
@@ -198,10 +204,10 @@ def write_frames(chunks, out: Path, shape: tuple[int, ...], fps: float, crf: int
             for chunk in chunks:
                 writer.write(np.array(chunk).transpose(0, 4, 1, 2, 3))
         return [out]
-    batch = shape[0]
-    outputs = [out] if batch == 1 else [out.with_name(f"{out.stem}_{i}{out.suffix}") for i in range(batch)]
+    outputs = batch_outputs(out, shape[0])
     with contextlib.ExitStack() as stack:
-        writers = [stack.enter_context(Mp4Writer(o, fps, crf=crf)) for o in outputs]
+        writers = [stack.enter_context(Mp4Writer(o, fps, crf=crf, audio=audio[i] if audio else None))
+                   for i, o in enumerate(outputs)]
         for chunk in chunks:
             pixels = to_pixels(chunk)
             for i, writer in enumerate(writers):

@@ -6,12 +6,14 @@ In memory a video is float32 (B, 3, F, H, W) or (3, F, H, W) in [-1, 1]; on disk
 from __future__ import annotations
 
 import contextlib
+import math
 from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
 
 from ltx_ane.errors import LtxAneError
+from ltx_ane.io.audio import AudioTrack
 from ltx_ane.io.latents import atomic_output, read_video_tensor
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff"}
@@ -59,10 +61,13 @@ class Mp4Writer:
 
     ``with Mp4Writer(path, fps) as w: w.write(chunk)``; chunks are (F, H, W, 3) uint8 or (3, F, H, W) float
     in [-1, 1]. An exception inside the block leaves neither the file nor a temporary one behind.
+    With ``audio`` the track is encoded as AAC and interleaved with the frames as they arrive.
     """
 
-    def __init__(self, path: str | Path, fps: float | Fraction, crf: int = 18):
+    def __init__(self, path: str | Path, fps: float | Fraction, crf: int = 18, audio: AudioTrack | None = None):
         self.path = Path(path)
+        self.audio = audio
+        self.audio_written = 0
         self.rate = fps_fraction(fps)
         self.crf = int(crf)
         if not 0 <= self.crf <= 51:
@@ -71,6 +76,7 @@ class Mp4Writer:
         self._stack: contextlib.ExitStack | None = None
         self._container = None
         self._stream = None
+        self._audio_stream = None
 
     def __enter__(self) -> Mp4Writer:
         av = _av()
@@ -98,6 +104,22 @@ class Mp4Writer:
         cc.colorspace = cc.color_primaries = cc.color_trc = 1  # AVCOL_*_BT709
         cc.color_range = 1  # AVCOL_RANGE_MPEG
         self._stream = stream
+        if self.audio is not None:
+            # Added with the video stream: the header, written at the first packet, must list every stream.
+            audio = self._container.add_stream("aac", rate=self.audio.sample_rate)
+            audio.layout = "stereo" if self.audio.channels == 2 else "mono"
+            self._audio_stream = audio
+
+    def _write_audio_until(self, container, sample: int) -> None:
+        """Encode the track up to ``sample`` (PyAV cuts the pieces into the encoder's frame size)."""
+        sample = min(sample, self.audio.samples.shape[1])
+        if sample <= self.audio_written:
+            return
+        piece = np.ascontiguousarray(self.audio.samples[:, self.audio_written : sample], dtype=np.float32)
+        frame = _av().AudioFrame.from_ndarray(piece, format="fltp", layout=self._audio_stream.layout.name)
+        frame.sample_rate, frame.pts = self.audio.sample_rate, self.audio_written
+        container.mux(self._audio_stream.encode(frame))
+        self.audio_written = sample
 
     def write(self, chunk: np.ndarray) -> None:
         if self._container is None:
@@ -121,6 +143,8 @@ class Mp4Writer:
             frame.pts = self.frames_written
             self._container.mux(self._stream.encode(frame))
             self.frames_written += 1
+        if self._audio_stream is not None:
+            self._write_audio_until(self._container, math.ceil(self.frames_written * self.audio.sample_rate / self.rate))
 
     def __exit__(self, exc_type, exc, tb) -> None:
         container, stack = self._container, self._stack
@@ -136,6 +160,9 @@ class Mp4Writer:
             if self._stream is None:
                 raise LtxAneError(f"no frames were written to {self.path}")
             container.mux(self._stream.encode(None))  # flush the frames the encoder is holding back
+            if self._audio_stream is not None:
+                self._write_audio_until(container, self.audio.samples.shape[1])
+                container.mux(self._audio_stream.encode(None))
             container.close()
         except BaseException as e:
             with contextlib.suppress(Exception):

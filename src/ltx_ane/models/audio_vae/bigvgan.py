@@ -1,0 +1,142 @@
+"""BigVGAN v2 pieces of LTX-2.3's vocoder: SnakeBeta, anti-aliased activations, AMP residual blocks.
+
+An anti-aliased activation upsamples x2 with a Kaiser-windowed sinc, applies SnakeBeta, and low-passes back
+down x2 (ltx-core ``Activation1d``). Both filters are shared by all channels, so instead of depthwise convs
+(slow in MLX) each resampler is a sum of shifted slices times filter taps, compiled into one fused function.
+Activations are channels-last, (B, L, C).
+"""
+
+from __future__ import annotations
+
+import math
+
+import mlx.core as mx
+import mlx.nn as nn
+import numpy as np
+
+# ltx-core's Activation1d: x2 up and down, 12-tap filters.
+RATIO = 2
+KERNEL = 12
+
+
+def kaiser_sinc_filter(cutoff: float, half_width: float, kernel_size: int) -> np.ndarray:
+    """ltx-core's ``kaiser_sinc_filter1d`` (from BigVGAN), as a (1, 1, K) array; the checkpoints store these."""
+    half = kernel_size // 2
+    amplitude = 2.285 * (half - 1) * math.pi * 4 * half_width + 7.95
+    if amplitude > 50.0:
+        beta = 0.1102 * (amplitude - 8.7)
+    elif amplitude >= 21.0:
+        beta = 0.5842 * (amplitude - 21) ** 0.4 + 0.07886 * (amplitude - 21.0)
+    else:
+        beta = 0.0
+    time = np.arange(-half, half) + 0.5 if kernel_size % 2 == 0 else np.arange(kernel_size) - half
+    taps = 2 * cutoff * np.kaiser(kernel_size, beta) * np.sinc(2 * cutoff * time)
+    return (taps / taps.sum()).astype(np.float32).reshape(1, 1, kernel_size)
+
+
+def hann_sinc_filter(ratio: int, rolloff: float = 0.99, lowpass_filter_width: int = 6) -> tuple[np.ndarray, int]:
+    """The Hann-windowed sinc of ltx-core's BWE skip resampler (torchaudio's ``resample``): (taps, half width)."""
+    width = math.ceil(lowpass_filter_width / rolloff)
+    time = (np.arange(2 * width * ratio + 1, dtype=np.float32) / ratio - width) * rolloff
+    window = np.cos(np.clip(time, -lowpass_filter_width, lowpass_filter_width) * math.pi / lowpass_filter_width / 2) ** 2
+    return (np.sinc(time) * window * rolloff / ratio).astype(np.float32), width
+
+
+def upsample(x: mx.array, taps: mx.array, ratio: int, pad: int, crop_left: int) -> mx.array:
+    """ltx-core ``UpSample1d``: replicate-pad by ``pad``, x``ratio`` transposed conv with ``taps``, crop, scale.
+
+    Output sample ``ratio * s + phase`` is a dot product of the taps ``phi, phi + ratio, ...`` with the
+    padded input read backwards from ``s + (phase + crop_left) // ratio``, ``phi = (phase + crop_left) % ratio``.
+    """
+    length = x.shape[1]
+    x = mx.pad(x, [(0, 0), (pad, pad), (0, 0)], mode="edge")
+    phases = []
+    for phase in range(ratio):
+        start, first_tap = divmod(phase + crop_left, ratio)
+        acc = None
+        for i, tap in enumerate(range(first_tap, taps.shape[-1], ratio)):
+            term = x[:, start - i : start - i + length] * taps[tap]
+            acc = term if acc is None else acc + term
+        phases.append(acc)
+    b, _, c = x.shape
+    return ratio * mx.stack(phases, axis=2).reshape(b, ratio * length, c)
+
+
+def lowpass_downsample(x: mx.array, taps: mx.array) -> mx.array:
+    """ltx-core ``DownSample1d`` (x2): replicate padding (K/2 - 1 before, K/2 after), stride-2 FIR."""
+    kernel = taps.shape[-1]
+    x = mx.pad(x, [(0, 0), (kernel // 2 - 1, kernel // 2), (0, 0)], mode="edge")
+    out = (x.shape[1] - kernel) // RATIO + 1
+    acc = None
+    for k in range(kernel):
+        term = x[:, k : k + RATIO * (out - 1) + 1 : RATIO] * taps[k]
+        acc = term if acc is None else acc + term
+    return acc
+
+
+def snake_beta(x: mx.array, alpha: mx.array, beta: mx.array) -> mx.array:
+    """x + sin^2(x e^alpha) / (e^beta + 1e-9), per channel (log-scale parameters as in the checkpoints)."""
+    return x + (1.0 / (mx.exp(beta) + 1e-9)) * mx.sin(x * mx.exp(alpha)) ** 2
+
+
+def _anti_aliased_snake(x, up_taps, alpha, beta, down_taps):
+    # In fp32 whatever the model dtype: the filters sum 6 and 12 products, which half precision would round
+    # at every step (a conv accumulates in fp32). Fused into one kernel, this costs no extra memory traffic.
+    pad = KERNEL // RATIO - 1
+    y = upsample(x.astype(mx.float32), up_taps, RATIO, pad, pad * RATIO + (KERNEL - RATIO) // 2)
+    return lowpass_downsample(snake_beta(y, alpha, beta), down_taps).astype(x.dtype)
+
+
+anti_aliased_snake = mx.compile(_anti_aliased_snake)
+
+
+class SnakeBeta(nn.Module):
+    def __init__(self, channels: int):
+        super().__init__()
+        self.alpha = mx.zeros((channels,))
+        self.beta = mx.zeros((channels,))
+
+
+class FilterBuffer(nn.Module):
+    """Holds a (1, 1, K) ``filter`` buffer, as ltx-core's resamplers do (the checkpoints carry it)."""
+
+    def __init__(self, taps: np.ndarray):
+        super().__init__()
+        self.filter = mx.array(taps)
+
+
+class DownSample1d(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.lowpass = FilterBuffer(kaiser_sinc_filter(0.5 / RATIO, 0.6 / RATIO, KERNEL))
+
+
+class Activation1d(nn.Module):
+    """SnakeBeta between a x2 upsampling and a x2 low-pass downsampling (ltx-core ``Activation1d``)."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.act = SnakeBeta(channels)
+        self.upsample = FilterBuffer(kaiser_sinc_filter(0.5 / RATIO, 0.6 / RATIO, KERNEL))
+        self.downsample = DownSample1d()
+
+    def __call__(self, x: mx.array) -> mx.array:
+        return anti_aliased_snake(
+            x, self.upsample.filter.reshape(-1), self.act.alpha, self.act.beta, self.downsample.lowpass.filter.reshape(-1)
+        )
+
+
+class AMPBlock1(nn.Module):
+    """Three (activation, dilated conv, activation, conv) residual steps; convs are zero-padded 'same'."""
+
+    def __init__(self, channels: int, kernel: int, dilations: tuple[int, ...]):
+        super().__init__()
+        self.convs1 = [nn.Conv1d(channels, channels, kernel, dilation=d, padding=d * (kernel - 1) // 2) for d in dilations]
+        self.convs2 = [nn.Conv1d(channels, channels, kernel, padding=(kernel - 1) // 2) for _ in dilations]
+        self.acts1 = [Activation1d(channels) for _ in dilations]
+        self.acts2 = [Activation1d(channels) for _ in dilations]
+
+    def __call__(self, x: mx.array) -> mx.array:
+        for conv1, conv2, act1, act2 in zip(self.convs1, self.convs2, self.acts1, self.acts2):
+            x = x + conv2(act2(conv1(act1(x))))
+        return x

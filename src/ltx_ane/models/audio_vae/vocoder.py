@@ -1,0 +1,183 @@
+"""Vocoders: log-mel spectrogram (B, 2, T, 64) -> stereo waveform (B, 2, N).
+
+LTX-2: one HiFi-GAN generator, 240 samples per mel frame -> 24 kHz. LTX-2.3: a BigVGAN v2 generator to 16 kHz,
+then bandwidth extension to 48 kHz: a causal log-mel of that waveform feeds a second BigVGAN generator whose
+output is added to a sinc-upsampled copy of the 16 kHz waveform (ltx-core ``VocoderWithBWE``).
+Inside, activations are channels-last, (B, L, C).
+"""
+
+from __future__ import annotations
+
+import mlx.core as mx
+import mlx.nn as nn
+import numpy as np
+
+from ltx_ane.errors import LtxAneError
+from ltx_ane.models.audio_vae.bigvgan import Activation1d, AMPBlock1, hann_sinc_filter, upsample
+from ltx_ane.models.audio_vae.config import BweConfig, GeneratorConfig, VocoderConfig
+
+# HiFi-GAN's leaky ReLU slope inside the generator; its last activation is torch's default LeakyReLU (0.01).
+LRELU_SLOPE = 0.1
+POST_LRELU_SLOPE = 0.01
+
+
+class ResBlock1(nn.Module):
+    """HiFi-GAN residual block: three (leaky ReLU, dilated conv, leaky ReLU, conv) steps."""
+
+    def __init__(self, channels: int, kernel: int, dilations: tuple[int, ...]):
+        super().__init__()
+        self.convs1 = [nn.Conv1d(channels, channels, kernel, dilation=d, padding=d * (kernel - 1) // 2) for d in dilations]
+        self.convs2 = [nn.Conv1d(channels, channels, kernel, padding=(kernel - 1) // 2) for _ in dilations]
+
+    def __call__(self, x: mx.array) -> mx.array:
+        for conv1, conv2 in zip(self.convs1, self.convs2):
+            x = x + conv2(nn.leaky_relu(conv1(nn.leaky_relu(x, LRELU_SLOPE)), LRELU_SLOPE))
+        return x
+
+
+class Generator(nn.Module):
+    """ltx-core's ``Vocoder``: conv_pre, upsampling stages each followed by averaged residual blocks, conv_post."""
+
+    def __init__(self, config: GeneratorConfig):
+        super().__init__()
+        self.config = config
+        channels = config.upsample_initial_channel
+        self.conv_pre = nn.Conv1d(2 * config.mel_bins, channels, 7, padding=3)
+        self.ups, self.resblocks = [], []
+        for rate, kernel in zip(config.upsample_rates, config.upsample_kernel_sizes):
+            self.ups.append(nn.ConvTranspose1d(channels, channels // 2, kernel, stride=rate, padding=(kernel - rate) // 2))
+            channels //= 2
+            for size, dilations in zip(config.resblock_kernel_sizes, config.resblock_dilation_sizes):
+                block = AMPBlock1 if config.is_amp else ResBlock1
+                self.resblocks.append(block(channels, size, dilations))
+        if config.is_amp:
+            self.act_post = Activation1d(channels)
+        self.conv_post = nn.Conv1d(channels, 2, 7, padding=3, bias=config.use_bias_at_final)
+
+    @property
+    def dtype(self):
+        return self.conv_pre.weight.dtype
+
+    def synthesize(self, frames: mx.array) -> mx.array:
+        """(B, T, 2 * mel_bins) mel frames, the two channels' bins side by side -> (B, N, 2) waveform."""
+        cfg = self.config
+        per_stage = len(cfg.resblock_kernel_sizes)
+        x = self.conv_pre(frames)
+        for i, up in enumerate(self.ups):
+            x = up(x if cfg.is_amp else nn.leaky_relu(x, LRELU_SLOPE))
+            # ltx-core averages the blocks with a mean over a stacked tensor, which accumulates in fp32.
+            total = sum(block(x).astype(mx.float32) for block in self.resblocks[i * per_stage : (i + 1) * per_stage])
+            x = (total / per_stage).astype(x.dtype)
+            mx.eval(x)  # one stage at a time bounds the live intermediates
+        x = self.act_post(x) if cfg.is_amp else nn.leaky_relu(x, POST_LRELU_SLOPE)
+        x = self.conv_post(x)
+        if cfg.apply_final_activation:
+            x = mx.tanh(x) if cfg.use_tanh_at_final else mx.clip(x, -1, 1)
+        return x
+
+    def __call__(self, mel: mx.array) -> mx.array:
+        """(B, 2, T, mel_bins) log-mel -> (B, 2, N) waveform, as ltx-core."""
+        check_mel(mel.shape, self.config.mel_bins)
+        b, c, t, f = mel.shape
+        frames = mel.astype(self.dtype).transpose(0, 2, 1, 3).reshape(b, t, c * f)
+        return self.synthesize(frames).transpose(0, 2, 1)
+
+
+class STFT(nn.Module):
+    """ltx-core ``_STFTFn``: the checkpoint's windowed DFT basis as a strided conv, causal (left) padding."""
+
+    def __init__(self, n_fft: int, hop_length: int):
+        super().__init__()
+        self.forward_basis = mx.zeros(((n_fft // 2 + 1) * 2, 1, n_fft))
+        self.hop_length = hop_length
+
+    def magnitude(self, y: mx.array) -> mx.array:
+        """(N, L) waveforms -> (N, frames, n_fft/2 + 1) linear magnitudes."""
+        n_fft = self.forward_basis.shape[-1]
+        y = mx.pad(y, [(0, 0), (max(0, n_fft - self.hop_length), 0)])[..., None]
+        spec = mx.conv1d(y, self.forward_basis.transpose(0, 2, 1).astype(y.dtype), stride=self.hop_length)
+        half = spec.shape[-1] // 2
+        return mx.sqrt(spec[..., :half] ** 2 + spec[..., half:] ** 2)
+
+
+class MelSTFT(nn.Module):
+    def __init__(self, config: BweConfig):
+        super().__init__()
+        self.stft_fn = STFT(config.n_fft, config.hop_length)
+        self.mel_basis = mx.zeros((config.num_mels, config.n_fft // 2 + 1))
+
+    def log_mel(self, y: mx.array) -> mx.array:
+        """(N, L) waveforms -> (N, frames, n_mels) log-mel, floored at 1e-5 as in ltx-core."""
+        mel = self.stft_fn.magnitude(y) @ self.mel_basis.T.astype(y.dtype)
+        return mx.log(mx.maximum(mel, 1e-5))
+
+
+class VocoderWithBWE(nn.Module):
+    """LTX-2.3: 16 kHz generator, then a residual from a second generator on the waveform's own log-mel."""
+
+    def __init__(self, config: VocoderConfig):
+        super().__init__()
+        self.config = config
+        self.vocoder = Generator(config.generator)
+        self.bwe_generator = Generator(config.bwe.generator)
+        self.mel_stft = MelSTFT(config.bwe)
+        self.ratio = config.bwe.output_sampling_rate // config.bwe.input_sampling_rate
+        taps, self.skip_pad = hann_sinc_filter(self.ratio)
+        self._skip_taps = mx.array(taps)  # computed, not stored in checkpoints
+
+    @property
+    def dtype(self):
+        return self.vocoder.dtype
+
+    def __call__(self, mel: mx.array) -> mx.array:
+        """(B, 2, T, 64) log-mel -> (B, 2, N) waveform at the output rate, clipped to [-1, 1]."""
+        bwe = self.config.bwe
+        check_mel(mel.shape, self.config.mel_bins)
+        x = self.vocoder(mel)  # (B, 2, L)
+        b, c, length = x.shape
+        x = mx.pad(x, [(0, 0), (0, 0), (0, -length % bwe.hop_length)])
+        log_mel = self.mel_stft.log_mel(x.reshape(b * c, -1))  # (B*2, frames, n_mels)
+        residual = self.bwe_generator(log_mel.reshape(b, c, *log_mel.shape[1:]))
+        # A 43-tap filter: summed in fp32, as a conv would accumulate.
+        skip = upsample(x.transpose(0, 2, 1).astype(mx.float32), self._skip_taps, self.ratio, self.skip_pad,
+                        crop_left=2 * self.skip_pad * self.ratio).astype(x.dtype)
+        return mx.clip(residual + skip.transpose(0, 2, 1), -1, 1)[..., : length * self.ratio]
+
+
+def build_vocoder(config: VocoderConfig) -> Generator | VocoderWithBWE:
+    return VocoderWithBWE(config) if config.bwe else Generator(config.generator)
+
+
+def check_mel(mel_shape, mel_bins: int) -> None:
+    if len(mel_shape) != 4 or mel_shape[1] != 2 or mel_shape[3] != mel_bins or mel_shape[2] < 1:
+        raise LtxAneError(
+            f"the vocoder takes a (B, 2, T, {mel_bins}) stereo log-mel spectrogram, got shape {list(mel_shape)}"
+        )
+
+
+def default_stft_bases(config: BweConfig) -> tuple[np.ndarray, np.ndarray]:
+    """A periodic-Hann windowed DFT basis (2F, 1, n_fft) and a Slaney mel filterbank (n_mels, F).
+
+    Real checkpoints carry their own; these give random-weight models a plausible front end.
+    """
+    n_fft, freqs = config.n_fft, config.n_fft // 2 + 1
+    window = 0.5 - 0.5 * np.cos(2 * np.pi * np.arange(n_fft) / n_fft)
+    angle = 2 * np.pi * np.outer(np.arange(freqs), np.arange(n_fft)) / n_fft
+    basis = np.concatenate([np.cos(angle), -np.sin(angle)]) * window
+    hz = np.linspace(0, config.input_sampling_rate / 2, freqs)
+    edges = _mel_to_hz(np.linspace(0, _hz_to_mel(config.input_sampling_rate / 2), config.num_mels + 2))
+    rising = (hz[None] - edges[:-2, None]) / (edges[1:-1] - edges[:-2])[:, None]
+    falling = (edges[2:, None] - hz[None]) / (edges[2:] - edges[1:-1])[:, None]
+    bank = np.maximum(0, np.minimum(rising, falling)) * (2.0 / (edges[2:] - edges[:-2]))[:, None]
+    return basis[:, None, :].astype(np.float32), bank.astype(np.float32)
+
+
+def _hz_to_mel(hz):
+    # Slaney: linear below 1 kHz, logarithmic above.
+    hz = np.asarray(hz, dtype=np.float64)
+    return np.where(hz < 1000, 3 * hz / 200, 15 + 27 * np.log(np.maximum(hz, 1e-9) / 1000) / np.log(6.4))
+
+
+def _mel_to_hz(mel):
+    mel = np.asarray(mel, dtype=np.float64)
+    return np.where(mel < 15, 200 * mel / 3, 1000 * np.exp((mel - 15) * np.log(6.4) / 27))

@@ -1,0 +1,43 @@
+"""Audio checkpoints in the real format (full-checkpoint key names, bf16, embedded config), built with ltx-core."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import numpy as np
+
+from ltx_ane.models.audio_vae.config import load_audio_preset
+from ltx_ane.reference import load_checkpoint_into, write_checkpoint
+from ltx_ane.reference import audio as RA
+
+TOL = 1e-4  # max abs error <= TOL * max|ref| in fp32
+
+
+def write_audio_checkpoint(path: Path, raw: dict, parts=("decoder", "encoder", "vocoder"), extra: dict | None = None):
+    """Write the parts' random weights; return the reference modules holding the same bf16-rounded weights."""
+    builders = {"decoder": RA.build_audio_decoder, "encoder": RA.build_audio_encoder, "vocoder": RA.build_vocoder}
+    modules = {part: builders[part](raw) for part in parts}
+    write_checkpoint(path, {**RA.audio_state_dict(**modules), **(extra or {})}, raw)
+    prefixes = {"decoder": RA.DECODER_PREFIXES, "encoder": RA.ENCODER_PREFIXES, "vocoder": RA.VOCODER_PREFIXES}
+    for part, module in modules.items():
+        load_checkpoint_into(module, path, prefixes[part])
+    return modules
+
+
+def small_audio_config(preset: str = "ltx2") -> dict:
+    """A preset at reduced width through its own keys (for command-line tests, not parity at real width)."""
+    raw = copy.deepcopy(load_audio_preset(preset))
+    raw["audio_vae"]["model"]["params"]["ddconfig"].update(ch=32, z_channels=2, ch_mult=[1, 1, 2], num_res_blocks=1)
+    generators = [raw["vocoder"]] if "bwe" not in raw["vocoder"] else [raw["vocoder"]["vocoder"], raw["vocoder"]["bwe"]]
+    for generator in generators:
+        generator["upsample_initial_channel"] = 64
+    return raw
+
+
+def rel_err(ref: np.ndarray, out: np.ndarray) -> float:
+    return float(np.abs(ref - out).max() / np.abs(ref).max())
+
+
+def snr_db(ref: np.ndarray, out: np.ndarray) -> float:
+    return float(10 * np.log10(np.sum(ref.astype(np.float64) ** 2) / np.sum((ref - out).astype(np.float64) ** 2)))

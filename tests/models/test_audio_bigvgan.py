@@ -1,0 +1,88 @@
+"""MLX LTX-2.3 vocoder (BigVGAN v2 + bandwidth extension, 48 kHz) against ltx-core 1.0.0 at the real width."""
+
+from __future__ import annotations
+
+import copy
+import os
+
+import mlx.core as mx
+import numpy as np
+import pytest
+import torch
+
+from ltx_ane.models.audio_vae.bigvgan import hann_sinc_filter, kaiser_sinc_filter, lowpass_downsample, upsample
+from ltx_ane.models.audio_vae.config import load_audio_preset
+from ltx_ane.models.audio_vae.loader import load_vocoder
+from ltx_ane.models.loading import Source
+from ltx_ane.reference import require_reference
+from tests.models.audio_util import TOL, rel_err, snr_db, write_audio_checkpoint
+from tests.models.test_audio_hifigan import BF16_MARGIN_DB, mel_input
+
+# Measured 60 dB on the 48 kHz waveform in fp16 (bf16: as ltx-core's own, ~40 dB).
+FP16_MIN_SNR_DB = 54.0
+
+
+@pytest.fixture(scope="module")
+def bigvgan(tmp_path_factory):
+    path = tmp_path_factory.mktemp("audio") / "ltx23_vocoder.safetensors"
+    return path, write_audio_checkpoint(path, load_audio_preset("ltx23"), parts=("vocoder",))["vocoder"]
+
+
+@pytest.mark.parametrize("length", [1, 2, 7, 50])
+def test_resamplers_match_reference(length):
+    """The shifted-slice resamplers against ltx-core's conv ones, filters as ltx-core computes them."""
+    require_reference()
+    from ltx_core.model.audio_vae.vocoder import DownSample1d, UpSample1d
+
+    x = torch.randn(2, 3, length, generator=torch.Generator().manual_seed(length))
+    up, down, skip = UpSample1d(2, 12), DownSample1d(2, 12), UpSample1d(3, persistent=False, window_type="hann")
+    channels_last = mx.array(x.numpy().transpose(0, 2, 1))
+    taps = mx.array(up.filter.numpy().reshape(-1))
+    hann, width = hann_sinc_filter(3)
+    with torch.no_grad():
+        expected = [up(x), down(x), skip(x)]
+    out = [
+        upsample(channels_last, taps, 2, up.pad, up.pad_left),
+        lowpass_downsample(channels_last, mx.array(down.lowpass.filter.numpy().reshape(-1))),
+        upsample(channels_last, mx.array(hann), 3, width, skip.pad_left),
+    ]
+    for ref, mine in zip(expected, out):
+        mine = np.array(mine).transpose(0, 2, 1)
+        assert mine.shape == ref.shape
+        assert rel_err(ref.numpy(), mine) <= TOL
+    # Random-weight models compute the filters the checkpoints store.
+    np.testing.assert_allclose(kaiser_sinc_filter(0.25, 0.3, 12), up.filter.numpy(), atol=1e-7)
+    np.testing.assert_allclose(hann, skip.filter.numpy().reshape(-1), atol=1e-7)
+
+
+@pytest.mark.parametrize(("frames", "batch"), [(1, 1), (2, 2)])
+def test_vocoder_with_bwe_matches_reference(bigvgan, frames, batch):
+    path, reference = bigvgan
+    mel = mel_input(frames, batch, seed=frames)
+    with torch.no_grad():
+        expected = reference(mel).numpy()
+    vocoder = load_vocoder(Source(str(path)), "fp32")
+    out = np.array(vocoder(mx.array(mel.numpy())))
+    assert vocoder.config.output_sampling_rate == 48000
+    assert out.shape == expected.shape == (batch, 2, 480 * frames)
+    assert np.abs(expected).max() < 1  # not saturated by the final clip, so the comparison means something
+    assert rel_err(expected, out) <= TOL
+
+
+@pytest.mark.skipif(not os.environ.get("LTX_ANE_SLOW_TESTS"), reason="ltx-core in bf16 on a CPU: ~30 s; set LTX_ANE_SLOW_TESTS=1")
+def test_vocoder_with_bwe_half_precision_snr(bigvgan):
+    path, reference = bigvgan
+    mel = mel_input(1, seed=5)
+    with torch.no_grad():
+        expected = reference(mel).numpy()
+        reference_bf16 = copy.deepcopy(reference).to(torch.bfloat16)(mel.bfloat16()).float().numpy()
+    out = {dtype: np.array(load_vocoder(Source(str(path)), dtype)(mx.array(mel.numpy())).astype(mx.float32))
+           for dtype in ("bf16", "fp16")}
+    assert snr_db(expected, out["bf16"]) >= snr_db(expected, reference_bf16) - BF16_MARGIN_DB
+    assert snr_db(expected, out["fp16"]) >= FP16_MIN_SNR_DB
+
+
+def test_random_weights_vocoder_with_bwe():
+    vocoder = load_vocoder(Source(random_weights=True, config_file="ltx23"), "bf16")
+    waveform = vocoder(mx.zeros((1, 2, 1, 64)))
+    assert waveform.shape == (1, 2, 480) and bool(mx.all(mx.abs(waveform) <= 1))
