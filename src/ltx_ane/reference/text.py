@@ -148,3 +148,37 @@ def reference_contexts(processor, hidden_states: tuple, mask) -> tuple:
     with torch.no_grad():
         out = processor.process_hidden_states(hidden_states, torch.as_tensor(mask, dtype=torch.long), "left")
     return out.video_encoding.numpy(), out.audio_encoding.numpy()
+
+
+# Reduced-width transformer configs for the two feature extractor versions (Gemma width 32 for V1, any for V2).
+TINY_V1_CONFIG = {
+    "connector_num_attention_heads": 4, "connector_attention_head_dim": 8, "connector_num_layers": 2,
+    "connector_num_learnable_registers": 128, "connector_positional_embedding_max_pos": [4096],
+    "frequencies_precision": "float64", "rope_type": "split",
+}
+TINY_V2_CONFIG = {
+    **TINY_V1_CONFIG, "connector_attention_head_dim": 16, "audio_connector_num_attention_heads": 4,
+    "audio_connector_attention_head_dim": 8, "connector_apply_gated_attention": True, "num_attention_heads": 4,
+    "attention_head_dim": 16, "audio_num_attention_heads": 4, "audio_attention_head_dim": 8,
+    "caption_proj_before_connector": True, "caption_projection_first_linear": False,
+    "caption_proj_input_norm": False, "caption_projection_second_linear": False,
+}
+
+
+def write_tiny_gemma(directory: str | Path, seed: int = 0, **config_overrides):
+    """A tiny random Gemma 3 directory (weights, release-form config.json, tokenizer); returns (model, config)."""
+    config = tiny_gemma_config(**config_overrides)
+    model = build_gemma(config, seed)
+    save_gemma(model, config, directory)
+    return model, config
+
+
+def write_text_checkpoint(path: str | Path, transformer_config: dict, gemma_width: int, num_states: int,
+                          seed: int = 0):
+    """An LTX checkpoint holding only the text projection and connectors (bf16, config in the metadata);
+    returns the reference processor with the file's rounded weights."""
+    from ltx_ane.reference import write_checkpoint
+
+    processor = build_processor(transformer_config, gemma_width, num_states, seed)
+    write_checkpoint(path, processor_state_dict(processor), {"transformer": transformer_config})
+    return reference_processor_from_checkpoint(path, transformer_config, gemma_width, num_states)

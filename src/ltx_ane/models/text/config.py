@@ -108,19 +108,22 @@ class TextConfig:
                               "configured there)")
         return cls.from_transformer_config(transformer)
 
-    def projection_width(self, gemma_width: int) -> tuple[int, int]:
-        """The (video, audio) widths the feature extractor produces for a Gemma of this width."""
+    def projection_widths(self) -> tuple[int, int]:
+        """The (video, audio) widths of the feature extractor's output.
+
+        V1 projects to the connector width (3840 = Gemma 3 12B's width in LTX-2 19B, hard-coded in ltx-core) and
+        feeds the same features to both connectors; V2 projects to each transformer width.
+        """
         if self.feature_extractor == "v1":
-            return gemma_width, gemma_width
+            return self.video_connector.inner_dim, self.video_connector.inner_dim
         return self.video_width, self.audio_width
 
-    def check_gemma_width(self, gemma_width: int) -> None:
-        video, audio = self.projection_width(gemma_width)
+    def check_widths(self) -> None:
+        video, audio = self.projection_widths()
         if (video, audio) != (self.video_connector.inner_dim, self.audio_connector.inner_dim):
             raise LtxAneError(
-                f"the text connectors are {self.video_connector.inner_dim} (video) and "
-                f"{self.audio_connector.inner_dim} (audio) wide but the feature extractor gives {video} and {audio} "
-                f"for a {gemma_width}-wide Gemma"
+                f"config: the text connectors are {self.video_connector.inner_dim} (video) and "
+                f"{self.audio_connector.inner_dim} (audio) wide but the text projection gives {video} and {audio}"
             )
 
 

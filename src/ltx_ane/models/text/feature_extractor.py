@@ -27,9 +27,9 @@ class FeatureExtractorV1(nn.Module):
     """LTX-2 19B: each state scaled to 8 * (x - mean) / range over all valid tokens and channels, then one
     projection shared by video and audio."""
 
-    def __init__(self, gemma_width: int, num_states: int):
+    def __init__(self, gemma_width: int, num_states: int, width: int):
         super().__init__()
-        self.aggregate_embed = nn.Linear(gemma_width * num_states, gemma_width, bias=False)
+        self.aggregate_embed = nn.Linear(gemma_width * num_states, width, bias=False)
 
     def __call__(self, states: list[mx.array]) -> tuple[mx.array, mx.array]:
         x = stack_states(states)

@@ -59,7 +59,7 @@ class PromptTokenizer:
 
     @classmethod
     def from_dir(cls, root: Path, length: int = MAX_TOKENS) -> "PromptTokenizer":
-        if not any(root.rglob(name) for name in TOKENIZER_FILES):
+        if not any(next(root.rglob(name), None) for name in TOKENIZER_FILES):
             raise LtxAneError(f"no Gemma tokenizer in {root} (expected {' or '.join(TOKENIZER_FILES)})")
         from transformers import AutoTokenizer
 

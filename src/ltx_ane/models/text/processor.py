@@ -17,15 +17,15 @@ from ltx_ane.models.text.feature_extractor import FeatureExtractorV1, FeatureExt
 class EmbeddingsProcessor(nn.Module):
     def __init__(self, config: TextConfig, gemma_width: int, num_states: int):
         super().__init__()
-        config.check_gemma_width(gemma_width)
+        config.check_widths()
         self.config = config
         self.gemma_width = gemma_width
         self.num_states = num_states
+        video_width, audio_width = config.projection_widths()
         if config.feature_extractor == "v1":
-            self.feature_extractor = FeatureExtractorV1(gemma_width, num_states)
+            self.feature_extractor = FeatureExtractorV1(gemma_width, num_states, video_width)
         else:
-            self.feature_extractor = FeatureExtractorV2(gemma_width, num_states, config.video_width,
-                                                        config.audio_width)
+            self.feature_extractor = FeatureExtractorV2(gemma_width, num_states, video_width, audio_width)
         self.video_connector = Embeddings1DConnector(config.video_connector)
         self.audio_connector = Embeddings1DConnector(config.audio_connector)
 
