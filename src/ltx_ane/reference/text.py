@@ -54,13 +54,11 @@ def build_gemma(config: dict, seed: int = 0):
     return model
 
 
-def save_gemma(model, config: dict, directory: str | Path, dtype: str = "fp32") -> Path:
-    """A Hugging Face model directory as released: safetensors in the release key names, config.json, tokenizer."""
-    import torch
-
+def save_gemma(model, config: dict, directory: str | Path) -> Path:
+    """A Hugging Face model directory as released (weights in the model's dtype, release key names, config.json in
+    the release form) with the tiny word tokenizer."""
     directory = Path(directory)
-    model.to({"fp32": torch.float32, "bf16": torch.bfloat16}[dtype]).save_pretrained(directory)
-    model.to(torch.float32)
+    model.save_pretrained(directory)
     # save_pretrained writes transformers 5's config form; the released files use the legacy one.
     (directory / "config.json").write_text(json.dumps(config, indent=2))
     save_tiny_tokenizer(directory)
