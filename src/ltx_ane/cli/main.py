@@ -19,6 +19,7 @@ COMMANDS = {
     "inspect": "ltx_ane.cli.inspect",
     "bench": "ltx_ane.cli.bench",
     "render": "ltx_ane.cli.render",
+    "encode-prompt": "ltx_ane.cli.encode_prompt",
     "generate": "ltx_ane.cli.generate",
 }
 
