@@ -14,6 +14,7 @@ import mlx.nn as nn
 from ltx_ane.models.transformer.block import BasicAVTransformerBlock, TransformerArgs
 from ltx_ane.models.transformer.config import TransformerConfig
 from ltx_ane.models.transformer.embeddings import AdaLayerNormSingle, PixArtAlphaTextProjection
+from ltx_ane.models.transformer.fused import modulate
 from ltx_ane.models.transformer.modality import Modality
 from ltx_ane.models.transformer.perturbations import BatchedPerturbationConfig
 from ltx_ane.models.transformer.rope import precompute_freqs_cis
@@ -133,11 +134,10 @@ class LTXModel(nn.Module):
         )
 
     def process_output(self, side: str, args: TransformerArgs) -> mx.array:
-        table = self._module(side, "scale_shift_table")
-        values = table[None, None].astype(args.x.dtype) + args.embedded_timestep[:, :, None]
-        shift, scale = values[:, :, 0], values[:, :, 1]
+        table = self._module(side, "scale_shift_table").astype(args.x.dtype)
+        embedded = args.embedded_timestep  # rows 0 (shift) and 1 (scale) both add the embedded timestep
         x = mx.fast.layer_norm(args.x, None, None, self.config.norm_eps)
-        return self._module(side, "proj_out")(x * (1 + scale) + shift)
+        return self._module(side, "proj_out")(modulate(x, table[1], embedded, table[0], embedded))
 
 
 class X0Model(nn.Module):

@@ -1,0 +1,64 @@
+"""The transformer's speed-ups give the results of the plain computation: fused kernels bit for bit against the
+eager formulas (bf16 and fp32)."""
+
+from __future__ import annotations
+
+import mlx.core as mx
+import numpy as np
+import pytest
+
+from ltx_ane.models.transformer import fused
+from ltx_ane.models.transformer.rope import apply_rotary_emb, precompute_freqs_cis
+
+DTYPES = (mx.float32, mx.bfloat16)
+
+
+def random(shape, dtype, seed):
+    return mx.random.normal(shape, key=mx.random.key(seed)).astype(dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("steps", [5, 1])  # per-token AdaLN, or one value per batch item
+def test_fused_modulation_and_gate_equal_eager(dtype, steps):
+    x, y = random((2, 5, 32), dtype, 0), random((2, 5, 32), dtype, 1)
+    table, timestep = random((3, 32), dtype, 2), random((2, steps, 3 * 32), dtype, 3)
+    # ltx-core: the (B, T, n, D) sum of table and AdaLN output, then the eager expressions.
+    values = table[None, None] + timestep.reshape(2, steps, 3, 32)
+    shift, scale, gate = (values[:, :, i] for i in range(3))
+    terms = [(table[i], timestep[..., 32 * i : 32 * (i + 1)]) for i in range(3)]
+    assert mx.array_equal(fused.modulate(x, *terms[1], *terms[0]), x * (1 + scale) + shift)
+    assert mx.array_equal(fused.gated_residual(x, y, *terms[2]), x + y * gate)
+
+
+def textbook_rope(x, cos, sin, rope_type):
+    """ltx-core's formulas on its own table layouts: split halves per head, or adjacent pairs with repeated tables."""
+    if rope_type == "split":
+        b, t, h, half = cos.shape
+        halves = x.reshape(b, t, h, 2, half)
+        first, second = halves[..., 0, :], halves[..., 1, :]
+        return mx.stack([first * cos - second * sin, second * cos + first * sin], axis=-2).reshape(b, t, -1)
+    cos, sin = mx.repeat(cos, 2, axis=-1), mx.repeat(sin, 2, axis=-1)
+    pairs = x.reshape(*x.shape[:-1], -1, 2)
+    swapped = mx.stack([-pairs[..., 1], pairs[..., 0]], axis=-1).reshape(x.shape)
+    return x * cos + swapped * sin
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("rope_type", ["split", "interleaved"])
+def test_fused_rope_equals_textbook_rope(dtype, rope_type):
+    heads, dim, tokens = 4, 64, 6
+    positions = mx.array(np.random.default_rng(0).uniform(0, 8, (1, 3, tokens, 2)).astype(np.float32))
+    cos, sin = precompute_freqs_cis(positions, dim, dtype, 10000.0, (20, 2048, 2048), heads, rope_type, True)
+    assert (cos.shape, sin.shape) == (((1, tokens, heads, 1, dim // heads // 2),) * 2 if rope_type == "split"
+                                      else ((1, tokens, dim // 2, 1, 1),) * 2)
+    # The 64-wide grid has 3 x 10 frequencies: the tables start with (cos 1, sin 0) padding.
+    assert mx.all(cos.reshape(tokens, -1)[:, 0] == 1).item() and mx.all(sin.reshape(tokens, -1)[:, 0] == 0).item()
+    x = random((1, tokens, dim), dtype, 4)
+    layout = (lambda t: t.squeeze(-2)) if rope_type == "split" else (lambda t: t.reshape(1, tokens, -1))
+    assert mx.array_equal(apply_rotary_emb(x, (cos, sin)), textbook_rope(x, layout(cos), layout(sin), rope_type))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_fused_head_gates_equal_eager(dtype):
+    out, logits = random((2, 5, 4, 8), dtype, 5), random((2, 5, 4), dtype, 6)
+    assert mx.array_equal(fused.gate_heads(out, logits[..., None]), out * (2.0 * mx.sigmoid(logits))[..., None])
