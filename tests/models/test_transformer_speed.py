@@ -1,16 +1,45 @@
 """The transformer's speed-ups give the results of the plain computation: fused kernels bit for bit against the
-eager formulas (bf16 and fp32)."""
+eager formulas (bf16 and fp32); text prepared once per prompt against the per-forward projection."""
 
 from __future__ import annotations
+
+import json
+from dataclasses import replace
 
 import mlx.core as mx
 import numpy as np
 import pytest
 
+from transformer_util import make_inputs, tiny_config
+from ltx_ane.errors import LtxAneError
+from ltx_ane.models.loading import Source
 from ltx_ane.models.transformer import fused
+from ltx_ane.models.transformer.loader import load_transformer
 from ltx_ane.models.transformer.rope import apply_rotary_emb, precompute_freqs_cis
 
 DTYPES = (mx.float32, mx.bfloat16)
+
+
+@pytest.fixture(scope="module", params=["ltx2", "ltx23"])
+def model(request, tmp_path_factory):
+    """A tiny model with seeded random weights (these tests compare the model with itself, not with ltx-core)."""
+    config = tiny_config(request.param)
+    path = tmp_path_factory.mktemp(request.param) / "config.json"
+    path.write_text(json.dumps(config))
+    return config, load_transformer(Source(None, str(path), random_weights=True), dtype="fp32")
+
+
+def batch_of_two(config):
+    """Two batch items with their own noise levels and left-padded text, as MLX modalities."""
+    video, audio = make_inputs(config, batch=2)
+    for m in (video, audio):
+        m.context_mask = np.array([[1, 1, 1, 1, 1, 1], [0, 0, 1, 1, 1, 1]], dtype=np.int64)
+    return video.mlx(), audio.mlx()
+
+
+def assert_equal(expected, actual):
+    for e, a in zip(expected, actual):
+        assert np.array_equal(np.array(e), np.array(a))
 
 
 def random(shape, dtype, seed):
@@ -62,3 +91,24 @@ def test_fused_rope_equals_textbook_rope(dtype, rope_type):
 def test_fused_head_gates_equal_eager(dtype):
     out, logits = random((2, 5, 4, 8), dtype, 5), random((2, 5, 4), dtype, 6)
     assert mx.array_equal(fused.gate_heads(out, logits[..., None]), out * (2.0 * mx.sigmoid(logits))[..., None])
+
+
+def test_prepared_text_gives_the_same_velocities_at_every_step(model):
+    config, model = model
+    video, audio = batch_of_two(config)
+    text = model.prepare_context(video.context, audio.context, video.context_mask, audio.context_mask)
+    # 19B caches each block's text keys and values; LTX-2.3's depend on the noise level and are not cached.
+    assert (text.video.keys_values is None) == model.config.cross_attention_adaln
+    for step, sigma in enumerate((0.9, 0.4)):
+        v, a = (replace(m, latent=m.latent * (step + 1), sigma=m.sigma * 0 + sigma,
+                        timesteps=m.timesteps * 0 + sigma) for m in (video, audio))
+        assert_equal(model(v, a), model(v, a, text=text))
+
+
+def test_prepared_text_must_match_the_inputs(model):
+    config, model = model
+    video, audio = batch_of_two(config)
+    with pytest.raises(LtxAneError, match="holds no audio context"):
+        model(video, audio, text=model.prepare_context(video.context))
+    with pytest.raises(LtxAneError, match="prepared video text has batch 1, the latent 2"):
+        model(video, audio, text=model.prepare_context(video.context[:1], audio.context[:1]))

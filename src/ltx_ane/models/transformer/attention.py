@@ -47,20 +47,21 @@ class Attention(nn.Module):
         k_pe: tuple[mx.array, mx.array] | None = None,
         perturbation_mask: mx.array | None = None,
         all_perturbed: bool = False,
+        keys_values: tuple[mx.array, mx.array] | None = None,
     ) -> mx.array:
         """(B, T, query_dim) -> (B, T, query_dim).
 
         ``mask`` is an additive bias broadcastable to (B, heads, T, S). A ``perturbation_mask`` (B, 1, 1) of 0 replaces
         that batch item's attention by its value projection (STG); ``all_perturbed`` does so for the whole batch
-        without computing queries and keys.
+        without computing queries and keys. ``keys_values`` are ``self.keys_values(context)`` computed earlier
+        (text cross-attention: the context is the same for every denoising step).
         """
         context = x if context is None else context
-        v = self.to_v(context)
         if all_perturbed:
-            out = v
+            out = self.to_v(context)
         else:
+            k, v = self.keys_values(context) if keys_values is None else keys_values
             q = self.q_norm(self.to_q(x))
-            k = self.k_norm(self.to_k(context))
             if pe is not None:
                 q = apply_rotary_emb(q, pe)
                 k = apply_rotary_emb(k, pe if k_pe is None else k_pe)
@@ -72,6 +73,10 @@ class Attention(nn.Module):
             logits = self.to_gate_logits(x)[..., None]
             out = gate_heads(out.reshape(b, t, self.heads, self.dim_head), logits).reshape(b, t, -1)
         return self.to_out[0](out)
+
+    def keys_values(self, context: mx.array) -> tuple[mx.array, mx.array]:
+        """Normed keys (before RoPE) and values of a (B, S, context_dim) context."""
+        return self.k_norm(self.to_k(context)), self.to_v(context)
 
     def _attend(self, q: mx.array, k: mx.array, v: mx.array, mask: mx.array | None) -> mx.array:
         b, t, _ = q.shape

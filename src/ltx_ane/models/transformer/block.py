@@ -25,6 +25,7 @@ class TransformerArgs:
     x: mx.array
     context: mx.array
     context_mask: mx.array | None
+    text_keys_values: tuple[tuple[mx.array, mx.array], ...] | None  # per block, from LTXModel.prepare_context
     timesteps: mx.array  # (B, T or 1, coefficient * D) AdaLN output
     embedded_timestep: mx.array  # (B, T or 1, D)
     positional_embeddings: tuple[mx.array, mx.array]
@@ -113,7 +114,9 @@ class BasicAVTransformerBlock(nn.Module):
 
     def _text_cross_attention(self, attn, table, prompt_table, x, args: TransformerArgs):
         if not self.cross_attention_adaln:
-            return x + attn(rms_norm(x, self.norm_eps), context=args.context, mask=args.context_mask)
+            keys_values = None if args.text_keys_values is None else args.text_keys_values[self.idx]
+            return x + attn(rms_norm(x, self.norm_eps), context=args.context, mask=args.context_mask,
+                            keys_values=keys_values)
         shift_q, scale_q, gate = (ada_terms(table, args.timesteps, row) for row in range(6, 9))
         shift_kv, scale_kv = (ada_terms(prompt_table, args.prompt_timestep, row) for row in range(2))
         query = modulate(rms_norm(x, self.norm_eps), *scale_q, *shift_q)

@@ -1,7 +1,8 @@
 """The audio-video transformer (ltx-core's ``LTXModel``, audio-video type) and its ``X0Model`` wrapper.
 
 Attribute paths equal the checkpoint keys under ``model.diffusion_model.``. Inputs are ``Modality`` records;
-``model(video, audio, perturbations)`` returns the two velocities (None for a modality not given).
+``model(video, audio, perturbations)`` returns the two velocities (None for a modality not given). A denoising loop
+prepares the text once with ``model.prepare_context`` and passes it to every step as ``text=`` (see text_context.py).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from dataclasses import replace
 import mlx.core as mx
 import mlx.nn as nn
 
+from ltx_ane.errors import LtxAneError
 from ltx_ane.models.transformer.block import BasicAVTransformerBlock, TransformerArgs
 from ltx_ane.models.transformer.config import TransformerConfig
 from ltx_ane.models.transformer.embeddings import AdaLayerNormSingle, PixArtAlphaTextProjection
@@ -18,6 +20,7 @@ from ltx_ane.models.transformer.fused import modulate
 from ltx_ane.models.transformer.modality import Modality
 from ltx_ane.models.transformer.perturbations import BatchedPerturbationConfig
 from ltx_ane.models.transformer.rope import precompute_freqs_cis
+from ltx_ane.models.transformer.text_context import ContextCache, TextContext
 
 # Attribute-name prefix of each modality's own modules.
 PREFIX = {"video": "", "audio": "audio_"}
@@ -51,9 +54,10 @@ class LTXModel(nn.Module):
         video: Modality | None,
         audio: Modality | None,
         perturbations: BatchedPerturbationConfig | None = None,
+        text: ContextCache | None = None,
     ) -> tuple[mx.array | None, mx.array | None]:
-        video_args = self.prepare("video", video, audio) if video is not None else None
-        audio_args = self.prepare("audio", audio, video) if audio is not None else None
+        video_args = self.prepare("video", video, audio, text) if video is not None else None
+        audio_args = self.prepare("audio", audio, video, text) if audio is not None else None
         for block in self.transformer_blocks:
             video_args, audio_args = block(video_args, audio_args, perturbations)
         return (
@@ -83,28 +87,63 @@ class LTXModel(nn.Module):
         return modulation.reshape(batch, -1, modulation.shape[-1]), embedded.reshape(batch, -1, embedded.shape[-1])
 
     def project_context(self, side: str, context: mx.array) -> mx.array:
-        """The text features as the blocks read them (19B projects them here; LTX-2.3 already did)."""
+        """(B, S, C) text features as the blocks read them (19B projects them here; LTX-2.3 already did)."""
+        projected = context
         if self.config.has_caption_projection:
-            context = self._module(side, "caption_projection")(context)
-        return context
+            projected = self._module(side, "caption_projection")(context)
+        return projected.reshape(context.shape[0], -1, self._side_geometry(side)[0])
 
-    def prepare(self, side: str, modality: Modality, cross: Modality | None) -> TransformerArgs:
+    def prepare_context(self, video_context: mx.array | None = None, audio_context: mx.array | None = None,
+                        video_mask: mx.array | None = None, audio_mask: mx.array | None = None) -> ContextCache:
+        """The text of one prompt (batch) as every forward reads it, evaluated now: projected context and, where
+        they do not depend on the noise level (19B), each block's text keys and values. Masks as
+        ``Modality.context_mask``."""
+
+        def side_context(side: str, context: mx.array | None, mask: mx.array | None) -> TextContext | None:
+            if context is None:
+                return None
+            projected = self.project_context(side, context)
+            keys_values = None
+            if not self.config.cross_attention_adaln:
+                attention = PREFIX[side] + "attn2"
+                keys_values = tuple(getattr(b, attention).keys_values(projected) for b in self.transformer_blocks)
+            return TextContext(projected, mask, keys_values)
+
+        cache = ContextCache(side_context("video", video_context, video_mask),
+                             side_context("audio", audio_context, audio_mask))
+        mx.eval([(t.context, t.keys_values) for t in (cache.video, cache.audio) if t is not None])
+        return cache
+
+    def _text(self, side: str, modality: Modality, text: ContextCache | None, batch: int) -> TextContext:
+        """The prepared text for one modality, or the modality's own context projected now."""
+        if text is None:
+            return TextContext(self.project_context(side, modality.context), modality.context_mask, None)
+        prepared = getattr(text, side)
+        if prepared is None:
+            raise LtxAneError(f"the prepared text holds no {side} context but a {side} latent was given")
+        if prepared.context.shape[0] != batch:
+            raise LtxAneError(f"the prepared {side} text has batch {prepared.context.shape[0]}, the latent {batch}")
+        return prepared
+
+    def prepare(self, side: str, modality: Modality, cross: Modality | None,
+                text: ContextCache | None = None) -> TransformerArgs:
         """ltx-core's ``(MultiModal)TransformerArgsPreprocessor.prepare`` for one modality."""
         c = self.config
         dim, heads, max_pos = self._side_geometry(side)
         dtype = modality.latent.dtype
         x = self._module(side, "patchify_proj")(modality.latent)
         b = x.shape[0]
+        prepared = self._text(side, modality, text, b)
         timesteps, embedded = self.embed_timesteps(side, modality.timesteps, b, dtype)
         prompt_timestep = None
         if c.cross_attention_adaln:
             sigma = (modality.sigma * c.timestep_scale_multiplier).flatten()
             prompt_timestep = self._module(side, "prompt_adaln_single")(sigma, dtype)[0].reshape(b, -1, 2 * dim)
-        context = self.project_context(side, modality.context).reshape(b, -1, dim)
         args = TransformerArgs(
             x=x,
-            context=context,
-            context_mask=context_bias(modality.context_mask, dtype),
+            context=prepared.context,
+            context_mask=context_bias(prepared.mask, dtype),
+            text_keys_values=prepared.keys_values,
             timesteps=timesteps,
             embedded_timestep=embedded,
             positional_embeddings=self._rope(modality.positions, dim, heads, max_pos, dtype),
