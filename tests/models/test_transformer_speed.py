@@ -1,5 +1,6 @@
 """The transformer's speed-ups give the results of the plain computation: fused kernels bit for bit against the
-eager formulas (bf16 and fp32); text prepared once per prompt against the per-forward projection."""
+eager formulas (bf16 and fp32); text prepared once per prompt against the per-forward projection; AdaLN per
+distinct timestep value against AdaLN per token."""
 
 from __future__ import annotations
 
@@ -112,3 +113,29 @@ def test_prepared_text_must_match_the_inputs(model):
         model(video, audio, text=model.prepare_context(video.context))
     with pytest.raises(LtxAneError, match="prepared video text has batch 1, the latent 2"):
         model(video, audio, text=model.prepare_context(video.context[:1], audio.context[:1]))
+
+
+def per_token(model):
+    """The same model running AdaLN once per token, as ltx-core does."""
+    plain = type(model)(model.config)
+    plain.update(model.parameters())
+    plain.max_distinct_timesteps = 0
+    return plain
+
+
+@pytest.mark.parametrize("clean_first_frame", [False, True])
+def test_adaln_per_distinct_timestep_equals_adaln_per_token(model, clean_first_frame):
+    config, model = model
+    video, audio = batch_of_two(config)  # one sigma per batch item (0.7 and 0.63 for audio)
+    video = replace(video, sigma=mx.array([0.7, 0.3]),
+                    timesteps=video.timesteps * mx.array([1.0, 0.3 / 0.7])[:, None, None])
+    if clean_first_frame:  # the first latent frame (2 x 3 tokens) is a conditioning image: timesteps 0 and sigma
+        video = replace(video, timesteps=mx.concatenate([video.timesteps[:, :6] * 0, video.timesteps[:, 6:]], axis=1))
+    modulation, embedded = model.embed_timesteps("video", video.timesteps, 2, mx.float32)
+    tokens = video.latent.shape[1] if clean_first_frame else 1
+    assert modulation.shape[:2] == embedded.shape[:2] == (2, tokens)
+    plain = per_token(model)
+    assert plain.embed_timesteps("video", video.timesteps, 2, mx.float32)[0].shape[1] == video.latent.shape[1]
+    for e, a in zip(plain(video, audio), model(video, audio)):
+        # Equal up to rounding: the AdaLN matmuls run over fewer rows.
+        assert np.abs(np.array(e) - np.array(a)).max() <= 1e-6 * np.abs(np.array(e)).max()
