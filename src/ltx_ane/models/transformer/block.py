@@ -26,14 +26,14 @@ class TransformerArgs:
     context: mx.array
     context_mask: mx.array | None
     text_keys_values: tuple[tuple[mx.array, mx.array], ...] | None  # per block, from LTXModel.prepare_context
-    timesteps: mx.array  # (B, T or 1, coefficient * D) AdaLN output
+    timesteps: tuple[mx.array, ...]  # coefficient x (B, T or 1, D): the AdaLN output split into its rows
     embedded_timestep: mx.array  # (B, T or 1, D)
     positional_embeddings: tuple[mx.array, mx.array]
     cross_positional_embeddings: tuple[mx.array, mx.array] | None
-    cross_scale_shift_timestep: mx.array | None  # (B, 1, 4 * D), from the other modality's sigma
+    cross_scale_shift_timestep: tuple[mx.array, ...] | None  # 4 x (B, 1, D), from the other modality's sigma
     cross_gate_timestep: mx.array | None  # (B, 1, D)
     enabled: bool
-    prompt_timestep: mx.array | None = None  # (B, 1, 2 * D), LTX-2.3 text cross-attention AdaLN
+    prompt_timestep: tuple[mx.array, ...] | None = None  # 2 x (B, 1, D), LTX-2.3 text cross-attention AdaLN
     self_attention_mask: mx.array | None = None  # (B, 1, T, T) additive
 
 
@@ -41,12 +41,16 @@ def rms_norm(x: mx.array, eps: float) -> mx.array:
     return mx.fast.rms_norm(x, None, eps)
 
 
-def ada_terms(table: mx.array, timestep: mx.array, row: int) -> tuple[mx.array, mx.array]:
-    """Row ``row`` of an (n, D) scale-shift table and the matching (B, T, D) slice (a view) of an (B, T, n * D) AdaLN
-    output. Their sum is one shift, scale or gate; the fused kernels add the two where they are used, so the
-    (B, T, n, D) sum of ltx-core's ``table + timestep.reshape(...)`` is never written out."""
-    d = table.shape[-1]
-    return table[row].astype(timestep.dtype), timestep[..., row * d : (row + 1) * d]
+def split_rows(values: mx.array, n: int) -> tuple[mx.array, ...]:
+    """An (..., n * D) AdaLN output as n (..., D) views. Split once per forward and paired with a scale-shift
+    table's rows in each block, they are added inside the fused kernels: ltx-core's (B, T, n, D) sum of table and
+    AdaLN output is never written out, and building the graph takes no per-block slicing."""
+    return tuple(mx.split(values, n, axis=-1))
+
+
+def table_rows(table: mx.array, dtype) -> list[mx.array]:
+    """The rows of an (n, D) scale-shift table as (1, D) arrays in the activations' dtype."""
+    return mx.split(table if table.dtype == dtype else table.astype(dtype), table.shape[0], axis=0)
 
 
 class FeedForward(nn.Module):
@@ -102,8 +106,8 @@ class BasicAVTransformerBlock(nn.Module):
             self.prompt_scale_shift_table = mx.zeros((2, c.inner_dim))
             self.audio_prompt_scale_shift_table = mx.zeros((2, c.audio_inner_dim))
 
-    def _self_attention(self, attn, table, x, args: TransformerArgs, perturbations, kind: PerturbationType):
-        shift, scale, gate = (ada_terms(table, args.timesteps, row) for row in range(3))
+    def _self_attention(self, attn, rows, x, args: TransformerArgs, perturbations, kind: PerturbationType):
+        shift, scale, gate = zip(rows[0:3], args.timesteps[0:3])
         normed = modulate(rms_norm(x, self.norm_eps), *scale, *shift)
         all_perturbed = perturbations.all_in_batch(kind, self.idx)
         partly = perturbations.any_in_batch(kind, self.idx) and not all_perturbed
@@ -112,19 +116,19 @@ class BasicAVTransformerBlock(nn.Module):
                    perturbation_mask=mask, all_perturbed=all_perturbed)
         return gated_residual(x, out, *gate)
 
-    def _text_cross_attention(self, attn, table, prompt_table, x, args: TransformerArgs):
+    def _text_cross_attention(self, attn, rows, prompt_table, x, args: TransformerArgs):
         if not self.cross_attention_adaln:
             keys_values = None if args.text_keys_values is None else args.text_keys_values[self.idx]
             return x + attn(rms_norm(x, self.norm_eps), context=args.context, mask=args.context_mask,
                             keys_values=keys_values)
-        shift_q, scale_q, gate = (ada_terms(table, args.timesteps, row) for row in range(6, 9))
-        shift_kv, scale_kv = (ada_terms(prompt_table, args.prompt_timestep, row) for row in range(2))
+        shift_q, scale_q, gate = zip(rows[6:9], args.timesteps[6:9])
+        shift_kv, scale_kv = zip(table_rows(prompt_table, x.dtype), args.prompt_timestep)
         query = modulate(rms_norm(x, self.norm_eps), *scale_q, *shift_q)
         context = modulate(args.context, *scale_kv, *shift_kv)
         return gated_residual(x, attn(query, context=context, mask=args.context_mask), *gate)
 
-    def _feed_forward(self, ff, table, x, args: TransformerArgs):
-        shift, scale, gate = (ada_terms(table, args.timesteps, row) for row in range(3, 6))
+    def _feed_forward(self, ff, rows, x, args: TransformerArgs):
+        shift, scale, gate = zip(rows[3:6], args.timesteps[3:6])
         return gated_residual(x, ff(modulate(rms_norm(x, self.norm_eps), *scale, *shift)), *gate)
 
     def __call__(
@@ -145,15 +149,17 @@ class BasicAVTransformerBlock(nn.Module):
         run_a2v = run_vx and audio is not None and ax.size > 0
         run_v2a = run_ax and video is not None and vx.size > 0
 
+        video_rows = table_rows(self.scale_shift_table, vx.dtype) if run_vx else None
+        audio_rows = table_rows(self.audio_scale_shift_table, ax.dtype) if run_ax else None
         if run_vx:
-            vx = self._self_attention(self.attn1, self.scale_shift_table, vx, video, perturbations,
+            vx = self._self_attention(self.attn1, video_rows, vx, video, perturbations,
                                       PerturbationType.SKIP_VIDEO_SELF_ATTN)
-            vx = self._text_cross_attention(self.attn2, self.scale_shift_table,
+            vx = self._text_cross_attention(self.attn2, video_rows,
                                             getattr(self, "prompt_scale_shift_table", None), vx, video)
         if run_ax:
-            ax = self._self_attention(self.audio_attn1, self.audio_scale_shift_table, ax, audio, perturbations,
+            ax = self._self_attention(self.audio_attn1, audio_rows, ax, audio, perturbations,
                                       PerturbationType.SKIP_AUDIO_SELF_ATTN)
-            ax = self._text_cross_attention(self.audio_attn2, self.audio_scale_shift_table,
+            ax = self._text_cross_attention(self.audio_attn2, audio_rows,
                                             getattr(self, "audio_prompt_scale_shift_table", None), ax, audio)
 
         if run_a2v or run_v2a:
@@ -171,9 +177,9 @@ class BasicAVTransformerBlock(nn.Module):
                     perturbations.mask_like(v2a, self.idx, ax) if perturbations.any_in_batch(v2a, self.idx) else None)
 
         if run_vx:
-            vx = self._feed_forward(self.ff, self.scale_shift_table, vx, video)
+            vx = self._feed_forward(self.ff, video_rows, vx, video)
         if run_ax:
-            ax = self._feed_forward(self.audio_ff, self.audio_scale_shift_table, ax, audio)
+            ax = self._feed_forward(self.audio_ff, audio_rows, ax, audio)
         return (replace(video, x=vx) if video is not None else None,
                 replace(audio, x=ax) if audio is not None else None)
 
@@ -184,10 +190,11 @@ class BasicAVTransformerBlock(nn.Module):
         ``first_row`` and ``first_row + 1`` are scale and shift (0-1 audio-to-video, 2-3 video-to-audio), row 4 the
         gate. ``keep`` (B, 1, 1) zeroes isolated batch items; None when no item is isolated (a multiply by 1
         changes nothing, so it is skipped)."""
-        query_table, source_table = tables
-        scale_q, shift_q = (ada_terms(query_table, query.cross_scale_shift_timestep, first_row + i) for i in range(2))
-        scale_s, shift_s = (ada_terms(source_table, source.cross_scale_shift_timestep, first_row + i) for i in range(2))
-        gate = (query_table[4].astype(x.dtype), query.cross_gate_timestep)
+        query_rows, source_rows = (table_rows(table, x.dtype) for table in tables)
+        rows = slice(first_row, first_row + 2)
+        scale_q, shift_q = zip(query_rows[rows], query.cross_scale_shift_timestep[rows])
+        scale_s, shift_s = zip(source_rows[rows], source.cross_scale_shift_timestep[rows])
+        gate = (query_rows[4], query.cross_gate_timestep)
         out = attn(modulate(query_norm, *scale_q, *shift_q), context=modulate(source_norm, *scale_s, *shift_s),
                    pe=query.cross_positional_embeddings, k_pe=source.cross_positional_embeddings)
         return gated_residual(x, out if keep is None else out * keep, *gate)

@@ -14,7 +14,7 @@ import mlx.nn as nn
 import numpy as np
 
 from ltx_ane.errors import LtxAneError
-from ltx_ane.models.transformer.block import BasicAVTransformerBlock, TransformerArgs
+from ltx_ane.models.transformer.block import BasicAVTransformerBlock, TransformerArgs, split_rows
 from ltx_ane.models.transformer.config import TransformerConfig
 from ltx_ane.models.transformer.embeddings import AdaLayerNormSingle, PixArtAlphaTextProjection
 from ltx_ane.models.transformer.fused import modulate
@@ -160,13 +160,14 @@ class LTXModel(nn.Module):
         prompt_timestep = None
         if c.cross_attention_adaln:
             sigma = (modality.sigma * c.timestep_scale_multiplier).flatten()
-            prompt_timestep = self._module(side, "prompt_adaln_single")(sigma, dtype)[0].reshape(b, -1, 2 * dim)
+            prompt_modulation = self._module(side, "prompt_adaln_single")(sigma, dtype)[0]
+            prompt_timestep = split_rows(prompt_modulation.reshape(b, -1, 2 * dim), 2)
         args = TransformerArgs(
             x=x,
             context=prepared.context,
             context_mask=context_bias(prepared.mask, dtype),
             text_keys_values=prepared.keys_values,
-            timesteps=timesteps,
+            timesteps=split_rows(timesteps, c.adaln_coefficient),
             embedded_timestep=embedded,
             positional_embeddings=self._rope(modality.positions, dim, heads, max_pos, dtype),
             cross_positional_embeddings=None,
@@ -190,7 +191,7 @@ class LTXModel(nn.Module):
             cross_positional_embeddings=self._rope(
                 modality.positions[:, 0:1], c.audio_cross_attention_dim, heads, (c.cross_pe_max_pos,), dtype
             ),
-            cross_scale_shift_timestep=scale_shift.reshape(b, -1, scale_shift.shape[-1]),
+            cross_scale_shift_timestep=split_rows(scale_shift.reshape(b, -1, scale_shift.shape[-1]), 4),
             cross_gate_timestep=gate.reshape(b, -1, gate.shape[-1]),
         )
 
