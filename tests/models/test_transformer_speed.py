@@ -139,3 +139,15 @@ def test_adaln_per_distinct_timestep_equals_adaln_per_token(model, clean_first_f
     for e, a in zip(plain(video, audio), model(video, audio)):
         # Equal up to rounding: the AdaLN matmuls run over fewer rows.
         assert np.abs(np.array(e) - np.array(a)).max() <= 1e-6 * np.abs(np.array(e)).max()
+
+
+def test_block_by_block_evaluation_equals_one_lazy_graph(model):
+    config, model = model
+    video, audio = batch_of_two(config)
+    assert model.overlap_blocks
+    overlapped = model(video, audio)
+    model.overlap_blocks = False
+    try:
+        assert_equal(model(video, audio), overlapped)
+    finally:
+        model.overlap_blocks = True

@@ -31,6 +31,8 @@ class LTXModel(nn.Module):
     # Up to this many distinct timestep values per forward, AdaLN runs per value instead of per token (0: always
     # per token, as ltx-core).
     max_distinct_timesteps = 16
+    # Evaluate block by block as the forward is built (False: one lazy graph, e.g. to wrap the forward in a transform).
+    overlap_blocks = True
 
     def __init__(self, config: TransformerConfig):
         super().__init__()
@@ -65,6 +67,10 @@ class LTXModel(nn.Module):
         audio_args = self.prepare("audio", audio, video, text) if audio is not None else None
         for block in self.transformer_blocks:
             video_args, audio_args = block(video_args, audio_args, perturbations)
+            if self.overlap_blocks:
+                # Start this block on the device while Python builds the next one's graph: otherwise the whole
+                # forward's graph (~2,000 Python-level operations at 48 blocks) is built before any kernel runs.
+                mx.async_eval([args.x for args in (video_args, audio_args) if args is not None])
         return (
             self.process_output("video", video_args) if video_args is not None else None,
             self.process_output("audio", audio_args) if audio_args is not None else None,
