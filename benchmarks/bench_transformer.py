@@ -6,7 +6,10 @@ random arrays cast block by block. The two sides hold *different* random weights
 parity is the tests' job. Inputs as the pipelines build them: 121 frames, audio 126 tokens, text 1,024 tokens.
 Median of --runs after --warmup; peak memory (mx.get_peak_memory, torch.cuda.max_memory_allocated); effective
 TFLOP/s from the analytic FLOP count (48.4 TFLOP at 1,536 video tokens, 200 at 6,144 for 19B). Optional
-quantised rows (--quantize 8 4) with their peak memory and velocity PSNR against the MLX bf16 model.
+quantised rows (--quantize 8 4) with their peak memory and velocity PSNR against the MLX bf16 model. Extra bf16
+rows on the same model: "one lazy graph" builds the whole forward before running it (``overlap_blocks`` off, as
+before block-by-block evaluation), "text prepared once" is a denoising step's forward with the caption projection
+and text keys and values from ``model.prepare_context`` (built outside the timing, its memory inside the peak).
 
     python benchmarks/bench_transformer.py                        # GPU machine, results/transformer-<device>.{json,md}
     python benchmarks/bench_transformer.py --quantize 8 4
@@ -129,7 +132,17 @@ def bench_ltx_core(config: dict, sizes: dict, args, device) -> dict:
     return out
 
 
-def bench_mlx(config_path: Path, config: dict, sizes: dict, args, quantize=None, reference=None):
+# Variants of the bf16 MLX row, timed on the same loaded model: the default forward, the forward built as one lazy
+# graph before anything runs (overlap_blocks off), and a denoising step's forward with the text prepared once.
+BF16_VARIANTS = {
+    "MLX": {},
+    "MLX, one lazy graph": {"overlap_blocks": False},
+    "MLX, text prepared once": {"prepared_text": True},
+}
+
+
+def bench_mlx(config_path: Path, config: dict, sizes: dict, args, quantize=None, reference=None, variants=None):
+    """{variant label: {size: row}} and the first variant's velocities per size."""
     import mlx.core as mx
 
     from ltx_ane.bench.timing import summary, timed
@@ -138,24 +151,33 @@ def bench_mlx(config_path: Path, config: dict, sizes: dict, args, quantize=None,
     from ltx_ane.models.transformer.quantize import psnr
 
     model = load_transformer(Source(None, str(config_path), random_weights=True), dtype="bf16", quantize=quantize)
-    out, velocities = {}, {}
+    variants = variants or {"MLX": {}}
+    out, velocities = {label: {} for label in variants}, {}
     for name, grid in sizes.items():
         video, audio = make_inputs(config["transformer"], grid, args.audio_tokens, args.text_tokens)
         v, a = mlx_modality(video), mlx_modality(audio)
-        mx.clear_cache()
-        mx.reset_peak_memory()
+        for label, variant in variants.items():
+            model.overlap_blocks = variant.get("overlap_blocks", True)
+            mx.clear_cache()
+            mx.reset_peak_memory()
+            text = model.prepare_context(v.context, a.context) if variant.get("prepared_text") else None
 
-        def forward():
-            result = model(v, a)
-            mx.eval(result)
-            return result
+            def forward():
+                result = model(v, a, text=text)
+                mx.eval(result)
+                return result
 
-        times, result = timed(forward, mx.synchronize, args.runs, args.warmup)
-        out[name] = {**summary(times), "peak_bytes": mx.get_peak_memory()}
-        velocities[name] = [np.array(r.astype(mx.float32)) for r in result]
-        if reference is not None:
-            out[name]["psnr_video_db"] = psnr(mx.array(reference[name][0]), mx.array(velocities[name][0]))
-            out[name]["psnr_audio_db"] = psnr(mx.array(reference[name][1]), mx.array(velocities[name][1]))
+            times, result = timed(forward, mx.synchronize, args.runs, args.warmup)
+            row = {**summary(times), "peak_bytes": mx.get_peak_memory()}
+            result = [np.array(r.astype(mx.float32)) for r in result]
+            # The other bf16 variants are checked against the first (the same computation: PSNR inf or near).
+            compare_to = reference[name] if reference is not None else velocities.get(name)
+            if compare_to is not None:
+                row["psnr_video_db"] = psnr(mx.array(compare_to[0]), mx.array(result[0]))
+                row["psnr_audio_db"] = psnr(mx.array(compare_to[1]), mx.array(result[1]))
+            velocities.setdefault(name, result)
+            out[label][name] = row
+            del text
     del model
     mx.clear_cache()
     return out, velocities
@@ -217,8 +239,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         config_path = Path(tmp) / "config.json"
         config_path.write_text(json.dumps(config))
-        mlx_rows, velocities = bench_mlx(config_path, config, sizes, args)
-        quantised = {m.describe(): bench_mlx(config_path, config, sizes, args, m, velocities)[0] for m in modes}
+        mlx_rows, velocities = bench_mlx(config_path, config, sizes, args, variants=BF16_VARIANTS)
+        quantised = {f"MLX {m.describe()}": bench_mlx(config_path, config, sizes, args, m, velocities)[0]["MLX"]
+                     for m in modes}
     ref_rows = {} if args.skip_ltx_core else bench_ltx_core(config, sizes, args, device)
 
     rows = []
@@ -226,7 +249,7 @@ def main() -> None:
         tokens = int(np.prod(grid))
         flop = forward_flops(t, tokens, args.audio_tokens, args.text_tokens)
         base = ref_rows.get(name)
-        entries = [("ltx-core", base), ("MLX", mlx_rows[name])] + [(f"MLX {m}", q[name]) for m, q in quantised.items()]
+        entries = [("ltx-core", base)] + [(label, r[name]) for label, r in {**mlx_rows, **quantised}.items()]
         for model_name, r in entries:
             if r is None:
                 continue

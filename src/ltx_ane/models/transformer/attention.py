@@ -10,6 +10,7 @@ import math
 import mlx.core as mx
 import mlx.nn as nn
 
+from ltx_ane.models.transformer.fused import gate_heads
 from ltx_ane.models.transformer.rope import apply_rotary_emb
 
 
@@ -21,13 +22,12 @@ class Attention(nn.Module):
         heads: int = 8,
         dim_head: int = 64,
         norm_eps: float = 1e-6,
-        rope_type: str = "interleaved",
         apply_gated_attention: bool = False,
     ):
         super().__init__()
         inner_dim = heads * dim_head
         context_dim = query_dim if context_dim is None else context_dim
-        self.heads, self.dim_head, self.rope_type = heads, dim_head, rope_type
+        self.heads, self.dim_head = heads, dim_head
         self.q_norm = nn.RMSNorm(inner_dim, eps=norm_eps)
         self.k_norm = nn.RMSNorm(inner_dim, eps=norm_eps)
         self.to_q = nn.Linear(query_dim, inner_dim)
@@ -47,31 +47,36 @@ class Attention(nn.Module):
         k_pe: tuple[mx.array, mx.array] | None = None,
         perturbation_mask: mx.array | None = None,
         all_perturbed: bool = False,
+        keys_values: tuple[mx.array, mx.array] | None = None,
     ) -> mx.array:
         """(B, T, query_dim) -> (B, T, query_dim).
 
         ``mask`` is an additive bias broadcastable to (B, heads, T, S). A ``perturbation_mask`` (B, 1, 1) of 0 replaces
         that batch item's attention by its value projection (STG); ``all_perturbed`` does so for the whole batch
-        without computing queries and keys.
+        without computing queries and keys. ``keys_values`` are ``self.keys_values(context)`` computed earlier
+        (text cross-attention: the context is the same for every denoising step).
         """
         context = x if context is None else context
-        v = self.to_v(context)
         if all_perturbed:
-            out = v
+            out = self.to_v(context)
         else:
+            k, v = self.keys_values(context) if keys_values is None else keys_values
             q = self.q_norm(self.to_q(x))
-            k = self.k_norm(self.to_k(context))
             if pe is not None:
-                q = apply_rotary_emb(q, pe, self.rope_type)
-                k = apply_rotary_emb(k, pe if k_pe is None else k_pe, self.rope_type)
+                q = apply_rotary_emb(q, pe)
+                k = apply_rotary_emb(k, pe if k_pe is None else k_pe)
             out = self._attend(q, k, v, mask)
             if perturbation_mask is not None:
                 out = out * perturbation_mask + v * (1 - perturbation_mask)
         if self.gated:
             b, t, _ = out.shape
-            gates = 2.0 * mx.sigmoid(self.to_gate_logits(x))  # 2 * sigmoid: a zero logit leaves the head unchanged
-            out = (out.reshape(b, t, self.heads, self.dim_head) * gates[..., None]).reshape(b, t, -1)
+            logits = self.to_gate_logits(x)[..., None]
+            out = gate_heads(out.reshape(b, t, self.heads, self.dim_head), logits).reshape(b, t, -1)
         return self.to_out[0](out)
+
+    def keys_values(self, context: mx.array) -> tuple[mx.array, mx.array]:
+        """Normed keys (before RoPE) and values of a (B, S, context_dim) context."""
+        return self.k_norm(self.to_k(context)), self.to_v(context)
 
     def _attend(self, q: mx.array, k: mx.array, v: mx.array, mask: mx.array | None) -> mx.array:
         b, t, _ = q.shape

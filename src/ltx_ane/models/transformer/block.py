@@ -14,6 +14,7 @@ import mlx.nn as nn
 
 from ltx_ane.models.transformer.attention import Attention
 from ltx_ane.models.transformer.config import TransformerConfig
+from ltx_ane.models.transformer.fused import gated_residual, modulate
 from ltx_ane.models.transformer.perturbations import BatchedPerturbationConfig, PerturbationType
 
 
@@ -24,14 +25,15 @@ class TransformerArgs:
     x: mx.array
     context: mx.array
     context_mask: mx.array | None
-    timesteps: mx.array  # (B, T or 1, coefficient * D) AdaLN output
+    text_keys_values: tuple[tuple[mx.array, mx.array], ...] | None  # per block, from LTXModel.prepare_context
+    timesteps: tuple[mx.array, ...]  # coefficient x (B, T or 1, D): the AdaLN output split into its rows
     embedded_timestep: mx.array  # (B, T or 1, D)
     positional_embeddings: tuple[mx.array, mx.array]
     cross_positional_embeddings: tuple[mx.array, mx.array] | None
-    cross_scale_shift_timestep: mx.array | None  # (B, 1, 4 * D), from the other modality's sigma
+    cross_scale_shift_timestep: tuple[mx.array, ...] | None  # 4 x (B, 1, D), from the other modality's sigma
     cross_gate_timestep: mx.array | None  # (B, 1, D)
     enabled: bool
-    prompt_timestep: mx.array | None = None  # (B, 1, 2 * D), LTX-2.3 text cross-attention AdaLN
+    prompt_timestep: tuple[mx.array, ...] | None = None  # 2 x (B, 1, D), LTX-2.3 text cross-attention AdaLN
     self_attention_mask: mx.array | None = None  # (B, 1, T, T) additive
 
 
@@ -39,19 +41,16 @@ def rms_norm(x: mx.array, eps: float) -> mx.array:
     return mx.fast.rms_norm(x, None, eps)
 
 
-def ada_values(table: mx.array, timestep: mx.array, indices: slice) -> list[mx.array]:
-    """Rows ``indices`` of a (n, D) scale-shift table plus the matching slices of a (B, T, n * D) AdaLN output."""
-    b, t, _ = timestep.shape
-    n = table.shape[0]
-    values = table[indices][None, None].astype(timestep.dtype) + timestep.reshape(b, t, n, -1)[:, :, indices]
-    return [values[:, :, i] for i in range(values.shape[2])]
+def split_rows(values: mx.array, n: int) -> tuple[mx.array, ...]:
+    """An (..., n * D) AdaLN output as n (..., D) views. Split once per forward and paired with a scale-shift
+    table's rows in each block, they are added inside the fused kernels: ltx-core's (B, T, n, D) sum of table and
+    AdaLN output is never written out, and building the graph takes no per-block slicing."""
+    return tuple(mx.split(values, n, axis=-1))
 
 
-def av_cross_ada_values(table: mx.array, scale_shift: mx.array, gate: mx.array, indices: slice):
-    """(scale, shift, gate) for one direction of the audio<->video attention; rows 0-3 scale/shift, row 4 gate."""
-    scale, shift = ada_values(table[:4], scale_shift, indices)
-    (gate,) = ada_values(table[4:], gate, slice(None))
-    return scale, shift, gate
+def table_rows(table: mx.array, dtype) -> list[mx.array]:
+    """The rows of an (n, D) scale-shift table as (1, D) arrays in the activations' dtype."""
+    return mx.split(table if table.dtype == dtype else table.astype(dtype), table.shape[0], axis=0)
 
 
 class FeedForward(nn.Module):
@@ -84,7 +83,7 @@ class BasicAVTransformerBlock(nn.Module):
         self.cross_attention_adaln = c.cross_attention_adaln
 
         def attention(query_dim, context_dim, heads, dim_head):
-            return Attention(query_dim, context_dim, heads, dim_head, c.norm_eps, c.rope_type, c.apply_gated_attention)
+            return Attention(query_dim, context_dim, heads, dim_head, c.norm_eps, c.apply_gated_attention)
 
         video_heads, audio_heads = c.num_attention_heads, c.audio_num_attention_heads
         self.attn1 = attention(c.inner_dim, None, video_heads, c.attention_head_dim)
@@ -107,30 +106,30 @@ class BasicAVTransformerBlock(nn.Module):
             self.prompt_scale_shift_table = mx.zeros((2, c.inner_dim))
             self.audio_prompt_scale_shift_table = mx.zeros((2, c.audio_inner_dim))
 
-    def _self_attention(self, attn, table, x, args: TransformerArgs, perturbations, kind: PerturbationType):
-        shift, scale, gate = ada_values(table, args.timesteps, slice(0, 3))
-        normed = rms_norm(x, self.norm_eps) * (1 + scale) + shift
+    def _self_attention(self, attn, rows, x, args: TransformerArgs, perturbations, kind: PerturbationType):
+        shift, scale, gate = zip(rows[0:3], args.timesteps[0:3])
+        normed = modulate(rms_norm(x, self.norm_eps), *scale, *shift)
         all_perturbed = perturbations.all_in_batch(kind, self.idx)
         partly = perturbations.any_in_batch(kind, self.idx) and not all_perturbed
         mask = perturbations.mask_like(kind, self.idx, x) if partly else None
         out = attn(normed, pe=args.positional_embeddings, mask=args.self_attention_mask,
                    perturbation_mask=mask, all_perturbed=all_perturbed)
-        return x + out * gate
+        return gated_residual(x, out, *gate)
 
-    def _text_cross_attention(self, attn, table, prompt_table, x, args: TransformerArgs):
+    def _text_cross_attention(self, attn, rows, prompt_table, x, args: TransformerArgs):
         if not self.cross_attention_adaln:
-            return x + attn(rms_norm(x, self.norm_eps), context=args.context, mask=args.context_mask)
-        shift_q, scale_q, gate = ada_values(table, args.timesteps, slice(6, 9))
-        b = x.shape[0]
-        prompt = prompt_table[None, None].astype(x.dtype) + args.prompt_timestep.reshape(b, -1, 2, x.shape[-1])
-        shift_kv, scale_kv = prompt[:, :, 0], prompt[:, :, 1]
-        query = rms_norm(x, self.norm_eps) * (1 + scale_q) + shift_q
-        context = args.context * (1 + scale_kv) + shift_kv
-        return x + attn(query, context=context, mask=args.context_mask) * gate
+            keys_values = None if args.text_keys_values is None else args.text_keys_values[self.idx]
+            return x + attn(rms_norm(x, self.norm_eps), context=args.context, mask=args.context_mask,
+                            keys_values=keys_values)
+        shift_q, scale_q, gate = zip(rows[6:9], args.timesteps[6:9])
+        shift_kv, scale_kv = zip(table_rows(prompt_table, x.dtype), args.prompt_timestep)
+        query = modulate(rms_norm(x, self.norm_eps), *scale_q, *shift_q)
+        context = modulate(args.context, *scale_kv, *shift_kv)
+        return gated_residual(x, attn(query, context=context, mask=args.context_mask), *gate)
 
-    def _feed_forward(self, ff, table, x, args: TransformerArgs):
-        shift, scale, gate = ada_values(table, args.timesteps, slice(3, 6))
-        return x + ff(rms_norm(x, self.norm_eps) * (1 + scale) + shift) * gate
+    def _feed_forward(self, ff, rows, x, args: TransformerArgs):
+        shift, scale, gate = zip(rows[3:6], args.timesteps[3:6])
+        return gated_residual(x, ff(modulate(rms_norm(x, self.norm_eps), *scale, *shift)), *gate)
 
     def __call__(
         self,
@@ -150,45 +149,52 @@ class BasicAVTransformerBlock(nn.Module):
         run_a2v = run_vx and audio is not None and ax.size > 0
         run_v2a = run_ax and video is not None and vx.size > 0
 
+        video_rows = table_rows(self.scale_shift_table, vx.dtype) if run_vx else None
+        audio_rows = table_rows(self.audio_scale_shift_table, ax.dtype) if run_ax else None
         if run_vx:
-            vx = self._self_attention(self.attn1, self.scale_shift_table, vx, video, perturbations,
+            vx = self._self_attention(self.attn1, video_rows, vx, video, perturbations,
                                       PerturbationType.SKIP_VIDEO_SELF_ATTN)
-            vx = self._text_cross_attention(self.attn2, self.scale_shift_table,
+            vx = self._text_cross_attention(self.attn2, video_rows,
                                             getattr(self, "prompt_scale_shift_table", None), vx, video)
         if run_ax:
-            ax = self._self_attention(self.audio_attn1, self.audio_scale_shift_table, ax, audio, perturbations,
+            ax = self._self_attention(self.audio_attn1, audio_rows, ax, audio, perturbations,
                                       PerturbationType.SKIP_AUDIO_SELF_ATTN)
-            ax = self._text_cross_attention(self.audio_attn2, self.audio_scale_shift_table,
+            ax = self._text_cross_attention(self.audio_attn2, audio_rows,
                                             getattr(self, "audio_prompt_scale_shift_table", None), ax, audio)
 
         if run_a2v or run_v2a:
             vx_norm, ax_norm = rms_norm(vx, self.norm_eps), rms_norm(ax, self.norm_eps)
-            if run_a2v and not perturbations.all_in_batch(PerturbationType.SKIP_A2V_CROSS_ATTN, self.idx):
-                vx = vx + self._av_cross(
-                    self.audio_to_video_attn, video, audio, vx_norm, ax_norm,
-                    (self.scale_shift_table_a2v_ca_video, self.scale_shift_table_a2v_ca_audio), slice(0, 2),
-                    perturbations.mask_like(PerturbationType.SKIP_A2V_CROSS_ATTN, self.idx, vx))
-            if run_v2a and not perturbations.all_in_batch(PerturbationType.SKIP_V2A_CROSS_ATTN, self.idx):
-                ax = ax + self._av_cross(
-                    self.video_to_audio_attn, audio, video, ax_norm, vx_norm,
-                    (self.scale_shift_table_a2v_ca_audio, self.scale_shift_table_a2v_ca_video), slice(2, 4),
-                    perturbations.mask_like(PerturbationType.SKIP_V2A_CROSS_ATTN, self.idx, ax))
+            a2v, v2a = PerturbationType.SKIP_A2V_CROSS_ATTN, PerturbationType.SKIP_V2A_CROSS_ATTN
+            if run_a2v and not perturbations.all_in_batch(a2v, self.idx):
+                vx = self._av_cross(
+                    self.audio_to_video_attn, vx, video, audio, vx_norm, ax_norm,
+                    (self.scale_shift_table_a2v_ca_video, self.scale_shift_table_a2v_ca_audio), 0,
+                    perturbations.mask_like(a2v, self.idx, vx) if perturbations.any_in_batch(a2v, self.idx) else None)
+            if run_v2a and not perturbations.all_in_batch(v2a, self.idx):
+                ax = self._av_cross(
+                    self.video_to_audio_attn, ax, audio, video, ax_norm, vx_norm,
+                    (self.scale_shift_table_a2v_ca_audio, self.scale_shift_table_a2v_ca_video), 2,
+                    perturbations.mask_like(v2a, self.idx, ax) if perturbations.any_in_batch(v2a, self.idx) else None)
 
         if run_vx:
-            vx = self._feed_forward(self.ff, self.scale_shift_table, vx, video)
+            vx = self._feed_forward(self.ff, video_rows, vx, video)
         if run_ax:
-            ax = self._feed_forward(self.audio_ff, self.audio_scale_shift_table, ax, audio)
+            ax = self._feed_forward(self.audio_ff, audio_rows, ax, audio)
         return (replace(video, x=vx) if video is not None else None,
                 replace(audio, x=ax) if audio is not None else None)
 
     @staticmethod
-    def _av_cross(attn, query: TransformerArgs, source: TransformerArgs, query_norm, source_norm, tables, rows, keep):
-        """The residual one modality (query) takes from the other (source), gated, times the isolation mask."""
-        query_table, source_table = tables
-        scale_q, shift_q, gate = av_cross_ada_values(
-            query_table, query.cross_scale_shift_timestep, query.cross_gate_timestep, rows)
-        scale_s, shift_s, _ = av_cross_ada_values(
-            source_table, source.cross_scale_shift_timestep, source.cross_gate_timestep, rows)
-        out = attn(query_norm * (1 + scale_q) + shift_q, context=source_norm * (1 + scale_s) + shift_s,
+    def _av_cross(attn, x, query: TransformerArgs, source: TransformerArgs, query_norm, source_norm, tables,
+                  first_row: int, keep: mx.array | None) -> mx.array:
+        """``x`` plus the gated residual the query modality takes from the source modality. The tables' rows
+        ``first_row`` and ``first_row + 1`` are scale and shift (0-1 audio-to-video, 2-3 video-to-audio), row 4 the
+        gate. ``keep`` (B, 1, 1) zeroes isolated batch items; None when no item is isolated (a multiply by 1
+        changes nothing, so it is skipped)."""
+        query_rows, source_rows = (table_rows(table, x.dtype) for table in tables)
+        rows = slice(first_row, first_row + 2)
+        scale_q, shift_q = zip(query_rows[rows], query.cross_scale_shift_timestep[rows])
+        scale_s, shift_s = zip(source_rows[rows], source.cross_scale_shift_timestep[rows])
+        gate = (query_rows[4], query.cross_gate_timestep)
+        out = attn(modulate(query_norm, *scale_q, *shift_q), context=modulate(source_norm, *scale_s, *shift_s),
                    pe=query.cross_positional_embeddings, k_pe=source.cross_positional_embeddings)
-        return out * gate * keep
+        return gated_residual(x, out if keep is None else out * keep, *gate)

@@ -1,7 +1,8 @@
 """The audio-video transformer (ltx-core's ``LTXModel``, audio-video type) and its ``X0Model`` wrapper.
 
 Attribute paths equal the checkpoint keys under ``model.diffusion_model.``. Inputs are ``Modality`` records;
-``model(video, audio, perturbations)`` returns the two velocities (None for a modality not given).
+``model(video, audio, perturbations)`` returns the two velocities (None for a modality not given). A denoising loop
+prepares the text once with ``model.prepare_context`` and passes it to every step as ``text=`` (see text_context.py).
 """
 
 from __future__ import annotations
@@ -10,19 +11,29 @@ from dataclasses import replace
 
 import mlx.core as mx
 import mlx.nn as nn
+import numpy as np
 
-from ltx_ane.models.transformer.block import BasicAVTransformerBlock, TransformerArgs
+from ltx_ane.errors import LtxAneError
+from ltx_ane.models.transformer.block import BasicAVTransformerBlock, TransformerArgs, split_rows
 from ltx_ane.models.transformer.config import TransformerConfig
 from ltx_ane.models.transformer.embeddings import AdaLayerNormSingle, PixArtAlphaTextProjection
+from ltx_ane.models.transformer.fused import modulate
 from ltx_ane.models.transformer.modality import Modality
 from ltx_ane.models.transformer.perturbations import BatchedPerturbationConfig
 from ltx_ane.models.transformer.rope import precompute_freqs_cis
+from ltx_ane.models.transformer.text_context import ContextCache, TextContext
 
 # Attribute-name prefix of each modality's own modules.
 PREFIX = {"video": "", "audio": "audio_"}
 
 
 class LTXModel(nn.Module):
+    # Up to this many distinct timestep values per forward, AdaLN runs per value instead of per token (0: always
+    # per token, as ltx-core).
+    max_distinct_timesteps = 16
+    # Evaluate block by block as the forward is built (False: one lazy graph, e.g. to wrap the forward in a transform).
+    overlap_blocks = True
+
     def __init__(self, config: TransformerConfig):
         super().__init__()
         self.config = c = config
@@ -50,11 +61,16 @@ class LTXModel(nn.Module):
         video: Modality | None,
         audio: Modality | None,
         perturbations: BatchedPerturbationConfig | None = None,
+        text: ContextCache | None = None,
     ) -> tuple[mx.array | None, mx.array | None]:
-        video_args = self.prepare("video", video, audio) if video is not None else None
-        audio_args = self.prepare("audio", audio, video) if audio is not None else None
+        video_args = self.prepare("video", video, audio, text) if video is not None else None
+        audio_args = self.prepare("audio", audio, video, text) if audio is not None else None
         for block in self.transformer_blocks:
             video_args, audio_args = block(video_args, audio_args, perturbations)
+            if self.overlap_blocks:
+                # Start this block on the device while Python builds the next one's graph: otherwise the whole
+                # forward's graph (~2,000 Python-level operations at 48 blocks) is built before any kernel runs.
+                mx.async_eval([args.x for args in (video_args, audio_args) if args is not None])
         return (
             self.process_output("video", video_args) if video_args is not None else None,
             self.process_output("audio", audio_args) if audio_args is not None else None,
@@ -76,35 +92,88 @@ class LTXModel(nn.Module):
         )
 
     def embed_timesteps(self, side: str, timesteps: mx.array, batch: int, dtype) -> tuple[mx.array, mx.array]:
-        """(B, T[, 1]) per-token timesteps -> (B, T, coefficient * D) modulation, (B, T, D) embedded timestep."""
-        scaled = (timesteps * self.config.timestep_scale_multiplier).flatten()
+        """(B, T[, 1]) per-token timesteps -> (B, T or 1, coefficient * D) modulation, (B, T or 1, D) embedded timestep.
+
+        The AdaLN is a function of the timestep value alone and a step has few distinct values (one; two with a
+        clean conditioning frame), so it runs once per distinct value instead of once per token (~1.4 TFLOP at
+        19B and 6,144 tokens) and its rows are looked up. Where each batch item has a single value the result is
+        (B, 1, ...): every block then broadcasts it instead of reading (T, 6 x D) per-token values. Reading the
+        values waits for the timesteps to be computed (a small array)."""
+        values = np.array(timesteps.astype(mx.float32)).reshape(batch, -1)
+        distinct, index = np.unique(values, return_inverse=True)
+        index = index.reshape(values.shape)
+        if len(distinct) > self.max_distinct_timesteps:
+            timesteps, index = timesteps.flatten(), None
+        else:
+            timesteps = mx.array(distinct).astype(timesteps.dtype)
+            # One value per batch item: keep a single token axis entry.
+            index = index[:, :1] if (index == index[:, :1]).all() else index
+        scaled = timesteps * self.config.timestep_scale_multiplier
         modulation, embedded = self._module(side, "adaln_single")(scaled, dtype)
+        if index is not None:
+            modulation, embedded = modulation[mx.array(index)], embedded[mx.array(index)]
         return modulation.reshape(batch, -1, modulation.shape[-1]), embedded.reshape(batch, -1, embedded.shape[-1])
 
     def project_context(self, side: str, context: mx.array) -> mx.array:
-        """The text features as the blocks read them (19B projects them here; LTX-2.3 already did)."""
+        """(B, S, C) text features as the blocks read them (19B projects them here; LTX-2.3 already did)."""
+        projected = context
         if self.config.has_caption_projection:
-            context = self._module(side, "caption_projection")(context)
-        return context
+            projected = self._module(side, "caption_projection")(context)
+        return projected.reshape(context.shape[0], -1, self._side_geometry(side)[0])
 
-    def prepare(self, side: str, modality: Modality, cross: Modality | None) -> TransformerArgs:
+    def prepare_context(self, video_context: mx.array | None = None, audio_context: mx.array | None = None,
+                        video_mask: mx.array | None = None, audio_mask: mx.array | None = None) -> ContextCache:
+        """The text of one prompt (batch) as every forward reads it, evaluated now: projected context and, where
+        they do not depend on the noise level (19B), each block's text keys and values. Masks as
+        ``Modality.context_mask``."""
+
+        def side_context(side: str, context: mx.array | None, mask: mx.array | None) -> TextContext | None:
+            if context is None:
+                return None
+            projected = self.project_context(side, context)
+            keys_values = None
+            if not self.config.cross_attention_adaln:
+                attention = PREFIX[side] + "attn2"
+                keys_values = tuple(getattr(b, attention).keys_values(projected) for b in self.transformer_blocks)
+            return TextContext(projected, mask, keys_values)
+
+        cache = ContextCache(side_context("video", video_context, video_mask),
+                             side_context("audio", audio_context, audio_mask))
+        mx.eval([(t.context, t.keys_values) for t in (cache.video, cache.audio) if t is not None])
+        return cache
+
+    def _text(self, side: str, modality: Modality, text: ContextCache | None, batch: int) -> TextContext:
+        """The prepared text for one modality, or the modality's own context projected now."""
+        if text is None:
+            return TextContext(self.project_context(side, modality.context), modality.context_mask, None)
+        prepared = getattr(text, side)
+        if prepared is None:
+            raise LtxAneError(f"the prepared text holds no {side} context but a {side} latent was given")
+        if prepared.context.shape[0] != batch:
+            raise LtxAneError(f"the prepared {side} text has batch {prepared.context.shape[0]}, the latent {batch}")
+        return prepared
+
+    def prepare(self, side: str, modality: Modality, cross: Modality | None,
+                text: ContextCache | None = None) -> TransformerArgs:
         """ltx-core's ``(MultiModal)TransformerArgsPreprocessor.prepare`` for one modality."""
         c = self.config
         dim, heads, max_pos = self._side_geometry(side)
         dtype = modality.latent.dtype
         x = self._module(side, "patchify_proj")(modality.latent)
         b = x.shape[0]
+        prepared = self._text(side, modality, text, b)
         timesteps, embedded = self.embed_timesteps(side, modality.timesteps, b, dtype)
         prompt_timestep = None
         if c.cross_attention_adaln:
             sigma = (modality.sigma * c.timestep_scale_multiplier).flatten()
-            prompt_timestep = self._module(side, "prompt_adaln_single")(sigma, dtype)[0].reshape(b, -1, 2 * dim)
-        context = self.project_context(side, modality.context).reshape(b, -1, dim)
+            prompt_modulation = self._module(side, "prompt_adaln_single")(sigma, dtype)[0]
+            prompt_timestep = split_rows(prompt_modulation.reshape(b, -1, 2 * dim), 2)
         args = TransformerArgs(
             x=x,
-            context=context,
-            context_mask=context_bias(modality.context_mask, dtype),
-            timesteps=timesteps,
+            context=prepared.context,
+            context_mask=context_bias(prepared.mask, dtype),
+            text_keys_values=prepared.keys_values,
+            timesteps=split_rows(timesteps, c.adaln_coefficient),
             embedded_timestep=embedded,
             positional_embeddings=self._rope(modality.positions, dim, heads, max_pos, dtype),
             cross_positional_embeddings=None,
@@ -128,16 +197,15 @@ class LTXModel(nn.Module):
             cross_positional_embeddings=self._rope(
                 modality.positions[:, 0:1], c.audio_cross_attention_dim, heads, (c.cross_pe_max_pos,), dtype
             ),
-            cross_scale_shift_timestep=scale_shift.reshape(b, -1, scale_shift.shape[-1]),
+            cross_scale_shift_timestep=split_rows(scale_shift.reshape(b, -1, scale_shift.shape[-1]), 4),
             cross_gate_timestep=gate.reshape(b, -1, gate.shape[-1]),
         )
 
     def process_output(self, side: str, args: TransformerArgs) -> mx.array:
-        table = self._module(side, "scale_shift_table")
-        values = table[None, None].astype(args.x.dtype) + args.embedded_timestep[:, :, None]
-        shift, scale = values[:, :, 0], values[:, :, 1]
+        table = self._module(side, "scale_shift_table").astype(args.x.dtype)
+        embedded = args.embedded_timestep  # rows 0 (shift) and 1 (scale) both add the embedded timestep
         x = mx.fast.layer_norm(args.x, None, None, self.config.norm_eps)
-        return self._module(side, "proj_out")(x * (1 + scale) + shift)
+        return self._module(side, "proj_out")(modulate(x, table[1], embedded, table[0], embedded))
 
 
 class X0Model(nn.Module):

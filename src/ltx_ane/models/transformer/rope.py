@@ -8,6 +8,10 @@ their cos/sin in float32, the result in the activations' dtype.
 Frequencies are ordered axis-fastest, ``[f0_t, f0_h, f0_w, f1_t, ...]``. "split" RoPE rotates the first half of
 each head against the second and left-pads the frequencies with (cos 1, sin 0) up to half the width (3 x 682 = 2046
 -> 2048 at 19B); "interleaved" rotates adjacent pairs and pads the same way at full width.
+
+Both layouts are applied the same way: queries and keys are viewed as (..., 2, m) pairs (split: (B, T, heads, 2,
+half); interleaved: (B, T, dim / 2, 2, 1)) and the tables are (..., 1, m), so one fused kernel rotates them without
+the slices, ``stack`` and repeated tables of the textbook form (see ``fused.rotate``).
 """
 
 from __future__ import annotations
@@ -17,6 +21,8 @@ import math
 
 import mlx.core as mx
 import numpy as np
+
+from ltx_ane.models.transformer.fused import rotate
 
 
 @functools.lru_cache(maxsize=8)
@@ -53,34 +59,22 @@ def precompute_freqs_cis(
     rope_type: str,
     double_precision: bool,
 ) -> tuple[mx.array, mx.array]:
-    """cos and sin tables: (B, T, heads, head_dim / 2) for "split", (B, T, dim) for "interleaved"."""
+    """cos and sin tables shaped for the pair view: (B, T, heads, 1, head_dim / 2) for "split", (B, T, dim / 2, 1, 1)
+    for "interleaved" (one entry per rotated pair: ltx-core's tables repeat each value twice)."""
     phases = _phases(positions, max_pos, frequency_grid(theta, len(max_pos), dim, double_precision))
     cos, sin = mx.cos(phases), mx.sin(phases)
-    if rope_type == "split":
-        pad = dim // 2 - phases.shape[-1]
-    else:
-        cos, sin = mx.repeat(cos, 2, axis=-1), mx.repeat(sin, 2, axis=-1)
-        pad = dim % (2 * len(max_pos))
+    b, t = phases.shape[:2]
+    # Pads in pairs: interleaved pads dim % (2 * n_axes) values, i.e. half as many pairs.
+    pad = dim // 2 - phases.shape[-1] if rope_type == "split" else (dim % (2 * len(max_pos))) // 2
     if pad:
-        b, t = phases.shape[:2]
         cos = mx.concatenate([mx.ones((b, t, pad), dtype=cos.dtype), cos], axis=-1)
         sin = mx.concatenate([mx.zeros((b, t, pad), dtype=sin.dtype), sin], axis=-1)
-    if rope_type == "split":
-        b, t = cos.shape[:2]
-        cos = cos.reshape(b, t, num_attention_heads, -1)
-        sin = sin.reshape(b, t, num_attention_heads, -1)
-    return cos.astype(out_dtype), sin.astype(out_dtype)
+    shape = (b, t, num_attention_heads, 1, -1) if rope_type == "split" else (b, t, -1, 1, 1)
+    return cos.reshape(shape).astype(out_dtype), sin.reshape(shape).astype(out_dtype)
 
 
-def apply_rotary_emb(x: mx.array, freqs_cis: tuple[mx.array, mx.array], rope_type: str) -> mx.array:
-    """Rotate (B, T, heads * head_dim) queries or keys."""
+def apply_rotary_emb(x: mx.array, freqs_cis: tuple[mx.array, mx.array]) -> mx.array:
+    """Rotate (B, T, heads * head_dim) queries or keys with tables from ``precompute_freqs_cis``."""
     cos, sin = freqs_cis
-    if rope_type == "split":
-        b, t, h, half = cos.shape
-        halves = x.reshape(b, t, h, 2, half)
-        first, second = halves[..., 0, :], halves[..., 1, :]
-        rotated = mx.stack([first * cos - second * sin, second * cos + first * sin], axis=-2)
-        return rotated.reshape(b, t, -1)
-    pairs = x.reshape(*x.shape[:-1], -1, 2)
-    swapped = mx.stack([-pairs[..., 1], pairs[..., 0]], axis=-1).reshape(x.shape)
-    return x * cos + swapped * sin
+    pairs = x.reshape(*cos.shape[:-2], 2, cos.shape[-1])
+    return rotate(pairs, pairs[..., ::-1, :], cos, sin).reshape(x.shape)
