@@ -209,13 +209,14 @@ def run(args) -> None:
     request.video_guidance, request.audio_guidance = _guidance(args, spec, config.cross_attention_adaln)
     size = (args.height, args.width)
     tokens = VideoLatentShape.from_pixels(args.frames, *size).token_count()
+    guided = any(s.guided for s in spec.stages)
     plan = plan_memory(config, args.dtype, args.quantize, tokens,
-                       text_in_process=None if args.prompt_embeddings else args.dtype)
+                       text_in_process=None if args.prompt_embeddings else args.dtype, prompts=2 if guided else 1)
     print(plan.describe())
     if args.random_weights:
         print("note: random weights: every model is random, the video and its sound are noise", file=sys.stderr)
 
-    contexts = _contexts(args, prompts, source, guided=any(s.guided for s in spec.stages))
+    contexts = _contexts(args, prompts, source, guided)
     from ltx_ane.models.transformer.quantize import QuantizeMode
 
     models = ModelSet(

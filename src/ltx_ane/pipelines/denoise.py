@@ -4,7 +4,8 @@
 A loop state becomes a ``Modality`` with per-token timesteps ``denoise_mask * sigma``; the x0 model returns the
 denoised tokens. ``plain_denoise`` runs one pass per step (distilled and stage-2 steps); ``guided_forward`` runs one
 ``sampling.GuidancePass`` (positive or negative prompt, STG or modality isolation), and ``sampling.guided_denoise``
-combines the passes.
+combines the passes. The text side of every pass (caption projection and the blocks' text keys and values) depends
+only on the prompt, so it is prepared once per prompt (``LTXModel.prepare_context``) and reused by every step.
 """
 
 from __future__ import annotations
@@ -52,10 +53,11 @@ def modality_from_state(state: LatentState, context: mx.array, sigma: float, ena
 
 def plain_denoise(x0_model, contexts: PromptContexts):
     """One conditional pass per step: ``denoise(video_state, audio_state, sigma, step) -> (x0_video, x0_audio)``."""
+    text = x0_model.velocity_model.prepare_context(contexts.video, contexts.audio)
 
     def denoise(video: LatentState, audio: LatentState, sigma: float, step: int):
         return x0_model(modality_from_state(video, contexts.video, sigma),
-                        modality_from_state(audio, contexts.audio, sigma))
+                        modality_from_state(audio, contexts.audio, sigma), text=text)
 
     return denoise
 
@@ -74,6 +76,10 @@ def perturbation_config(guidance_pass: GuidancePass, batch: int) -> BatchedPertu
 def guided_forward(x0_model, contexts: PromptContexts):
     """``forward(video_state, audio_state, sigma, guidance_pass)`` for ``sampling.guided_denoise``."""
 
+    prepare = x0_model.velocity_model.prepare_context
+    positive = prepare(contexts.video, contexts.audio)
+    negative = prepare(contexts.video_negative, contexts.audio_negative)
+
     def forward(video: LatentState, audio: LatentState, sigma: float, guidance_pass: GuidancePass):
         video_context = contexts.video_negative if guidance_pass.negative else contexts.video
         audio_context = contexts.audio_negative if guidance_pass.negative else contexts.audio
@@ -81,6 +87,7 @@ def guided_forward(x0_model, contexts: PromptContexts):
             modality_from_state(video, video_context, sigma, guidance_pass.video_enabled),
             modality_from_state(audio, audio_context, sigma, guidance_pass.audio_enabled),
             perturbation_config(guidance_pass, video.latent.shape[0]),
+            text=negative if guidance_pass.negative else positive,
         )
 
     return forward

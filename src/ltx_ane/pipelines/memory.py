@@ -2,7 +2,8 @@
 
 The phases never overlap: the text encoder is freed before the transformer loads, and the transformer before the
 VAE decodes. The transformer phase decides: its weights (bf16, or 8-/4-bit with a bf16 scale and bias per group)
-plus the activations of one forward, which grow with the token count. The activation rule is fitted to the
+plus the activations of one forward, which grow with the token count, plus the prepared text of each prompt the
+loop reuses (two with a negative prompt). The activation rule is fitted to the
 measured peaks in ``benchmarks/results/transformer-cuda.md`` (41.7 GB at 1,536 video tokens, 46.5 GB at 6,144, with
 37.8 GB of weights) and rounded up.
 """
@@ -74,13 +75,20 @@ def weight_bytes(parameters: tuple[int, int], precision: str, group_size: int = 
     return (quantisable + other) * (4 if precision == "fp32" else 2)
 
 
+def prepared_text_bytes(config, prompts: int, text_tokens: int = 1024) -> float:
+    """The text keys and values every block keeps per prepared prompt (bf16), ``pipelines.denoise``."""
+    video = config.num_attention_heads * config.attention_head_dim
+    audio = config.audio_num_attention_heads * config.audio_attention_head_dim
+    return prompts * config.num_layers * text_tokens * 2 * (video + audio) * 2
+
+
 def plan_memory(config, dtype: str, quantize: str | None, video_tokens: int, text_in_process: str | None = None,
-                available: tuple[float, str] | None = None) -> MemoryPlan:
+                available: tuple[float, str] | None = None, prompts: int = 1) -> MemoryPlan:
     """The first precision that fits, from the one asked for (``quantize`` "8"/"4", else the dtype, then 8-bit, then
     4-bit); an error naming the need and the machine's memory when even 4-bit does not fit."""
     available_bytes, source = available or available_memory()
     parameters = transformer_parameters(config)
-    activations = ACTIVATION_BASE_BYTES + ACTIVATION_BYTES_PER_TOKEN * video_tokens
+    activations = ACTIVATION_BASE_BYTES + ACTIVATION_BYTES_PER_TOKEN * video_tokens + prepared_text_bytes(config, prompts)
     text = GEMMA_BYTES.get(text_in_process or "", 0.0)
     if quantize:
         candidates = [f"{quantize}-bit"]

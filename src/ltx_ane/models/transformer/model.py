@@ -216,8 +216,8 @@ class X0Model(nn.Module):
         self.velocity_model = velocity_model
 
     def __call__(self, video: Modality | None, audio: Modality | None,
-                 perturbations: BatchedPerturbationConfig | None = None):
-        vx, ax = self.velocity_model(video, audio, perturbations)
+                 perturbations: BatchedPerturbationConfig | None = None, text: ContextCache | None = None):
+        vx, ax = self.velocity_model(video, audio, perturbations, text)
         return (
             to_denoised(video.latent, vx, video.timesteps) if vx is not None else None,
             to_denoised(audio.latent, ax, audio.timesteps) if ax is not None else None,
