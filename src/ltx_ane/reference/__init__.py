@@ -63,18 +63,20 @@ def randomize_statistics(module, generator) -> None:
 
 
 def randomize_parameters(module, generator) -> None:
-    """Deterministic random weights at the scale of torch's default init (fan-in uniform)."""
+    """Deterministic random weights at the scale of torch's default init (fan-in uniform). Drawn on the CPU (where
+    ``generator`` lives) whatever the default device, so the values do not depend on the machine."""
     import torch
 
+    device = generator.device
     with torch.no_grad():
         for name, p in module.named_parameters():
             if p.ndim > 1:
                 bound = (1.0 / (p[0].numel())) ** 0.5
-                p.copy_((torch.rand(p.shape, generator=generator) * 2 - 1) * bound)
+                p.copy_((torch.rand(p.shape, generator=generator, device=device) * 2 - 1) * bound)
             elif name.endswith("weight"):  # norm scales
-                p.copy_(1 + 0.1 * torch.randn(p.shape, generator=generator))
+                p.copy_(1 + 0.1 * torch.randn(p.shape, generator=generator, device=device))
             else:
-                p.copy_(0.05 * torch.randn(p.shape, generator=generator))
+                p.copy_(0.05 * torch.randn(p.shape, generator=generator, device=device))
 
 
 class _skip_init:
