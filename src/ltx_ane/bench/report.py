@@ -71,6 +71,7 @@ def markdown(result: dict, plots: list[str] | None = None, plot_note: str | None
         f"- command: `{result.get('command') or 'n/a'}`",
         f"- machine: {m['chip']} ({m['os']}, {m['cpus']} CPUs, {_gb(m.get('memory_bytes'))} GB memory); "
         f"MLX on {s.get('mlx_device')}, torch on {s['torch_device']}",
+        "- float32: " + ", ".join(f"{k} {val}" for k, val in (m.get("fp32") or {}).items()),
         "- versions: " + ", ".join(f"{k} {val}" for k, val in v.items() if val),
         f"- device profile `{s['device_profile']}`: {s['device_profile_description']}; {s['dtype']} "
         f"(Core ML: fp16); {s['runs']} timed runs after {s['warmup']} warm-up, backends interleaved A/B/A/B",

@@ -34,6 +34,7 @@ from ltx_ane.models import registry
 from ltx_ane.models.loading import Source
 from ltx_ane.runtime import backends as B
 from ltx_ane.runtime.backends import reference_available
+from ltx_ane.runtime.precision import fp32_record
 
 
 # ------------------------------------------------------------------------------------------- components
@@ -196,6 +197,9 @@ def reference_output(setup: Setup, x: np.ndarray, torch_device: str) -> np.ndarr
         import torch
 
         from ltx_ane import reference as R
+        from ltx_ane.runtime.precision import full_fp32_torch
+
+        full_fp32_torch()
 
         model = R.from_checkpoint(setup.component, setup.checkpoint, setup.config)
         # On the GPU only for this call, so it never counts in a backend's peak.
@@ -318,6 +322,9 @@ def run(s: Settings) -> dict:
         raise LtxAneError("--runs must be at least 2 (a median and a range, never one run)")
     if s.warmup < 1:
         raise LtxAneError("--warmup must be at least 1 (the first call is the first-run time, never a timed one)")
+    from ltx_ane.runtime.precision import full_fp32_mlx
+
+    full_fp32_mlx()  # the references are fp32 (in effect when nothing ran MLX in float32 before, as in `ltx-ane bench`)
     load_start = load()
     machine = machine_info()
     torch_device = resolve_torch_device(s.torch_device)
@@ -424,7 +431,7 @@ def _result(s: Settings, machine, load_start, load_end, started, torch_device, r
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "wall_s": time.time() - started,
         "machine": {**machine, "load_start": load_start, "load_end": load_end,
-                    "busy": bool(load_start["busy"])},
+                    "busy": bool(load_start["busy"]), "fp32": fp32_record()},
         "versions": versions(),
         "settings": {
             "device_profile": s.device_profile.name, "device_profile_description": s.device_profile.description,

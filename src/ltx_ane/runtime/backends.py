@@ -330,6 +330,10 @@ class TorchBackend(Backend):
             raise LtxAneError(f"unknown dtype {dtype!r} for the torch backend (choose from {', '.join(TORCH_DTYPES)})")
         self.device, self.dtype = device or torch_accelerator(), dtype
         self.torch_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[dtype]
+        if dtype == "fp32":
+            from ltx_ane.runtime.precision import full_fp32_torch
+
+            full_fp32_torch()
         self.module, self.stats = module.to(self.device, self.torch_dtype).eval(), stats
 
     def prepare(self, x):
