@@ -176,7 +176,12 @@ def throughput_line(component: str, throughput) -> str | None:
 def write_frames(chunks, out: Path, shape: tuple[int, ...], fps: float, crf: int) -> list[Path]:
     """Stream decoded (B, f, H, W, 3) chunks in [-1, 1] into one MP4 per batch item, or into one .safetensors of raw
     float32 frames (``shape`` is the whole (B, 3, F, H, W) video)."""
-    import mlx.core as mx
+    # Closed on any exit (Ctrl-C included), so tile workers stop now, not when the traceback is collected.
+    with contextlib.closing(chunks) if hasattr(chunks, "close") else contextlib.nullcontext():
+        return _write_chunks(chunks, out, shape, fps, crf)
+
+
+def _write_chunks(chunks, out: Path, shape, fps, crf) -> list[Path]:
     import numpy as np
 
     from ltx_ane.io.latents import RawVideoWriter
@@ -186,7 +191,9 @@ def write_frames(chunks, out: Path, shape: tuple[int, ...], fps: float, crf: int
     if out.suffix == ".safetensors":
         with RawVideoWriter(out, shape, fps) as writer:
             for chunk in chunks:
-                writer.write(np.array(chunk).transpose(0, 4, 1, 2, 3))
+                with MLX_LOCK:
+                    frames = np.array(chunk)
+                writer.write(frames.transpose(0, 4, 1, 2, 3))
         return [out]
     batch = shape[0]
     outputs = [out] if batch == 1 else [out.with_name(f"{out.stem}_{i}{out.suffix}") for i in range(batch)]
@@ -194,10 +201,18 @@ def write_frames(chunks, out: Path, shape: tuple[int, ...], fps: float, crf: int
         writers = [stack.enter_context(Mp4Writer(o, fps, crf=crf)) for o in outputs]
         for chunk in chunks:
             with MLX_LOCK:
-                pixels = np.array(mx.clip((chunk + 1.0) * 127.5 + 0.5, 0, 255).astype(mx.uint8))
+                pixels = np.array(frames_to_uint8(chunk))
             for i, writer in enumerate(writers):
                 writer.write(pixels[i])
     return outputs
+
+
+def frames_to_uint8(chunk):
+    """[-1, 1] frames (MLX, any float dtype) -> uint8, rounded in float32: fp16 arithmetic near 255 is coarser
+    than one level."""
+    import mlx.core as mx
+
+    return mx.clip((chunk.astype(mx.float32) + 1.0) * 127.5 + 0.5, 0, 255).astype(mx.uint8)
 
 
 class Report:
