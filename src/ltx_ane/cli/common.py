@@ -97,6 +97,8 @@ def add_backend_args(parser, components: tuple[str, ...]) -> None:
     group.add_argument("--profile", metavar="FILE", help="bench profile JSON (default ~/.cache/ltx-ane/profile.json)")
     group.add_argument("--package", action="append", default=[], metavar="FILE", help="Core ML package made by "
                        "`ltx-ane convert` (its component is read from it); repeat for several components")
+    group.add_argument("--allow-ungated-package", action="store_true", help="run an explicitly chosen Core ML "
+                       "package that carries no measured PSNR (converted with --no-fp16-check); never used by auto")
     group.add_argument("--max-in-flight", type=positive_int, metavar="N", help="tiles dispatched but not yet "
                        "blended when several backends run (default: 2 per backend); bounds memory")
 
@@ -154,7 +156,7 @@ class BackendContext:
         choice = self.choose(component, tile)
         if choice.names == ["mlx"] and component in ("decoder", "encoder"):
             return None
-        return build(choice, model, stats)
+        return build(choice, model, stats, allow_ungated=self.args.allow_ungated_package, log=self.log)
 
 
 def check_backend_flags(args, components) -> None:

@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import Callable, Iterable
 
 from ltx_ane import __version__
-from ltx_ane.coreml.package import (DEFAULT_MIN_PSNR, FORMAT_VERSION, META_PREFIX, clean_stale_partials,
+from ltx_ane.coreml.package import (PACKAGE_MIN_PSNR_DB, FORMAT_VERSION, META_PREFIX, clean_stale_partials,
                                     package_size, read_metadata, write_metadata)
 from ltx_ane.coreml.rewrites import Variant, rewrite
 from ltx_ane.coreml.tiles import TileShape, tiler_tiles
@@ -223,7 +223,7 @@ def fp16_psnr(model, x) -> float:
 @dataclass
 class ConvertOptions:
     precision: str = "fp16"
-    min_psnr: float = DEFAULT_MIN_PSNR
+    min_psnr: float = PACKAGE_MIN_PSNR_DB
     fp16_check: bool = True
     force: bool = False
     seed: int = 0

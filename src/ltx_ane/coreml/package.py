@@ -15,7 +15,9 @@ from ltx_ane.errors import LtxAneError
 
 FORMAT_VERSION = "1"  # bump when the package layout or metadata changes meaning
 META_PREFIX = "ltx_ane."
-DEFAULT_MIN_PSNR = 40.0
+# The conversion gate: a package's fp16 output (and a compressed package's output) against fp32 torch at conversion.
+# The runtime uses a package only when it carries that measurement at or above this bar.
+PACKAGE_MIN_PSNR_DB = 40.0
 
 
 def _spec_path(package: Path) -> Path:

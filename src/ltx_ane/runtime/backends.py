@@ -88,6 +88,11 @@ class Choice:
     def describe(self) -> str:
         return f"{self.component}: {' + '.join(self.names)} ({self.reason})"
 
+    @property
+    def explicit(self) -> bool:
+        """Asked for by name (not picked by ``auto``)."""
+        return not self.reason.startswith("auto")
+
 
 def choose(
     component: str,
@@ -418,11 +423,19 @@ def torch_from_mlx(model, component: str):
 
 
 def build(choice: Choice, model, stats=None, runner_factory: Callable | None = None, torch_device: str | None = None,
-          torch_dtype: str = "fp32") -> list[Backend]:
+          torch_dtype: str = "fp32", allow_ungated: bool = False, log: Callable[[str], None] | None = None) -> list[Backend]:
     """Backends for a choice. ``model`` is the MLX component (weights come from it for torch, which runs on
     ``torch_device``, by default the machine's accelerator); ``runner_factory`` makes a Core ML runner from
-    (package, compute unit), by default ``coreml.runtime.CoreMLComponent``."""
-    out = []
+    (package, compute unit), by default ``coreml.runtime.CoreMLComponent``.
+
+    A Core ML backend that cannot be made here (its package will not load or compile on this Mac) is dropped with
+    a one-line note to ``log``, as a failing backend is during a run; so is one its gates refuse, when ``auto``
+    chose it. An explicit choice its gates refuse is an error saying why (``allow_ungated`` admits a package
+    without a measurement). With nothing left, ``auto`` falls back to MLX; an explicit choice fails.
+    """
+    from ltx_ane.runtime.coreml_backend import GateRefused
+
+    out, failures = [], []
     for name in choice.names:
         if name == "mlx":
             out.append(MLXBackend(model, choice.component, stats))
@@ -433,13 +446,40 @@ def build(choice: Choice, model, stats=None, runner_factory: Callable | None = N
             out.append(TorchBackend(torch_from_mlx(model, choice.component), choice.component, stats,
                                     torch_device, torch_dtype))
         else:
-            from ltx_ane.runtime.coreml_backend import CoreMLBackend
-
-            if runner_factory is None:
-                from ltx_ane.coreml.runtime import CoreMLComponent as runner_factory
-            unit = name.split(":", 1)[1]
-            out.append(CoreMLBackend(runner_factory(choice.package, unit), choice.component, stats))
+            try:
+                out.append(_coreml(choice, name, stats, runner_factory, allow_ungated))
+            except GateRefused as err:
+                if choice.explicit:
+                    raise
+                failures.append(f"{name}: {err}")
+            except Exception as err:  # cannot load or compile here: like a backend failing on its first tile
+                failures.append(f"{name}: {_one_line(err)}")
+    for line in failures:
+        if log:
+            log(f"note: not using {line}")
+    if not out:
+        if choice.explicit:
+            raise LtxAneError(f"no backend for the {choice.component} could be made: {'; '.join(failures)}")
+        if log:
+            log(f"note: the {choice.component} runs on mlx instead")
+        out.append(MLXBackend(model, choice.component, stats))
     return out
+
+
+def _coreml(choice: Choice, name: str, stats, runner_factory, allow_ungated: bool) -> Backend:
+    from ltx_ane.runtime.coreml_backend import CoreMLBackend
+
+    if runner_factory is None:
+        from ltx_ane.coreml.runtime import CoreMLComponent as runner_factory
+    backend = CoreMLBackend(runner_factory(choice.package, name.split(":", 1)[1]), choice.component, stats,
+                            allow_ungated)
+    backend.load()
+    return backend
+
+
+def _one_line(error: BaseException) -> str:
+    text = f"{type(error).__name__}: {error}".strip().splitlines()
+    return text[0][:300] if text else type(error).__name__
 
 
 def keep_supported(backends: list[Backend], shape, log=None) -> list[Backend]:
