@@ -195,3 +195,24 @@ def test_fp32_asks_mlx_for_full_precision_before_the_command_runs(argv, expected
                           env=env, cwd=tmp_path, timeout=120)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == f"MLX_ENABLE_TF32={expected}"
+
+
+def test_report_and_profile_writes_leave_nothing_behind_on_failure(tiny_run, tmp_path, monkeypatch):
+    from ltx_ane.bench import report
+
+    _, result = tiny_run
+    monkeypatch.setattr(report, "markdown", lambda *a: 1 / 0)
+    with pytest.raises(ZeroDivisionError):
+        report.write_outputs(result, tmp_path / "r", plots=False)
+    assert list(tmp_path.iterdir()) == []  # not the JSON without its Markdown, no temporary file
+
+    def disk_full(self, text):
+        with open(self, "w") as f:
+            f.write(text[:10])
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(Path, "write_text", disk_full)
+    profile = P.profile_from_rows([], {})
+    with pytest.raises(LtxAneError, match="No space left"):
+        P.write_profile(profile, tmp_path / "profile.json")
+    assert list(tmp_path.iterdir()) == []

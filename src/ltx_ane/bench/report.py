@@ -202,7 +202,7 @@ def plot(result: dict, stem: Path) -> tuple[list[Path], str | None]:
         fig.suptitle(f"ltx-ane bench: latency per backend ({result['machine']['chip']})")
         fig.tight_layout()
         path = stem.with_name(stem.name + "_latency.png")
-        fig.savefig(path, dpi=100)
+        _save(fig, path)
         plt.close(fig)
         files.append(path)
     speed = ane_speedups(result["rows"])
@@ -221,10 +221,17 @@ def plot(result: dict, stem: Path) -> tuple[list[Path], str | None]:
     ax.set_title("ANE speed-up over the GPU, per component")
     fig.tight_layout()
     path = stem.with_name(stem.name + "_ane_speedup.png")
-    fig.savefig(path, dpi=100)
+    _save(fig, path)
     plt.close(fig)
     files.append(path)
     return files, None
+
+
+def _save(fig, path: Path) -> None:
+    from ltx_ane.io.latents import atomic_output
+
+    with atomic_output(path) as tmp:
+        fig.savefig(tmp, dpi=100, format="png")
 
 
 def write_outputs(result: dict, stem: str | Path, plots: bool = True) -> dict[str, Path]:
@@ -236,10 +243,16 @@ def write_outputs(result: dict, stem: str | Path, plots: bool = True) -> dict[st
     except OSError as err:
         raise LtxAneError(f"cannot create {stem.parent}: {err}") from None
     files, note = plot(result, stem) if plots else ([], "Plots not made (--no-plots).")
+    from ltx_ane.io.latents import atomic_output
+
     out = {"json": stem.with_suffix(".json"), "markdown": stem.with_suffix(".md")}
+    # Both texts are made before either file is written, and each file appears whole (temporary name, rename).
+    texts = {"json": json.dumps(result, indent=1, default=str) + "\n",
+             "markdown": markdown(result, [str(f) for f in files], note)}
     try:
-        out["json"].write_text(json.dumps(result, indent=1, default=str) + "\n")
-        out["markdown"].write_text(markdown(result, [str(f) for f in files], note))
+        for key, text in texts.items():
+            with atomic_output(out[key]) as tmp:
+                tmp.write_text(text)
     except OSError as err:
         raise LtxAneError(f"cannot write the report: {err}") from None
     for i, f in enumerate(files):
