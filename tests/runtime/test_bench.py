@@ -216,3 +216,21 @@ def test_report_and_profile_writes_leave_nothing_behind_on_failure(tiny_run, tmp
     with pytest.raises(LtxAneError, match="No space left"):
         P.write_profile(profile, tmp_path / "profile.json")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_sections_keep_their_time_budget_and_say_what_they_skipped(tmp_path):
+    pytest.importorskip("ltx_core")
+    code = main(["bench", "--device-profile", "tiny", "--components", "decoder", "--sizes", "decoder:2x3x3",
+                 "decoder:2x3x4", "decoder:3x3x3", "--backends", "mlx", "torch", "--section-budget", "0", "--quiet",
+                 "--no-profile", "--no-plots", "--out", str(tmp_path / "r")])
+    assert code == 0
+    result = json.loads((tmp_path / "r.json").read_text())
+    ran = {tuple(r["tile"]) for r in result["rows"] if r["status"] == "ok"}
+    assert ran == {(2, 3, 3)}  # the first tile always runs; the budget stops the section after it
+    late = [r for r in result["rows"] if r["status"] == "skipped"]
+    assert {tuple(r["tile"]) for r in late} == {(2, 3, 4), (3, 3, 3)} and all("time budget" in r["reason"] for r in late)
+    (hybrid,) = result["hybrid"]
+    assert hybrid["passes"] == 1
+    assert [line.split(":")[0] for line in result["skipped_for_time"]] == ["decoder tiles 2x3x4, 3x3x3", "backends together"]
+    text = (tmp_path / "r.md").read_text()
+    assert "## Time budget (0.0 s per section)" in text and "- skipped backends together: 1 of 2 timed passes" in text

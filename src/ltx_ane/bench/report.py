@@ -124,7 +124,8 @@ def markdown(result: dict, plots: list[str] | None = None, plot_note: str | None
             f"{_num(r.get('achieved_tflops'))} | "
             f"{_pct(r.get('fraction_of_ane_peak'))} | {_pct(r.get('fraction_of_gpu_peak'))} | "
             f"{_pct(place.get('ane_op_share')) if place and 'error' not in place else 'n/a'} | {'; '.join(notes)} |")
-    skipped = sorted({(r["backend"], r["reason"]) for r in rows if r["status"] == "skipped"})
+    skipped = sorted({(r["backend"], r["reason"]) for r in rows
+                      if r["status"] == "skipped" and not r["reason"].startswith("time budget")})
     if skipped:
         lines += ["", "## Rows this machine could not fill", ""]
         lines += [f"- `{b}`: {reason}" for b, reason in skipped]
@@ -151,6 +152,8 @@ def markdown(result: dict, plots: list[str] | None = None, plot_note: str | None
                          f"{_num(h.get('together_over_best_alone'))}x | {share} |")
     else:
         lines.append("Not measured: fewer than two decoder backends ran, or the decoder tile is too small to split.")
+    lines += ["", f"## Time budget ({s.get('section_budget_s', 'n/a')} s per section)", ""]
+    lines += [f"- skipped {line}" for line in result.get("skipped_for_time") or []] or ["Every section finished within it."]
     failed = [r for r in rows if r["status"] == "failed"]
     if failed:
         lines += ["", "## Failures", ""] + [f"- {r['component']} {_tile(r['tile'])} {r['backend']}: {r['reason']}"
