@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import Callable, Iterable
 
 from ltx_ane import __version__
-from ltx_ane.coreml.package import (PACKAGE_MIN_PSNR_DB, FORMAT_VERSION, META_PREFIX, clean_stale_partials,
+from ltx_ane.coreml.package import (weights_digest, PACKAGE_MIN_PSNR_DB, FORMAT_VERSION, META_PREFIX, clean_stale_partials,
                                     package_size, read_metadata, write_metadata)
 from ltx_ane.coreml.rewrites import Variant, rewrite
 from ltx_ane.coreml.tiles import TileShape, tiler_tiles
@@ -397,6 +397,11 @@ def convert_loaded(loaded: Loaded, tiles: Iterable[TileShape], out_dir: str | Pa
             "config_hash": config_hash(loaded.config),
             "config": json.dumps(loaded.config, sort_keys=True),
             "weights_hash": loaded.weights_hash,
+            # What the runtime compares with the model it runs (package.weights_digest): the weights the MLX
+            # model holds, so skipped buffers do not count.
+            "weights_digest": weights_digest(
+                (k, v.detach().float().numpy()) for k, v in loaded.module.state_dict().items()
+                if not registry.spec(loaded.component).checkpoint_keys(loaded.config).ignore(k)),
             "source": loaded.source,
             "tiles": json.dumps([t.name for t in tiles]),
             "functions": json.dumps({t.name: {"function": functions[t.name], "input": list(s)} for t, s in zip(tiles, shapes)}),

@@ -392,6 +392,32 @@ class TorchBackend(Backend):
             torch.cuda.empty_cache()
 
 
+def torch_layout_weights(model) -> dict[str, np.ndarray]:
+    """An MLX model's weights as float32 host arrays under ltx-core's names, in torch's layout."""
+    from mlx.utils import tree_flatten
+
+    with MLX_LOCK:
+        import mlx.core as mx
+
+        params = {k: np.array(v.astype(mx.float32)) for k, v in tree_flatten(model.parameters())}
+    out = {}
+    for name, value in params.items():
+        if value.ndim == 5:
+            value = value.transpose(0, 4, 1, 2, 3)
+        elif value.ndim == 4:
+            value = value.transpose(0, 3, 1, 2)
+        out[name] = np.ascontiguousarray(value)
+    return out
+
+
+def model_identity(model) -> dict:
+    """What a Core ML package must have been converted from to stand in for ``model``: its config and weights."""
+    from ltx_ane.coreml.package import weights_digest
+    from ltx_ane.models.config import config_hash
+
+    return {"config_hash": config_hash(model.config.raw), "weights_digest": weights_digest(torch_layout_weights(model).items())}
+
+
 def torch_from_mlx(model, component: str):
     """The ltx-core module holding exactly an MLX model's weights (float32), whatever they were loaded from,
     so a reference backend never disagrees with the MLX one about weights (e.g. under --random-weights)."""
@@ -400,17 +426,7 @@ def torch_from_mlx(model, component: str):
 
     spec = registry.spec(component)
     module = spec.reference(model.config.raw)
-    with MLX_LOCK:
-        import mlx.core as mx
-
-        params = {k: np.array(v.astype(mx.float32)) for k, v in tree_flatten(model.parameters())}
-    state = {}
-    for name, value in params.items():
-        if value.ndim == 5:
-            value = value.transpose(0, 4, 1, 2, 3)
-        elif value.ndim == 4:
-            value = value.transpose(0, 3, 1, 2)
-        state[name] = torch.from_numpy(np.ascontiguousarray(value))
+    state = {name: torch.from_numpy(value) for name, value in torch_layout_weights(model).items()}
     own = module.state_dict()
     # What the MLX model does not hold is what its checkpoint keys skip (fixed buffers, unused statistics).
     skipped = spec.checkpoint_keys(model.config.raw).ignore
@@ -436,6 +452,7 @@ def build(choice: Choice, model, stats=None, runner_factory: Callable | None = N
     from ltx_ane.runtime.coreml_backend import GateRefused
 
     out, failures = [], []
+    identity = model_identity(model) if any(n.startswith("coreml") for n in choice.names) else None
     for name in choice.names:
         if name == "mlx":
             out.append(MLXBackend(model, choice.component, stats))
@@ -447,7 +464,7 @@ def build(choice: Choice, model, stats=None, runner_factory: Callable | None = N
                                     torch_device, torch_dtype))
         else:
             try:
-                out.append(_coreml(choice, name, stats, runner_factory, allow_ungated))
+                out.append(_coreml(choice, name, stats, runner_factory, allow_ungated, identity))
             except GateRefused as err:
                 if choice.explicit:
                     raise
@@ -466,13 +483,13 @@ def build(choice: Choice, model, stats=None, runner_factory: Callable | None = N
     return out
 
 
-def _coreml(choice: Choice, name: str, stats, runner_factory, allow_ungated: bool) -> Backend:
+def _coreml(choice: Choice, name: str, stats, runner_factory, allow_ungated: bool, identity: dict) -> Backend:
     from ltx_ane.runtime.coreml_backend import CoreMLBackend
 
     if runner_factory is None:
         from ltx_ane.coreml.runtime import CoreMLComponent as runner_factory
     backend = CoreMLBackend(runner_factory(choice.package, name.split(":", 1)[1]), choice.component, stats,
-                            allow_ungated)
+                            allow_ungated, identity)
     backend.load()
     return backend
 

@@ -23,10 +23,12 @@ class CoreMLBackend(Backend):
     any_shape = False
     dtype = "fp16"
 
-    def __init__(self, runner, component: str, stats=None, allow_ungated: bool = False):
+    def __init__(self, runner, component: str, stats=None, allow_ungated: bool = False, identity: dict | None = None):
         super().__init__(component)
         meta = getattr(runner, "metadata", {}) or {}
         check_gates(meta, component, allow_ungated)
+        if identity is not None:
+            check_identity(meta, component, identity)
         self.runner, self.stats = runner, stats
         self.device = getattr(runner, "compute_units", DEFAULT_COMPUTE_UNIT)
         self.name = f"coreml:{self.device}"
@@ -100,6 +102,19 @@ def check_gates(meta: dict, component: str, allow_ungated: bool = False) -> None
         if float(measured) < bar:
             raise GateRefused(f"the Core ML {component} failed its parity gate ({float(measured):.1f} dB {what} PSNR, "
                               f"bar {bar:g} dB); not using it")
+
+
+def check_identity(meta: dict, component: str, identity: dict) -> None:
+    """Refuse a package converted from other weights or another config than the model being run (random weights,
+    another checkpoint): it would decode the user's video with the wrong model. ``identity``: ``model_identity``."""
+    from ltx_ane.coreml.package import META_PREFIX
+
+    for key, what in (("config_hash", "config"), ("weights_digest", "weights")):
+        recorded = meta.get(META_PREFIX + key)
+        if recorded != identity[key]:
+            found = f"{recorded}" if recorded else "none recorded"
+            raise GateRefused(f"the Core ML {component} package was converted from another {what} than the model "
+                              f"being run ({key} {found}, model {identity[key]}); convert it from this checkpoint")
 
 
 @dataclass(frozen=True)
