@@ -39,7 +39,7 @@ from ltx_ane.reference import build_decoder, vae_state_dict, write_checkpoint  #
 
 QUIET = ConvertOptions(log=lambda msg: None)
 ALTERNATE = Variant(conv="split", d2s="reshape", norm="plain")
-REQUIRED_METADATA = ("component", "config_hash", "weights_hash", "tiles", "variant", "coremltools_version", "ltx_ane_version", "cache_key", "functions")
+REQUIRED_METADATA = ("component", "config_hash", "weights_hash", "weights_digest", "tiles", "variant", "coremltools_version", "ltx_ane_version", "cache_key", "functions")
 
 
 @pytest.fixture(scope="module")
@@ -152,6 +152,13 @@ def test_checkpoint_through_cli_and_shared_weights(packages, configs, tmp_path, 
     path = Path(out.splitlines()[0])
     meta = read_metadata(path)
     assert meta["ltx_ane.source"] == str(ckpt)
+    # The runtime's check: the model a user runs from this checkpoint is the one the package was converted from.
+    from ltx_ane.models.loading import Source
+    from ltx_ane.models.video_vae.loader import load_decoder
+    from ltx_ane.runtime.backends import model_identity
+
+    identity = model_identity(load_decoder(Source(checkpoint=str(ckpt)), "bf16"))
+    assert (meta["ltx_ane.config_hash"], meta["ltx_ane.weights_digest"]) == (identity["config_hash"], identity["weights_digest"])
     single = inspect_package(path).weight_bytes
     double = inspect_package(packages["decoder"].path).weight_bytes
     assert 0.9 < double / single < 1.1

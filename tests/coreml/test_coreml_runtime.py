@@ -118,3 +118,73 @@ def test_compile_is_cached_and_placement_is_reported(vae_checkpoint, tmp_path, m
     print(json.dumps(placement.ops_by_device), placement.summary())
     with pytest.raises(LtxAneError, match="no function for input shape"):
         core.function_for((5, 16, 2, 2))
+
+
+# ------------------------------------------------------------------------- the runtime's logic, on any OS
+
+
+class _Device:
+    pass
+
+
+def _device(name):
+    return type(name, (_Device,), {})()
+
+
+class FakeComputePlan:
+    """Stands in for coremltools' MLComputePlan: two ops on the ANE, one on the CPU, and a const (not counted)."""
+
+    def __init__(self):
+        ops = [("conv", "MLNeuralEngineComputeDevice", 0.6), ("silu", "MLNeuralEngineComputeDevice", 0.1),
+               ("const", "MLCPUComputeDevice", 0.0), ("reshape", "MLCPUComputeDevice", 0.3)]
+        self.ops = [type("Op", (), {"operator_name": name, "device": dev, "cost": cost})() for name, dev, cost in ops]
+        function = type("F", (), {"block": type("B", (), {"operations": self.ops})()})()
+        program = type("P", (), {"functions": {"tile_9x64x64": function}})()
+        self.model_structure = type("S", (), {"program": program})()
+
+    @classmethod
+    def load_from_path(cls, path, compute_units):
+        return cls()
+
+    def get_compute_device_usage_for_mlprogram_operation(self, op):
+        return type("U", (), {"preferred_compute_device": _device(op.device)})()
+
+    def get_estimated_cost_for_mlprogram_operation(self, op):
+        return type("C", (), {"weight": op.cost})()
+
+
+def _component(monkeypatch, metadata):
+    import types
+
+    from ltx_ane.coreml import package, runtime
+
+    monkeypatch.setattr(runtime, "require_macos", lambda: None)
+    monkeypatch.setattr(package, "read_metadata", lambda path: metadata)
+    fake_ct = types.SimpleNamespace(ComputeUnit=types.SimpleNamespace(CPU_AND_NE="CPU_AND_NE"))
+    monkeypatch.setattr(runtime.CoreMLComponent, "_ct", lambda self: fake_ct)
+    monkeypatch.setitem(sys.modules, "coremltools.models.compute_plan", types.SimpleNamespace(MLComputePlan=FakeComputePlan))
+    return runtime.CoreMLComponent
+
+
+CONVERTED = {"ltx_ane.component": "decoder", "ltx_ane.input_name": "latent", "ltx_ane.output_name": "frames",
+             "ltx_ane.functions": json.dumps({"9x64x64": {"function": "tile_9x64x64", "input": [2, 128, 2, 2]},
+                                              "17x64x64": {"function": "tile_17x64x64", "input": [3, 128, 2, 2]}})}
+
+
+def test_shape_choice_and_placement_summary_through_fakes(monkeypatch, tmp_path):
+    component = _component(monkeypatch, CONVERTED)(tmp_path / "d.mlpackage")
+    assert component.function_for((3, 128, 2, 2)) == "tile_17x64x64"
+    with pytest.raises(LtxAneError, match=r"no function for input shape \(4, 128, 2, 2\) .*\(2, 128, 2, 2\), \(3, 128, 2, 2\)"):
+        component.function_for((4, 128, 2, 2))
+    component._compiled = tmp_path / "d.mlmodelc"
+    placement = component.placement()
+    assert placement.function == "tile_9x64x64"
+    assert placement.ops_by_device == {"ANE": {"conv": 1, "silu": 1}, "CPU": {"reshape": 1}}
+    assert placement.summary() == "tile_9x64x64 on CPU_AND_NE: ANE: 2 ops, 70% of cost; CPU: 1 ops, 30% of cost"
+
+
+def test_a_foreign_package_is_one_line(monkeypatch, tmp_path):
+    foreign = {"com.github.apple.coremltools.version": "8.0"}  # a package some other tool made
+    with pytest.raises(LtxAneError, match="was not made by `ltx-ane convert` .no component, input_name") as err:
+        _component(monkeypatch, foreign)(tmp_path / "other.mlpackage")
+    assert "\n" not in str(err.value)

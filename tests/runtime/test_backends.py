@@ -197,3 +197,105 @@ def test_upscaler_backends_agree(kind):
     assert a.shape == ((1, 16, 2, 6, 4) if kind == "spatial" else (1, 16, 3, 3, 2))
     for out in (torch_backend(x), ane(x)):
         assert np.abs(out - a).max() <= 1e-4 * np.abs(a).max()
+
+
+# ------------------------------------------------------------------------------------------- gates, failover
+
+
+class PackageStub:
+    """A Core ML runner's metadata surface only (the gates read nothing else)."""
+
+    compute_units = "CPU_AND_NE"
+
+    def __init__(self, **meta):
+        self.metadata = {"ltx_ane.component": "decoder", **{f"ltx_ane.{k}": v for k, v in meta.items()}}
+
+
+@pytest.mark.parametrize("meta, refusal", [
+    ({}, "no measured fp16 PSNR"),  # converted with --no-fp16-check
+    ({"fp16_psnr_db": ""}, "no measured fp16 PSNR"),
+    ({"fp16_psnr_db": "55.0", "compression": "int8"}, "no measured int8-compressed PSNR"),
+    ({"fp16_psnr_db": "55.0", "compression": "int8", "compressed_psnr_db": "31.0"}, "failed its parity gate"),
+    ({"fp16_psnr_db": "39.9"}, "failed its parity gate"),
+])
+def test_gates_fail_closed(meta, refusal):
+    from ltx_ane.runtime.coreml_backend import GateRefused
+
+    with pytest.raises(GateRefused, match=refusal) as err:
+        CoreMLBackend(PackageStub(**meta), "decoder")
+    assert "\n" not in str(err.value)
+    if refusal.startswith("no measured"):  # an explicit override admits a missing measurement, never a failed one
+        assert "--allow-ungated-package" in str(err.value)
+        CoreMLBackend(PackageStub(**meta), "decoder", allow_ungated=True)
+    else:
+        with pytest.raises(GateRefused):
+            CoreMLBackend(PackageStub(**meta), "decoder", allow_ungated=True)
+    CoreMLBackend(PackageStub(fp16_psnr_db="40.0", compression="int8", compressed_psnr_db="41.0"), "decoder")
+
+
+def test_auto_never_runs_an_ungated_package_and_explicit_says_why():
+    decoder = load_decoder(Source(config=small_config("ltx2"), random_weights=True), "fp32")
+    same = B.model_identity(decoder)
+    notes = []
+    auto = B.Choice("decoder", ["coreml:CPU_AND_NE"], "auto: fastest passing in profile", "d.mlpackage")
+    built = B.build(auto, decoder, runner_factory=lambda package, unit: PackageStub(**same), log=notes.append)
+    assert [b.name for b in built] == ["mlx"]
+    assert any("no measured fp16 PSNR" in n for n in notes) and notes[-1] == "note: the decoder runs on mlx instead"
+    explicit = B.Choice("decoder", ["coreml:CPU_AND_NE"], "as asked", "d.mlpackage")
+    with pytest.raises(LtxAneError, match="no measured fp16 PSNR"):
+        B.build(explicit, decoder, runner_factory=lambda package, unit: PackageStub(**same))
+    built = B.build(explicit, decoder, runner_factory=lambda package, unit: PackageStub(**same), allow_ungated=True)
+    assert [b.name for b in built] == ["coreml:CPU_AND_NE"]
+
+
+def test_a_package_that_will_not_compile_is_dropped_and_the_others_run():
+    class Uncompilable(PackageStub):
+        @property
+        def compiled(self):
+            raise RuntimeError("Error compiling model: unsupported op\nlong traceback text")
+
+    decoder = load_decoder(Source(config=small_config("ltx2"), random_weights=True), "fp32")
+    notes = []
+    choice = B.Choice("decoder", ["mlx", "coreml:CPU_AND_NE"], "as asked", "d.mlpackage")
+    same = B.model_identity(decoder)
+    built = B.build(choice, decoder, runner_factory=lambda package, unit: Uncompilable(fp16_psnr_db="50", **same),
+                    log=notes.append)
+    assert [b.name for b in built] == ["mlx"]
+    assert notes == ["note: not using coreml:CPU_AND_NE: RuntimeError: Error compiling model: unsupported op"]
+    alone = B.Choice("decoder", ["coreml:CPU_AND_NE"], "as asked", "d.mlpackage")
+    with pytest.raises(LtxAneError, match="no backend for the decoder could be made: coreml:CPU_AND_NE: RuntimeError"):
+        B.build(alone, decoder, runner_factory=lambda package, unit: Uncompilable(fp16_psnr_db="50", **same))
+
+
+def test_the_weights_digest_is_the_same_on_both_sides_of_a_conversion_whatever_the_dtype(vae, tmp_path):
+    from ltx_ane import reference as R
+    from ltx_ane.coreml.package import weights_digest
+    from ltx_ane.models import registry
+
+    raw = small_config("ltx2")
+    module = R.from_checkpoint("decoder", vae, raw)  # what the converter holds
+    skipped = registry.spec("decoder").checkpoint_keys(raw).ignore
+    converted = weights_digest((k, v.float().numpy()) for k, v in module.state_dict().items() if not skipped(k))
+    for dtype in ("fp32", "bf16", "fp16"):
+        assert B.model_identity(load_decoder(Source(checkpoint=str(vae)), dtype))["weights_digest"] == converted
+    other = write_vae(tmp_path / "other.safetensors", raw, seed=1)
+    assert B.model_identity(load_decoder(Source(checkpoint=str(other)), "bf16"))["weights_digest"] != converted
+
+
+def test_a_package_from_other_weights_or_config_is_refused(vae, tmp_path):
+    from ltx_ane.runtime.coreml_backend import GateRefused
+
+    decoder = load_decoder(Source(checkpoint=str(vae)), "bf16")
+    same = B.model_identity(decoder)
+    randomized = load_decoder(Source(config=small_config("ltx2"), random_weights=True), "bf16")
+    for meta, what in ((B.model_identity(randomized), "another weights"),
+                       ({**same, "config_hash": "0" * 16}, "another config"), ({}, "another config")):
+        with pytest.raises(GateRefused, match=what) as err:
+            CoreMLBackend(PackageStub(fp16_psnr_db="50", **meta), "decoder", allow_ungated=True, identity=same)
+        assert "convert it from this checkpoint" in str(err.value) and "\n" not in str(err.value)
+    CoreMLBackend(PackageStub(fp16_psnr_db="50", **same), "decoder", identity=same)
+    notes = []
+    auto = B.Choice("decoder", ["mlx", "coreml:ALL"], "auto: fastest passing in profile", "d.mlpackage")
+    built = B.build(auto, decoder, runner_factory=lambda p, u: PackageStub(fp16_psnr_db="50", **B.model_identity(randomized)),
+                    log=notes.append)
+    assert [b.name for b in built] == ["mlx"] and "another weights" in notes[0]

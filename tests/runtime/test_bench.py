@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
+import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -25,8 +28,14 @@ def best_backend(profile, component, tile):
 def tiny_run(tmp_path_factory):
     pytest.importorskip("ltx_core")
     tmp = tmp_path_factory.mktemp("bench")
-    code = main(["bench", "--device-profile", "tiny", "--components", "decoder", "temporal", "--quiet",
-                 "--out", str(tmp / "r"), "--profile", str(tmp / "profile.json")])
+    before = os.environ.get("MLX_ENABLE_TF32")
+    try:
+        code = main(["bench", "--device-profile", "tiny", "--components", "decoder", "temporal", "--quiet",
+                     "--out", str(tmp / "r"), "--profile", str(tmp / "profile.json")])
+    finally:  # the bench asks MLX for full fp32 process-wide; later tests get the environment they started with
+        os.environ.pop("MLX_ENABLE_TF32", None)
+        if before is not None:
+            os.environ["MLX_ENABLE_TF32"] = before
     assert code == 0
     return tmp, json.loads((tmp / "r.json").read_text())
 
@@ -154,3 +163,74 @@ def test_backends_together_are_measured(tiny_run):
     assert set(h["alone_tiles_per_s"]) == {"mlx", "torch"} and h["together_tiles_per_s"] > 0
     assert sum(h["together_tiles_by_backend"].values()) == h["tiles"]
     assert "Backends together" in (tmp / "r.md").read_text()
+
+
+def test_the_machine_record_says_float32_runs_at_full_precision(tiny_run):
+    tmp, result = tiny_run
+    assert result["machine"]["fp32"]["MLX_ENABLE_TF32"] == "0" and result["machine"]["fp32"]["mlx_fp32_full_precision"]
+    assert result["machine"]["fp32"]["torch_fp32_full_precision"]
+    assert "mlx_fp32_full_precision True" in (tmp / "r.md").read_text()
+
+
+# What a command's process sees when its subcommand runs (the subcommand replaced by a probe, before any model).
+PROBE = """
+import os, sys
+import ltx_ane.cli.{module} as command
+command.run = lambda args: print("MLX_ENABLE_TF32=" + str(os.environ.get("MLX_ENABLE_TF32")))
+from ltx_ane.cli.main import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+@pytest.mark.parametrize("argv, expected", [
+    (["decode", "--random-latent", "1x1x1", "--random-weights", "--dtype", "fp32", "-o", "x.mp4"], "0"),
+    (["decode", "--random-latent", "1x1x1", "--random-weights", "-o", "x.mp4"], "None"),
+    (["bench", "--device-profile", "tiny"], "0"),
+])
+def test_fp32_asks_mlx_for_full_precision_before_the_command_runs(argv, expected, tmp_path):
+    env = {k: v for k, v in os.environ.items() if k != "MLX_ENABLE_TF32"}
+    src = str(Path(__file__).resolve().parents[2] / "src")
+    env["PYTHONPATH"] = src + os.pathsep + env.get("PYTHONPATH", "")
+    done = subprocess.run([sys.executable, "-c", PROBE.format(module=argv[0]), *argv], capture_output=True, text=True,
+                          env=env, cwd=tmp_path, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == f"MLX_ENABLE_TF32={expected}"
+
+
+def test_report_and_profile_writes_leave_nothing_behind_on_failure(tiny_run, tmp_path, monkeypatch):
+    from ltx_ane.bench import report
+
+    _, result = tiny_run
+    monkeypatch.setattr(report, "markdown", lambda *a: 1 / 0)
+    with pytest.raises(ZeroDivisionError):
+        report.write_outputs(result, tmp_path / "r", plots=False)
+    assert list(tmp_path.iterdir()) == []  # not the JSON without its Markdown, no temporary file
+
+    def disk_full(self, text):
+        with open(self, "w") as f:
+            f.write(text[:10])
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(Path, "write_text", disk_full)
+    profile = P.profile_from_rows([], {})
+    with pytest.raises(LtxAneError, match="No space left"):
+        P.write_profile(profile, tmp_path / "profile.json")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_sections_keep_their_time_budget_and_say_what_they_skipped(tmp_path):
+    pytest.importorskip("ltx_core")
+    code = main(["bench", "--device-profile", "tiny", "--components", "decoder", "--sizes", "decoder:2x3x3",
+                 "decoder:2x3x4", "decoder:3x3x3", "--backends", "mlx", "torch", "--section-budget", "0", "--quiet",
+                 "--no-profile", "--no-plots", "--out", str(tmp_path / "r")])
+    assert code == 0
+    result = json.loads((tmp_path / "r.json").read_text())
+    ran = {tuple(r["tile"]) for r in result["rows"] if r["status"] == "ok"}
+    assert ran == {(2, 3, 3)}  # the first tile always runs; the budget stops the section after it
+    late = [r for r in result["rows"] if r["status"] == "skipped"]
+    assert {tuple(r["tile"]) for r in late} == {(2, 3, 4), (3, 3, 3)} and all("time budget" in r["reason"] for r in late)
+    (hybrid,) = result["hybrid"]
+    assert hybrid["passes"] == 1
+    assert [line.split(":")[0] for line in result["skipped_for_time"]] == ["decoder tiles 2x3x4, 3x3x3", "backends together"]
+    text = (tmp_path / "r.md").read_text()
+    assert "## Time budget (0.0 s per section)" in text and "- skipped backends together: 1 of 2 timed passes" in text

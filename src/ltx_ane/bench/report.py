@@ -71,6 +71,7 @@ def markdown(result: dict, plots: list[str] | None = None, plot_note: str | None
         f"- command: `{result.get('command') or 'n/a'}`",
         f"- machine: {m['chip']} ({m['os']}, {m['cpus']} CPUs, {_gb(m.get('memory_bytes'))} GB memory); "
         f"MLX on {s.get('mlx_device')}, torch on {s['torch_device']}",
+        "- float32: " + ", ".join(f"{k} {val}" for k, val in (m.get("fp32") or {}).items()),
         "- versions: " + ", ".join(f"{k} {val}" for k, val in v.items() if val),
         f"- device profile `{s['device_profile']}`: {s['device_profile_description']}; {s['dtype']} "
         f"(Core ML: fp16); {s['runs']} timed runs after {s['warmup']} warm-up, backends interleaved A/B/A/B",
@@ -123,7 +124,8 @@ def markdown(result: dict, plots: list[str] | None = None, plot_note: str | None
             f"{_num(r.get('achieved_tflops'))} | "
             f"{_pct(r.get('fraction_of_ane_peak'))} | {_pct(r.get('fraction_of_gpu_peak'))} | "
             f"{_pct(place.get('ane_op_share')) if place and 'error' not in place else 'n/a'} | {'; '.join(notes)} |")
-    skipped = sorted({(r["backend"], r["reason"]) for r in rows if r["status"] == "skipped"})
+    skipped = sorted({(r["backend"], r["reason"]) for r in rows
+                      if r["status"] == "skipped" and not r["reason"].startswith("time budget")})
     if skipped:
         lines += ["", "## Rows this machine could not fill", ""]
         lines += [f"- `{b}`: {reason}" for b, reason in skipped]
@@ -150,6 +152,8 @@ def markdown(result: dict, plots: list[str] | None = None, plot_note: str | None
                          f"{_num(h.get('together_over_best_alone'))}x | {share} |")
     else:
         lines.append("Not measured: fewer than two decoder backends ran, or the decoder tile is too small to split.")
+    lines += ["", f"## Time budget ({s.get('section_budget_s', 'n/a')} s per section)", ""]
+    lines += [f"- skipped {line}" for line in result.get("skipped_for_time") or []] or ["Every section finished within it."]
     failed = [r for r in rows if r["status"] == "failed"]
     if failed:
         lines += ["", "## Failures", ""] + [f"- {r['component']} {_tile(r['tile'])} {r['backend']}: {r['reason']}"
@@ -201,7 +205,7 @@ def plot(result: dict, stem: Path) -> tuple[list[Path], str | None]:
         fig.suptitle(f"ltx-ane bench: latency per backend ({result['machine']['chip']})")
         fig.tight_layout()
         path = stem.with_name(stem.name + "_latency.png")
-        fig.savefig(path, dpi=100)
+        _save(fig, path)
         plt.close(fig)
         files.append(path)
     speed = ane_speedups(result["rows"])
@@ -220,10 +224,17 @@ def plot(result: dict, stem: Path) -> tuple[list[Path], str | None]:
     ax.set_title("ANE speed-up over the GPU, per component")
     fig.tight_layout()
     path = stem.with_name(stem.name + "_ane_speedup.png")
-    fig.savefig(path, dpi=100)
+    _save(fig, path)
     plt.close(fig)
     files.append(path)
     return files, None
+
+
+def _save(fig, path: Path) -> None:
+    from ltx_ane.io.latents import atomic_output
+
+    with atomic_output(path) as tmp:
+        fig.savefig(tmp, dpi=100, format="png")
 
 
 def write_outputs(result: dict, stem: str | Path, plots: bool = True) -> dict[str, Path]:
@@ -235,10 +246,16 @@ def write_outputs(result: dict, stem: str | Path, plots: bool = True) -> dict[st
     except OSError as err:
         raise LtxAneError(f"cannot create {stem.parent}: {err}") from None
     files, note = plot(result, stem) if plots else ([], "Plots not made (--no-plots).")
+    from ltx_ane.io.latents import atomic_output
+
     out = {"json": stem.with_suffix(".json"), "markdown": stem.with_suffix(".md")}
+    # Both texts are made before either file is written, and each file appears whole (temporary name, rename).
+    texts = {"json": json.dumps(result, indent=1, default=str) + "\n",
+             "markdown": markdown(result, [str(f) for f in files], note)}
     try:
-        out["json"].write_text(json.dumps(result, indent=1, default=str) + "\n")
-        out["markdown"].write_text(markdown(result, [str(f) for f in files], note))
+        for key, text in texts.items():
+            with atomic_output(out[key]) as tmp:
+                tmp.write_text(text)
     except OSError as err:
         raise LtxAneError(f"cannot write the report: {err}") from None
     for i, f in enumerate(files):

@@ -34,6 +34,7 @@ from ltx_ane.models import registry
 from ltx_ane.models.loading import Source
 from ltx_ane.runtime import backends as B
 from ltx_ane.runtime.backends import reference_available
+from ltx_ane.runtime.precision import fp32_record
 
 
 # ------------------------------------------------------------------------------------------- components
@@ -196,6 +197,9 @@ def reference_output(setup: Setup, x: np.ndarray, torch_device: str) -> np.ndarr
         import torch
 
         from ltx_ane import reference as R
+        from ltx_ane.runtime.precision import full_fp32_torch
+
+        full_fp32_torch()
 
         model = R.from_checkpoint(setup.component, setup.checkpoint, setup.config)
         # On the GPU only for this call, so it never counts in a backend's peak.
@@ -318,6 +322,9 @@ def run(s: Settings) -> dict:
         raise LtxAneError("--runs must be at least 2 (a median and a range, never one run)")
     if s.warmup < 1:
         raise LtxAneError("--warmup must be at least 1 (the first call is the first-run time, never a timed one)")
+    from ltx_ane.runtime.precision import full_fp32_mlx
+
+    full_fp32_mlx()  # the references are fp32 (in effect when nothing ran MLX in float32 before, as in `ltx-ane bench`)
     load_start = load()
     machine = machine_info()
     torch_device = resolve_torch_device(s.torch_device)
@@ -330,19 +337,28 @@ def run(s: Settings) -> dict:
     if load_start["busy"]:
         s.log(f"warning: the machine is busy (load {load_start['load1']} on {load_start['cpus']} CPUs); timings will say so")
     try:
-        rows, hybrid, started = _run_components(s, work, runnable, skipped, torch_device, machine)
+        rows, hybrid, started, skipped_for_time = _run_components(s, work, runnable, skipped, torch_device, machine)
     finally:
         if s.work_dir is None:
             shutil.rmtree(work, ignore_errors=True)
     load_end = load()
-    return _result(s, machine, load_start, load_end, started, torch_device, rows, hybrid)
+    result = _result(s, machine, load_start, load_end, started, torch_device, rows, hybrid)
+    result["skipped_for_time"] = skipped_for_time
+    return result
+
+
+def section_budget(s: Settings) -> float:
+    return s.section_budget_s if s.section_budget_s is not None else s.device_profile.section_budget_s
 
 
 def _run_components(s: Settings, work: Path, runnable, skipped, torch_device: str, machine: dict):
     rows, hybrid_rows = [], []
     packages: dict = {}
     started = time.time()
+    budget = section_budget(s)
+    skipped_for_time: list[str] = []  # one line per section that stopped early
     for component in s.components:
+        section_start = time.perf_counter()
         tiles = s.sizes.get(component) or s.device_profile.sizes[component]
         setup = make_setup(component, s, work)
         loaded = {}
@@ -356,7 +372,16 @@ def _run_components(s: Settings, work: Path, runnable, skipped, torch_device: st
                     rows.append({**base_row(component, tile, name), "status": "failed", "reason": _one_line(err)})
                 s.log(f"{component}: {name} failed to load: {_one_line(err)}")
         names = [n for n in runnable if n in loaded or n.startswith("coreml:")]
-        for tile in tiles:
+        for i, tile in enumerate(tiles):
+            used = time.perf_counter() - section_start
+            if i > 0 and used > budget:
+                reason = f"time budget: the {component} section had used {used:.0f} s of its {budget:g} s"
+                for t in tiles[i:]:
+                    rows.extend({**base_row(component, t, name), "status": "skipped", "reason": reason, "median_s": None}
+                                for name in s.backends)
+                skipped_for_time.append(f"{component} tiles {', '.join('x'.join(map(str, t)) for t in tiles[i:])}: {reason}")
+                s.log(f"{component}: skipped {len(tiles) - i} tile(s): {reason}")
+                break
             s.log(f"{component} {'x'.join(map(str, tile))} (latent): " + ", ".join(names))
             case_rows = run_case(setup, tile, names, loaded, s, torch_device, machine["peaks"], packages, work)
             for name in s.backends:
@@ -370,18 +395,23 @@ def _run_components(s: Settings, work: Path, runnable, skipped, torch_device: st
             b.release()
         gc.collect()
         if setup.spec.io == "decode":
-            hybrid = hybrid_throughput(s, setup, tiles[0], runnable, packages, torch_device)
+            hybrid = hybrid_throughput(s, setup, tiles[0], runnable, packages, torch_device, budget)
             if hybrid is not None:
                 hybrid_rows.append(hybrid)
-    return rows, hybrid_rows, started
+                if hybrid["passes"] < s.runs:
+                    skipped_for_time.append(f"backends together: {hybrid['passes']} of {s.runs} timed passes "
+                                            f"(time budget {budget:g} s)")
+    return rows, hybrid_rows, started, skipped_for_time
 
 
-def hybrid_throughput(s: Settings, setup: Setup, tile, runnable, packages: dict, torch_device: str) -> dict | None:
+def hybrid_throughput(s: Settings, setup: Setup, tile, runnable, packages: dict, torch_device: str,
+                      budget_s: float = float("inf")) -> dict | None:
     """Tiles per second of each decoder backend alone and of all of them pulling tiles together.
 
     The tiled run covers a few tiles of the benchmark's first decoder tile (so a Core ML package converted for
-    it serves every tile); each rate is the median of ``s.runs`` passes after one warm-up pass. The backends are
-    the pipeline's own, torch on the benchmark's device and dtype.
+    it serves every tile); each rate is the median of ``s.runs`` passes after one warm-up pass, or of as many as
+    ``budget_s`` allows (at least one; ``passes`` says how many). The backends are the pipeline's own, torch on the
+    benchmark's device and dtype.
     """
     from ltx_ane.runtime.scheduler import measure_throughput
     from ltx_ane.runtime.tiling import make_plan
@@ -398,13 +428,17 @@ def hybrid_throughput(s: Settings, setup: Setup, tile, runnable, packages: dict,
     choice = B.Choice(setup.component, names, "bench", str(package) if package else None)
     backends = B.build(choice, model, torch_device=torch_device, torch_dtype=s.dtype)
     latent = mx.array(make_input(setup, grid, s.seed)).transpose(0, 2, 3, 4, 1).astype(model.dtype)
-    passes = [measure_throughput(plan, latent, backends) for _ in range(s.runs + 1)][1:]
+    start = time.perf_counter()
+    measure_throughput(plan, latent, backends)  # warm-up
+    passes = []
+    while len(passes) < s.runs and (not passes or time.perf_counter() - start < budget_s):
+        passes.append(measure_throughput(plan, latent, backends))
     for b in backends:
         b.release()
     median = lambda values: float(np.median(values))  # noqa: E731
     row = {
         "component": setup.component, "tile": list(tile), "backends": names,
-        "grid": list(grid), "tiles": plan.num_tiles,
+        "grid": list(grid), "tiles": plan.num_tiles, "passes": len(passes),
         "alone_tiles_per_s": {n: median([p["alone"][n] for p in passes]) for n in passes[0]["alone"]},
         "together_tiles_per_s": median([p["together"] for p in passes]),
         "together_tiles_by_backend": passes[-1]["together_by_backend"],
@@ -424,7 +458,7 @@ def _result(s: Settings, machine, load_start, load_end, started, torch_device, r
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "wall_s": time.time() - started,
         "machine": {**machine, "load_start": load_start, "load_end": load_end,
-                    "busy": bool(load_start["busy"])},
+                    "busy": bool(load_start["busy"]), "fp32": fp32_record()},
         "versions": versions(),
         "settings": {
             "device_profile": s.device_profile.name, "device_profile_description": s.device_profile.description,
@@ -432,7 +466,7 @@ def _result(s: Settings, machine, load_start, load_end, started, torch_device, r
             if (s.device_profile.vae_widths or s.device_profile.upscaler_widths) else None,
             "components": list(s.components), "backends": list(s.backends), "dtype": s.dtype, "runs": s.runs,
             "warmup": s.warmup, "min_psnr_db": s.min_psnr, "torch_device": torch_device,
-            "mlx_device": _mlx_device(), "seed": s.seed,
+            "mlx_device": _mlx_device(), "seed": s.seed, "section_budget_s": section_budget(s),
         },
         "rows": rows,
         "hybrid": hybrid,

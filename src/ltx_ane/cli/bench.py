@@ -41,9 +41,12 @@ def register(subparsers) -> None:
     t = p.add_argument_group("timing")
     t.add_argument("--runs", type=int, help="timed runs per backend (>= 2; default: the profile's)")
     t.add_argument("--warmup", type=int, help="warm-up calls per backend (>= 1; default: the profile's)")
-    t.add_argument("--min-psnr", type=float, default=30.0, help="parity gate in dB against fp32 (default 30)")
+    t.add_argument("--min-psnr", type=float, help="parity gate in dB against fp32 (default 30)")
     t.add_argument("--torch-device", default="auto", help="torch device: auto (cuda if available, else cpu), "
                    "cpu, cuda, mps")
+    t.add_argument("--section-budget", type=float, metavar="SECONDS", help="time per section (one component's "
+                   "rows, the backends-together run); a section stops after the tile that crosses it and the report "
+                   "says what it skipped (default: the device profile's)")
     t.add_argument("--seed", type=int, default=0)
     o = p.add_argument_group("output")
     o.add_argument("-o", "--out", metavar="STEM", help="write STEM.json, STEM.md and STEM_*.png "
@@ -89,7 +92,8 @@ def run(args: argparse.Namespace) -> None:
     settings = S.Settings(
         components=tuple(args.components), sizes=sizes, backends=backends, device_profile=dp, dtype=args.dtype,
         runs=args.runs if args.runs is not None else dp.runs, warmup=args.warmup if args.warmup is not None else dp.warmup,
-        min_psnr=args.min_psnr, torch_device=args.torch_device, vae=args.vae, spatial=args.spatial,
+        min_psnr=S.BENCH_MIN_PSNR_DB if args.min_psnr is None else args.min_psnr,
+        section_budget_s=args.section_budget, torch_device=args.torch_device, vae=args.vae, spatial=args.spatial,
         temporal=args.temporal, config=args.config, random_weights=args.random_weights, seed=args.seed,
         work_dir=Path(args.work_dir) if args.work_dir else None,
         log=(lambda msg: None) if quiet else (lambda msg: print(msg, file=sys.stderr, flush=True)),

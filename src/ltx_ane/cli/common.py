@@ -97,6 +97,8 @@ def add_backend_args(parser, components: tuple[str, ...]) -> None:
     group.add_argument("--profile", metavar="FILE", help="bench profile JSON (default ~/.cache/ltx-ane/profile.json)")
     group.add_argument("--package", action="append", default=[], metavar="FILE", help="Core ML package made by "
                        "`ltx-ane convert` (its component is read from it); repeat for several components")
+    group.add_argument("--allow-ungated-package", action="store_true", help="run an explicitly chosen Core ML "
+                       "package that carries no measured PSNR (converted with --no-fp16-check); never used by auto")
     group.add_argument("--max-in-flight", type=positive_int, metavar="N", help="tiles dispatched but not yet "
                        "blended when several backends run (default: 2 per backend); bounds memory")
 
@@ -154,7 +156,7 @@ class BackendContext:
         choice = self.choose(component, tile)
         if choice.names == ["mlx"] and component in ("decoder", "encoder"):
             return None
-        return build(choice, model, stats)
+        return build(choice, model, stats, allow_ungated=self.args.allow_ungated_package, log=self.log)
 
 
 def check_backend_flags(args, components) -> None:
@@ -174,13 +176,15 @@ def throughput_line(component: str, throughput) -> str | None:
     return f"{component} throughput: {throughput.summary()}"
 
 def to_pixels(chunk):
-    """A decoded (B, f, H, W, 3) chunk in [-1, 1] (MLX, any float dtype) -> uint8 NumPy frames, rounded from float32."""
+    """A decoded (B, f, H, W, 3) chunk in [-1, 1] (MLX or NumPy, any float dtype) -> uint8 NumPy frames, rounded in
+    float32: fp16 arithmetic near 255 is coarser than one level."""
     import mlx.core as mx
     import numpy as np
 
     from ltx_ane.runtime.backends import MLX_LOCK
 
     with MLX_LOCK:
+        chunk = mx.array(chunk) if isinstance(chunk, np.ndarray) else chunk
         scaled = mx.clip((chunk.astype(mx.float32) + 1.0) * 127.5 + 0.5, 0, 255)
         return np.array(scaled.astype(mx.uint8))
 
@@ -194,15 +198,24 @@ def write_frames(chunks, out: Path, shape: tuple[int, ...], fps: float, crf: int
     """Stream decoded (B, f, H, W, 3) chunks in [-1, 1] into one MP4 per batch item (with its ``audio`` track when
     given, one ``io.audio.AudioTrack`` per item), or into one .safetensors of raw float32 frames (``shape`` is the
     whole (B, 3, F, H, W) video)."""
+    # Closed on any exit (Ctrl-C included), so tile workers stop now, not when the traceback is collected.
+    with contextlib.closing(chunks) if hasattr(chunks, "close") else contextlib.nullcontext():
+        return _write_chunks(chunks, out, shape, fps, crf, audio)
+
+
+def _write_chunks(chunks, out: Path, shape, fps, crf, audio) -> list[Path]:
     import numpy as np
 
     from ltx_ane.io.latents import RawVideoWriter
     from ltx_ane.io.video import Mp4Writer
+    from ltx_ane.runtime.backends import MLX_LOCK
 
     if out.suffix == ".safetensors":
         with RawVideoWriter(out, shape, fps) as writer:
             for chunk in chunks:
-                writer.write(np.array(chunk).transpose(0, 4, 1, 2, 3))
+                with MLX_LOCK:
+                    frames = np.array(chunk)
+                writer.write(frames.transpose(0, 4, 1, 2, 3))
         return [out]
     outputs = batch_outputs(out, shape[0])
     with contextlib.ExitStack() as stack:

@@ -81,7 +81,7 @@ def run(args: argparse.Namespace) -> None:
 
         os.environ.setdefault("TQDM_DISABLE", "1")
     source = _source(args)
-    from ltx_ane.coreml.convert import CONVERTERS, DEFAULT_MIN_PSNR, ConvertOptions, TileShape
+    from ltx_ane.coreml.convert import CONVERTERS, PACKAGE_MIN_PSNR_DB, ConvertOptions, TileShape
     from ltx_ane.coreml.rewrites import Variant
 
     tiles = [TileShape.parse(t) for t in args.tile]
@@ -89,7 +89,7 @@ def run(args: argparse.Namespace) -> None:
     log = (lambda msg: None) if args.quiet else (lambda msg: print(msg, file=sys.stderr, flush=True))
     options = ConvertOptions(
         precision=args.precision,
-        min_psnr=DEFAULT_MIN_PSNR if args.min_psnr is None else args.min_psnr,
+        min_psnr=PACKAGE_MIN_PSNR_DB if args.min_psnr is None else args.min_psnr,
         fp16_check=not args.no_fp16_check,
         force=args.force,
         seed=args.seed,

@@ -61,7 +61,7 @@ def run(args) -> None:
     else:
         grid = common.parse_grid(args.random_latent)
         latent, fps = np.random.default_rng(0).standard_normal((1, cfg.latent_channels, *grid), dtype=np.float32), None
-    fps = args.fps or fps or 24.0
+    fps = fps or args.fps or 24.0  # --fps only where the latent file carries none, as its help says
     b, _, f, h, w = latent.shape
     frames = cfg.time_scale * (f - 1) + 1
     raw_output = out.suffix == ".safetensors"

@@ -45,6 +45,11 @@ def main(argv: list[str] | None = None) -> int:
         args = build_parser().parse_args(argv)
     except SystemExit as e:  # usage errors and --help: argparse has already printed its line
         return e.code if isinstance(e.code, int) else 2
+    if getattr(args, "dtype", None) == "fp32" or args.command == "bench":
+        # Before any model runs: MLX reads this once (the bench's references are fp32 whatever --dtype says).
+        from ltx_ane.runtime.precision import full_fp32_mlx
+
+        full_fp32_mlx()
     try:
         args.run(args)
     except LtxAneError as e:

@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import Callable, Iterable
 
 from ltx_ane import __version__
-from ltx_ane.coreml.package import (DEFAULT_MIN_PSNR, FORMAT_VERSION, META_PREFIX, clean_stale_partials,
+from ltx_ane.coreml.package import (weights_digest, PACKAGE_MIN_PSNR_DB, FORMAT_VERSION, META_PREFIX, clean_stale_partials,
                                     package_size, read_metadata, write_metadata)
 from ltx_ane.coreml.rewrites import Variant, rewrite
 from ltx_ane.coreml.tiles import TileShape, tiler_tiles
@@ -92,6 +92,8 @@ class Loaded:
     weights_hash: str
     source: str
     geometry: Geometry
+    # What the runtime compares with the model it runs (package.weights_digest): the weights an MLX model holds.
+    weights_digest: str = ""
 
     @property
     def io(self) -> str:
@@ -144,7 +146,10 @@ def build_component(plan: Plan, seed: int = 0) -> Loaded:
     else:
         module = reference.from_checkpoint(plan.component, plan.path, plan.config)
     module = module.float().eval()
-    return Loaded(plan.component, module, plan.config, _torch_state_hash(module), plan.source.describe(), plan.geometry)
+    skipped = spec.checkpoint_keys(plan.config).ignore
+    digest = weights_digest((k, v.detach().float().numpy()) for k, v in module.state_dict().items() if not skipped(k))
+    return Loaded(plan.component, module, plan.config, _torch_state_hash(module), plan.source.describe(), plan.geometry,
+                  digest)
 
 
 def load_component(component: str, source: Source, seed: int = 0) -> Loaded:
@@ -223,7 +228,7 @@ def fp16_psnr(model, x) -> float:
 @dataclass
 class ConvertOptions:
     precision: str = "fp16"
-    min_psnr: float = DEFAULT_MIN_PSNR
+    min_psnr: float = PACKAGE_MIN_PSNR_DB
     fp16_check: bool = True
     force: bool = False
     seed: int = 0
@@ -397,6 +402,7 @@ def convert_loaded(loaded: Loaded, tiles: Iterable[TileShape], out_dir: str | Pa
             "config_hash": config_hash(loaded.config),
             "config": json.dumps(loaded.config, sort_keys=True),
             "weights_hash": loaded.weights_hash,
+            "weights_digest": loaded.weights_digest,
             "source": loaded.source,
             "tiles": json.dumps([t.name for t in tiles]),
             "functions": json.dumps({t.name: {"function": functions[t.name], "input": list(s)} for t, s in zip(tiles, shapes)}),

@@ -6,6 +6,7 @@ runtime without coremltools.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 from pathlib import Path
@@ -15,7 +16,27 @@ from ltx_ane.errors import LtxAneError
 
 FORMAT_VERSION = "1"  # bump when the package layout or metadata changes meaning
 META_PREFIX = "ltx_ane."
-DEFAULT_MIN_PSNR = 40.0
+# The conversion gate: a package's fp16 output (and a compressed package's output) against fp32 torch at conversion.
+# The runtime uses a package only when it carries that measurement at or above this bar.
+PACKAGE_MIN_PSNR_DB = 40.0
+
+
+def weights_digest(named_arrays) -> str:
+    """A digest of a component's weights (ltx-core names and layout) that the converter and the runtime compute
+    alike, whatever dtype the runtime loaded: values rounded to bfloat16 (what checkpoints hold, so a bf16 or fp32
+    load of them digests the same) and magnitudes below float16's smallest normal taken as zero (an fp16 load
+    flushes them)."""
+    import numpy as np
+
+    h = hashlib.sha256()
+    for name, value in sorted(named_arrays, key=lambda item: item[0]):
+        v = np.ascontiguousarray(value, dtype=np.float32)
+        v = np.where(np.abs(v) < 2.0**-14, np.float32(0), v).astype(np.float32)
+        bits = v.view(np.uint32).astype(np.uint64)
+        bf16 = ((bits + 0x7FFF + ((bits >> 16) & 1)) >> 16).astype(np.uint16)  # round to nearest even
+        h.update(f"{name}:{list(v.shape)};".encode())
+        h.update(bf16.tobytes())
+    return h.hexdigest()[:16]
 
 
 def _spec_path(package: Path) -> Path:

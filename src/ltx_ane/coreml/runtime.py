@@ -88,7 +88,10 @@ class CoreMLComponent:
         self.package = Path(package)
         self.compute_units = compute_units
         self.metadata = read_metadata(self.package)
-        self.component = self.metadata.get("ltx_ane.component")
+        missing = [k for k in ("component", "input_name", "output_name", "functions") if not self.metadata.get(f"ltx_ane.{k}")]
+        if missing:
+            raise LtxAneError(f"{self.package} was not made by `ltx-ane convert` (no {', '.join(missing)} in its metadata)")
+        self.component = self.metadata["ltx_ane.component"]
         self.input_name = self.metadata["ltx_ane.input_name"]
         self.output_name = self.metadata["ltx_ane.output_name"]
         self.precision = self.metadata.get("ltx_ane.precision", "fp16")

@@ -88,6 +88,11 @@ class Choice:
     def describe(self) -> str:
         return f"{self.component}: {' + '.join(self.names)} ({self.reason})"
 
+    @property
+    def explicit(self) -> bool:
+        """Asked for by name (not picked by ``auto``)."""
+        return not self.reason.startswith("auto")
+
 
 def choose(
     component: str,
@@ -330,6 +335,10 @@ class TorchBackend(Backend):
             raise LtxAneError(f"unknown dtype {dtype!r} for the torch backend (choose from {', '.join(TORCH_DTYPES)})")
         self.device, self.dtype = device or torch_accelerator(), dtype
         self.torch_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[dtype]
+        if dtype == "fp32":
+            from ltx_ane.runtime.precision import full_fp32_torch
+
+            full_fp32_torch()
         self.module, self.stats = module.to(self.device, self.torch_dtype).eval(), stats
 
     def prepare(self, x):
@@ -383,6 +392,32 @@ class TorchBackend(Backend):
             torch.cuda.empty_cache()
 
 
+def torch_layout_weights(model) -> dict[str, np.ndarray]:
+    """An MLX model's weights as float32 host arrays under ltx-core's names, in torch's layout."""
+    from mlx.utils import tree_flatten
+
+    with MLX_LOCK:
+        import mlx.core as mx
+
+        params = {k: np.array(v.astype(mx.float32)) for k, v in tree_flatten(model.parameters())}
+    out = {}
+    for name, value in params.items():
+        if value.ndim == 5:
+            value = value.transpose(0, 4, 1, 2, 3)
+        elif value.ndim == 4:
+            value = value.transpose(0, 3, 1, 2)
+        out[name] = np.ascontiguousarray(value)
+    return out
+
+
+def model_identity(model) -> dict:
+    """What a Core ML package must have been converted from to stand in for ``model``: its config and weights."""
+    from ltx_ane.coreml.package import weights_digest
+    from ltx_ane.models.config import config_hash
+
+    return {"config_hash": config_hash(model.config.raw), "weights_digest": weights_digest(torch_layout_weights(model).items())}
+
+
 def torch_from_mlx(model, component: str):
     """The ltx-core module holding exactly an MLX model's weights (float32), whatever they were loaded from,
     so a reference backend never disagrees with the MLX one about weights (e.g. under --random-weights)."""
@@ -391,17 +426,7 @@ def torch_from_mlx(model, component: str):
 
     spec = registry.spec(component)
     module = spec.reference(model.config.raw)
-    with MLX_LOCK:
-        import mlx.core as mx
-
-        params = {k: np.array(v.astype(mx.float32)) for k, v in tree_flatten(model.parameters())}
-    state = {}
-    for name, value in params.items():
-        if value.ndim == 5:
-            value = value.transpose(0, 4, 1, 2, 3)
-        elif value.ndim == 4:
-            value = value.transpose(0, 3, 1, 2)
-        state[name] = torch.from_numpy(np.ascontiguousarray(value))
+    state = {name: torch.from_numpy(value) for name, value in torch_layout_weights(model).items()}
     own = module.state_dict()
     # What the MLX model does not hold is what its checkpoint keys skip (fixed buffers, unused statistics).
     skipped = spec.checkpoint_keys(model.config.raw).ignore
@@ -414,11 +439,20 @@ def torch_from_mlx(model, component: str):
 
 
 def build(choice: Choice, model, stats=None, runner_factory: Callable | None = None, torch_device: str | None = None,
-          torch_dtype: str = "fp32") -> list[Backend]:
+          torch_dtype: str = "fp32", allow_ungated: bool = False, log: Callable[[str], None] | None = None) -> list[Backend]:
     """Backends for a choice. ``model`` is the MLX component (weights come from it for torch, which runs on
     ``torch_device``, by default the machine's accelerator); ``runner_factory`` makes a Core ML runner from
-    (package, compute unit), by default ``coreml.runtime.CoreMLComponent``."""
-    out = []
+    (package, compute unit), by default ``coreml.runtime.CoreMLComponent``.
+
+    A Core ML backend that cannot be made here (its package will not load or compile on this Mac) is dropped with
+    a one-line note to ``log``, as a failing backend is during a run; so is one its gates refuse, when ``auto``
+    chose it. An explicit choice its gates refuse is an error saying why (``allow_ungated`` admits a package
+    without a measurement). With nothing left, ``auto`` falls back to MLX; an explicit choice fails.
+    """
+    from ltx_ane.runtime.coreml_backend import GateRefused
+
+    out, failures = [], []
+    identity = model_identity(model) if any(n.startswith("coreml") for n in choice.names) else None
     for name in choice.names:
         if name == "mlx":
             out.append(MLXBackend(model, choice.component, stats))
@@ -429,13 +463,40 @@ def build(choice: Choice, model, stats=None, runner_factory: Callable | None = N
             out.append(TorchBackend(torch_from_mlx(model, choice.component), choice.component, stats,
                                     torch_device, torch_dtype))
         else:
-            from ltx_ane.runtime.coreml_backend import CoreMLBackend
-
-            if runner_factory is None:
-                from ltx_ane.coreml.runtime import CoreMLComponent as runner_factory
-            unit = name.split(":", 1)[1]
-            out.append(CoreMLBackend(runner_factory(choice.package, unit), choice.component, stats))
+            try:
+                out.append(_coreml(choice, name, stats, runner_factory, allow_ungated, identity))
+            except GateRefused as err:
+                if choice.explicit:
+                    raise
+                failures.append(f"{name}: {err}")
+            except Exception as err:  # cannot load or compile here: like a backend failing on its first tile
+                failures.append(f"{name}: {_one_line(err)}")
+    for line in failures:
+        if log:
+            log(f"note: not using {line}")
+    if not out:
+        if choice.explicit:
+            raise LtxAneError(f"no backend for the {choice.component} could be made: {'; '.join(failures)}")
+        if log:
+            log(f"note: the {choice.component} runs on mlx instead")
+        out.append(MLXBackend(model, choice.component, stats))
     return out
+
+
+def _coreml(choice: Choice, name: str, stats, runner_factory, allow_ungated: bool, identity: dict) -> Backend:
+    from ltx_ane.runtime.coreml_backend import CoreMLBackend
+
+    if runner_factory is None:
+        from ltx_ane.coreml.runtime import CoreMLComponent as runner_factory
+    backend = CoreMLBackend(runner_factory(choice.package, name.split(":", 1)[1]), choice.component, stats,
+                            allow_ungated, identity)
+    backend.load()
+    return backend
+
+
+def _one_line(error: BaseException) -> str:
+    text = f"{type(error).__name__}: {error}".strip().splitlines()
+    return text[0][:300] if text else type(error).__name__
 
 
 def keep_supported(backends: list[Backend], shape, log=None) -> list[Backend]:

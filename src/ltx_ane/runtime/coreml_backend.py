@@ -23,23 +23,21 @@ class CoreMLBackend(Backend):
     any_shape = False
     dtype = "fp16"
 
-    def __init__(self, runner, component: str, stats=None, min_psnr: float | None = None):
+    def __init__(self, runner, component: str, stats=None, allow_ungated: bool = False, identity: dict | None = None):
         super().__init__(component)
-        from ltx_ane.coreml.package import DEFAULT_MIN_PSNR, META_PREFIX
-
         meta = getattr(runner, "metadata", {}) or {}
-        got = meta.get(META_PREFIX + "component")
-        if got and got != component:
-            raise LtxAneError(f"Core ML package holds the {got}, not the {component}")
-        bar = DEFAULT_MIN_PSNR if min_psnr is None else min_psnr
-        measured = meta.get(META_PREFIX + "fp16_psnr_db")
-        if measured and float(measured) < bar:
-            raise LtxAneError(f"the Core ML {component} failed its parity gate ({float(measured):.1f} dB fp16 PSNR, "
-                              f"bar {bar:g} dB); not using it")
+        check_gates(meta, component, allow_ungated)
+        if identity is not None:
+            check_identity(meta, component, identity)
         self.runner, self.stats = runner, stats
         self.device = getattr(runner, "compute_units", DEFAULT_COMPUTE_UNIT)
         self.name = f"coreml:{self.device}"
         self.layout = _COREML_LAYOUTS[self.spec.io]
+
+    def load(self) -> None:
+        """Compile the package now (cached), so a package this Mac cannot compile fails while backends are built,
+        where it is dropped with a note, not mid-run (``coreml.runtime.CoreMLComponent.compiled``)."""
+        getattr(self.runner, "compiled", None)
 
     def supports(self, shape) -> bool:
         try:
@@ -76,6 +74,47 @@ class CoreMLBackend(Backend):
     def release(self) -> None:
         self.runner = None
         gc.collect()
+
+
+class GateRefused(LtxAneError):
+    """A package the parity gates do not let run: never chosen by ``auto``; an explicit choice fails with the reason."""
+
+
+def check_gates(meta: dict, component: str, allow_ungated: bool = False) -> None:
+    """Fail closed: a package runs only with its measured fp16 PSNR (and, when compressed, its compressed PSNR) at
+    or above ``PACKAGE_MIN_PSNR_DB``. ``allow_ungated`` admits a package whose measurement is missing (made with
+    ``--no-fp16-check``), never one that measured below the bar."""
+    from ltx_ane.coreml.package import META_PREFIX, PACKAGE_MIN_PSNR_DB as bar
+
+    got = meta.get(META_PREFIX + "component")
+    if got != component:
+        raise GateRefused(f"Core ML package holds the {got or 'no ltx-ane component'}, not the {component}")
+    checks = [("fp16", meta.get(META_PREFIX + "fp16_psnr_db"), "convert without --no-fp16-check")]
+    if meta.get(META_PREFIX + "compression"):
+        checks.append((f"{meta[META_PREFIX + 'compression']}-compressed", meta.get(META_PREFIX + "compressed_psnr_db"),
+                       "convert it again"))
+    for what, measured, remedy in checks:
+        if not measured:
+            if allow_ungated:
+                continue
+            raise GateRefused(f"the Core ML {component} has no measured {what} PSNR, so nothing says its output is "
+                              f"right; {remedy}, or pass --allow-ungated-package to run it anyway")
+        if float(measured) < bar:
+            raise GateRefused(f"the Core ML {component} failed its parity gate ({float(measured):.1f} dB {what} PSNR, "
+                              f"bar {bar:g} dB); not using it")
+
+
+def check_identity(meta: dict, component: str, identity: dict) -> None:
+    """Refuse a package converted from other weights or another config than the model being run (random weights,
+    another checkpoint): it would decode the user's video with the wrong model. ``identity``: ``model_identity``."""
+    from ltx_ane.coreml.package import META_PREFIX
+
+    for key, what in (("config_hash", "config"), ("weights_digest", "weights")):
+        recorded = meta.get(META_PREFIX + key)
+        if recorded != identity[key]:
+            found = f"{recorded}" if recorded else "none recorded"
+            raise GateRefused(f"the Core ML {component} package was converted from another {what} than the model "
+                              f"being run ({key} {found}, model {identity[key]}); convert it from this checkpoint")
 
 
 @dataclass(frozen=True)

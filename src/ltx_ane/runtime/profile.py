@@ -145,13 +145,15 @@ def load_profile(path: str | Path | None = None, must_exist: bool | None = None)
 
 
 def write_profile(profile: Profile, path: str | Path | None = None) -> Path:
-    """Write atomically (a reader never sees half a file)."""
+    """Write atomically (a reader never sees half a file; a failed write leaves no temporary file)."""
+    from ltx_ane.io.latents import atomic_output
+
     path = Path(path).expanduser() if path is not None else default_profile_path()
+    text = json.dumps(profile.to_json(), indent=1) + "\n"
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(profile.to_json(), indent=1) + "\n")
-        os.replace(tmp, path)
+        with atomic_output(path) as tmp:  # a failed write leaves neither a half file nor its temporary one
+            tmp.write_text(text)
     except OSError as err:
         raise LtxAneError(f"cannot write backend profile {path}: {err}") from None
     profile.path = path

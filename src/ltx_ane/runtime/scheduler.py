@@ -10,13 +10,15 @@ and at most ``max_in_flight`` tiles are between dispatch and hand-over (queued, 
 bounded by that many tile inputs and outputs plus the tiler's blend buffer, whatever the video's length.
 
 A backend that raises is retired and the tile it failed on goes back to the queue for the others, with a one-line
-note; the run fails only when no backend is left (or at once, with ``failover=False``). A Core ML model that will
-not run on this Mac then costs one tile's time, not the video.
+note; the run fails only when no backend is left, with one line naming each backend's error (or at once, with
+``failover=False``). A Core ML model that will not compile or run on this Mac then costs one tile's time, not the
+video.
 
-The executor holds ``backends.MLX_LOCK`` while the caller works on a handed-over tile (blending with MLX, and
-whatever the caller does with a finished chunk), so MLX never runs on two threads at once: not with an MLX
-worker, and not with other MLX users such as a generation loop that takes the lock. An MLX worker waits during
-that time; the other backends do not. The caller must resume the executor on the thread that started it.
+MLX never runs on two threads at once: the executor takes ``backends.MLX_LOCK`` around its own MLX calls (a tile's
+input, a result back into MLX), an MLX backend around each of its steps, and ``run_tiled`` around its blending.
+The lock is never held across a ``yield``: a caller that waits between chunks (a full queue, a slow writer) keeps
+no MLX worker and no other MLX user (a generation loop taking the lock) waiting. The caller must resume the
+executor on the thread that started it.
 """
 
 from __future__ import annotations
@@ -162,6 +164,7 @@ def concurrent(
         finished: dict[int, np.ndarray] = {}
         retry: dict[int, np.ndarray] = {}
         alive = set(names)
+        failures: list[str] = []  # one line per retired backend, for the error when none is left
         sent = handed = 0
         try:
             while handed < len(jobs):
@@ -177,30 +180,32 @@ def concurrent(
                     position, name, y = outbox.get()
                     if isinstance(y, BaseException):
                         alive.discard(name)
-                        stats.backends[name].error = str(y)
-                        if not failover or not alive:
+                        stats.backends[name].error = _one_line(y)
+                        failures.append(f"{name} on tile {position} ({_one_line(y)})")
+                        if not failover:
                             if isinstance(y, LtxAneError):
                                 raise LtxAneError(f"{name} failed on tile {position}: {y}") from y
                             raise y
+                        if not alive:
+                            raise LtxAneError(f"every backend failed on tile {position}: {'; '.join(failures)}") from y
                         (note or _print_note)(
                             f"note: {name} failed on tile {position} ({_one_line(y)}); "
                             f"its tiles go to {', '.join(n for n in names if n in alive)}"
                         )
-                        inbox.put((position, retry.pop(position)))
+                        # The input stays saved until the tile succeeds: the next backend may fail on it too.
+                        inbox.put((position, retry[position]))
                         continue
                     retry.pop(position, None)
                     finished[position] = y
                 y = finished.pop(handed)
-                MLX_LOCK.acquire()
-                try:
-                    with MLX_LOCK:
-                        result = from_host(y)
-                    del y
-                    handed += 1
-                    stats.wall_s = time.perf_counter() - start
-                    yield jobs[handed - 1], result
-                finally:
-                    MLX_LOCK.release()
+                with MLX_LOCK:
+                    result = from_host(y)
+                del y
+                handed += 1
+                stats.wall_s = time.perf_counter() - start
+                # Yielded outside the lock: the caller takes it around its own MLX work (``run_tiled`` does), and
+                # a caller that blocks (a full chunk queue) must not keep MLX workers and other MLX users waiting.
+                yield jobs[handed - 1], result
         finally:
             # Queued tiles are dropped; a tile already running finishes before its thread sees the stop.
             try:

@@ -22,7 +22,9 @@ from __future__ import annotations
 
 import contextlib
 import queue
+import sys
 import threading
+import time
 from typing import Callable
 
 import numpy as np
@@ -44,6 +46,7 @@ class DecodeHandle:
         self._chunks: queue.Queue = queue.Queue(maxsize=max_chunks if on_chunk is None else 0)
         self._on_chunk, self._on_done = on_chunk, on_done
         self._done = threading.Event()
+        self._ended = threading.Event()  # the end marker is in the queue (or was, before cancel() drained it)
         self._cancel = threading.Event()
         self._error: BaseException | None = None
         self._iterated = False
@@ -57,8 +60,20 @@ class DecodeHandle:
         if self._iterated:
             raise LtxAneError("a decode's chunks can be iterated once")
         self._iterated = True
+        return self._chunks_until(None)
+
+    def _chunks_until(self, deadline: float | None):
         while True:
-            item = self._chunks.get()
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
+                raise TimeoutError("decode still running")
+            try:
+                item = self._chunks.get(timeout=min(0.1, left) if left is not None else 0.1)
+            except queue.Empty:
+                # The end marker is gone only when cancel() drained it after the decode ended: nothing more comes.
+                if self._ended.is_set() and self._chunks.empty():
+                    break
+                continue
             if item is _END:
                 break
             yield item
@@ -66,21 +81,30 @@ class DecodeHandle:
             raise self._error
 
     def result(self, timeout: float | None = None) -> np.ndarray | None:
-        """All frames at once (B, F, H, W, 3) when nobody iterated; with a callback, None once done."""
+        """All frames at once (B, F, H, W, 3) when nobody iterated; with a callback, None once done.
+        ``TimeoutError`` when the decode is not done within ``timeout`` seconds."""
         if self._on_chunk is not None or self._iterated:
             if not self._done.wait(timeout):
                 raise TimeoutError("decode still running")
             if self._error is not None:
                 raise self._error
             return None
-        return np.concatenate(list(self), axis=1)
+        self._iterated = True
+        deadline = None if timeout is None else time.monotonic() + timeout
+        return np.concatenate(list(self._chunks_until(deadline)), axis=1)
 
     def done(self) -> bool:
         return self._done.is_set()
 
     def cancel(self) -> None:
+        """Stop the decode between chunks. A finished decode keeps its chunks (there is nothing left to stop)."""
+        if self._done.is_set():
+            return
         self._cancel.set()
-        # Unblock a decode waiting for room in the queue.
+        self._drain()
+
+    def _drain(self) -> None:
+        # Unblocks a decode waiting for room in the queue.
         try:
             while True:
                 self._chunks.get_nowait()
@@ -102,10 +126,11 @@ class DecodeHandle:
         while True:
             try:
                 self._chunks.put(_END, timeout=0.1)
-                return
+                break
             except queue.Full:
                 if self._cancel.is_set():
-                    self.cancel()
+                    self._drain()
+        self._ended.set()
 
     def _deliver(self, chunk: np.ndarray) -> None:
         if self._on_chunk is not None:
@@ -115,13 +140,16 @@ class DecodeHandle:
 
     def _finish(self, error: BaseException | None) -> None:
         self._error = error
-        self._done.set()
         if self._on_chunk is None:
             if self._cancel.is_set():
-                self.cancel()  # drop chunks nobody wants, so the end marker fits
+                self._drain()  # drop chunks nobody wants, so the end marker fits
             self._put_end()
+        self._done.set()
         if self._on_done is not None:
-            self._on_done(error)
+            try:
+                self._on_done(error)
+            except Exception as e:  # the caller's bug: said, and the service goes on serving the next decode
+                print(f"note: a decode's on_done callback raised {type(e).__name__}: {e}", file=sys.stderr, flush=True)
 
 
 class DecodeService:
@@ -133,6 +161,7 @@ class DecodeService:
         self.decoder, self.tile, self.backends, self.max_in_flight = decoder, tile, backends, max_in_flight
         self.max_chunks = max_chunks
         self._jobs: queue.Queue = queue.Queue()
+        self._handles: list[DecodeHandle] = []  # submitted and not yet finished
         self._closed = False
         self._thread = threading.Thread(target=self._serve, name="ltx-ane-decode-service", daemon=True)
         self._thread.start()
@@ -150,6 +179,7 @@ class DecodeService:
 
         check_latent(latent.shape, self.decoder.config.latent_channels)
         handle = DecodeHandle(self.max_chunks, on_chunk, on_done)
+        self._handles = [h for h in self._handles if not h.done()] + [handle]
         self._jobs.put((np.ascontiguousarray(latent, dtype=np.float32), handle))
         return handle
 
@@ -198,7 +228,8 @@ class DecodeService:
                 if handle._cancel.is_set():
                     return
         finally:
-            with MLX_LOCK:
+            # Not under the lock with backends: closing joins their workers, and an MLX worker needs the lock.
+            with step():
                 chunks.close()
 
     def close(self, wait: bool = True) -> None:
@@ -212,5 +243,13 @@ class DecodeService:
     def __enter__(self):
         return self
 
-    def __exit__(self, *exc):
+    def cancel_all(self) -> None:
+        """Cancel every decode not yet finished: the running one stops between chunks, queued ones never start."""
+        for handle in self._handles:
+            handle.cancel()
+
+    def __exit__(self, exc_type, exc, tb):
+        # Leaving on an exception: nobody will read the pending decodes, so waiting for them could hang for good.
+        if exc_type is not None:
+            self.cancel_all()
         self.close()

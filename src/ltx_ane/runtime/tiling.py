@@ -256,6 +256,8 @@ def run_tiled(plan: TilePlan, source, executor: Executor, direction: str) -> Ite
     """
     import mlx.core as mx
 
+    from ltx_ane.runtime.backends import MLX_LOCK
+
     if direction not in ("decode", "encode"):
         raise ValueError(direction)
     in_side, out_side = ("latent", "pixel") if direction == "decode" else ("pixel", "latent")
@@ -279,46 +281,55 @@ def run_tiled(plan: TilePlan, source, executor: Executor, direction: str) -> Ite
     pending: dict[int, object] = {}
     next_index = 0
     for job, result in executor(jobs, tile_input):
-        pending[job.index] = result
-        while next_index in pending:
-            current, result = jobs[next_index], pending.pop(next_index)
-            next_index += 1
-            ti, hi, wi = current.grid
-            st, sh, sw = slices(current, out_side)
-            expected = (st.stop - st.start, sh.stop - sh.start, sw.stop - sw.start)
-            if tuple(result.shape[1:4]) != expected:
-                raise LtxAneError(f"tile produced shape {tuple(result.shape[1:4])}, expected {expected}")
-            if buffer is None:
-                b, c = result.shape[0], result.shape[-1]
-                # Half-precision tiles blend in fp16: it keeps more mantissa bits than a bf16 model's output
-                # has, and halves the largest buffer of a tiled run. fp32 tiles blend in fp32.
-                acc = mx.float32 if result.dtype == mx.float32 else mx.float16
-                buffer = mx.zeros((b, t_ranges[ti][1] - buf_start, *spatial, c), dtype=acc)
-            weight = (
-                mx.array(wt[ti])[:, None, None, None]
-                * mx.array(wh[hi])[None, :, None, None]
-                * mx.array(ww[wi])[None, None, :, None]
-            )
-            local = slice(st.start - buf_start, st.stop - buf_start)
-            # The sum is evaluated before it is written back, so nothing but the write refers to the buffer
-            # and MLX updates it in place instead of copying the whole buffer per tile.
-            update = buffer[:, local, sh, sw] + result.astype(acc) * weight.astype(acc)
-            mx.eval(update)
-            buffer[:, local, sh, sw] = update
-            del update
-            mx.eval(buffer)
-            done_in_time[ti] += 1
-            if done_in_time[ti] < per_time:
-                continue
-            if ti + 1 == n_time:
-                yield buffer
-                return
-            # Frames before the next time tile's start are final; the rest carries over.
-            next_start, next_stop = t_ranges[ti + 1]
-            ready = next_start - buf_start
-            yield buffer[:, :ready]
-            carry = buffer[:, ready:]
-            grow = next_stop - buf_start - buffer.shape[1]
-            buffer = mx.concatenate([carry, mx.zeros((carry.shape[0], grow, *carry.shape[2:]), acc)], axis=1)
-            buf_start = next_start
-            mx.eval(buffer)
+        # MLX work under MLX_LOCK (other threads may run MLX); chunks are yielded outside it (see ``scheduler``).
+        with MLX_LOCK:
+            pending[job.index] = result
+            ready_chunks, last = [], False
+            while next_index in pending:
+                current, result = jobs[next_index], pending.pop(next_index)
+                next_index += 1
+                ti, hi, wi = current.grid
+                st, sh, sw = slices(current, out_side)
+                expected = (st.stop - st.start, sh.stop - sh.start, sw.stop - sw.start)
+                if tuple(result.shape[1:4]) != expected:
+                    raise LtxAneError(f"tile produced shape {tuple(result.shape[1:4])}, expected {expected}")
+                if buffer is None:
+                    b, c = result.shape[0], result.shape[-1]
+                    # Half-precision tiles blend in fp16: it keeps more mantissa bits than a bf16 model's output
+                    # has, and halves the largest buffer of a tiled run. fp32 tiles blend in fp32.
+                    acc = mx.float32 if result.dtype == mx.float32 else mx.float16
+                    buffer = mx.zeros((b, t_ranges[ti][1] - buf_start, *spatial, c), dtype=acc)
+                weight = (
+                    mx.array(wt[ti])[:, None, None, None]
+                    * mx.array(wh[hi])[None, :, None, None]
+                    * mx.array(ww[wi])[None, None, :, None]
+                )
+                local = slice(st.start - buf_start, st.stop - buf_start)
+                # The sum is evaluated before it is written back, so nothing but the write refers to the buffer
+                # and MLX updates it in place instead of copying the whole buffer per tile.
+                update = buffer[:, local, sh, sw] + result.astype(acc) * weight.astype(acc)
+                mx.eval(update)
+                buffer[:, local, sh, sw] = update
+                del update
+                mx.eval(buffer)
+                done_in_time[ti] += 1
+                if done_in_time[ti] < per_time:
+                    continue
+                if ti + 1 == n_time:
+                    ready_chunks.append(buffer)
+                    last = True
+                    break
+                # Frames before the next time tile's start are final; the rest carries over.
+                next_start, next_stop = t_ranges[ti + 1]
+                ready = next_start - buf_start
+                chunk = buffer[:, :ready]
+                mx.eval(chunk)
+                ready_chunks.append(chunk)
+                carry = buffer[:, ready:]
+                grow = next_stop - buf_start - buffer.shape[1]
+                buffer = mx.concatenate([carry, mx.zeros((carry.shape[0], grow, *carry.shape[2:]), acc)], axis=1)
+                buf_start = next_start
+                mx.eval(buffer)
+        yield from ready_chunks
+        if last:
+            return
