@@ -210,8 +210,13 @@ def run(args) -> None:
     size = (args.height, args.width)
     tokens = VideoLatentShape.from_pixels(args.frames, *size).token_count()
     guided = any(s.guided for s in spec.stages)
-    plan = plan_memory(config, args.dtype, args.quantize, tokens,
-                       text_in_process=None if args.prompt_embeddings else args.dtype, prompts=2 if guided else 1)
+    text_bytes = 0.0
+    if args.gemma and not args.prompt_embeddings:
+        from ltx_ane.models.text.gemma import resolve_gemma_dir
+        from ltx_ane.pipelines.memory import gemma_bytes
+
+        text_bytes = gemma_bytes(resolve_gemma_dir(args.gemma))
+    plan = plan_memory(config, args.dtype, args.quantize, tokens, text_bytes, prompts=2 if guided else 1)
     print(plan.describe())
     if args.random_weights:
         print("note: random weights: every model is random, the video and its sound are noise", file=sys.stderr)
@@ -221,8 +226,7 @@ def run(args) -> None:
 
     models = ModelSet(
         checkpoint=source,
-        spatial_upscaler=(Source(checkpoint=args.spatial_upscaler, random_weights=args.random_weights)
-                          if spec.two_stage else None),
+        spatial_upscaler=upscaler_source(args, source, "spatial") if spec.two_stage else None,
         distilled_lora=args.distilled_lora, loras=tuple(loras), dtype=args.dtype,
         quantize=QuantizeMode.parse(str(plan.quantize_bits)) if plan.quantize_bits else None,
         seed=args.seed, log=lambda message: print(message, file=sys.stderr))
@@ -236,12 +240,24 @@ def run(args) -> None:
             if args.save_latents:
                 _save_latents(Path(args.save_latents) if len(prompts) == 1 else _numbered(Path(args.save_latents), index),
                               result, request)
-            decode.submit(result, request, path)
             print(_stage_line(path, result))
+            decode.submit(result, request, path)
         decode.finish()
     finally:
         decode.close()
     report.finish("generated")
+
+
+def upscaler_source(args, source, kind: str):
+    """The spatial or temporal upscaler's source; with random weights, a ``spatial_upscaler``/``temporal_upscaler``
+    section of the --config (the tiny preset has them) sets its architecture, else the released one."""
+    from ltx_ane.models.loading import Source
+
+    file = args.spatial_upscaler if kind == "spatial" else args.temporal_upscale
+    config = None
+    if args.random_weights:
+        config = (source.override() or {}).get(f"{kind}_upscaler")
+    return Source(checkpoint=file or None, random_weights=args.random_weights, config=config)
 
 
 def _output_paths(out: Path, count: int) -> list[Path]:

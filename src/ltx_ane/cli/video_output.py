@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import sys
+import time
 from pathlib import Path
 
 from ltx_ane.cli import common
@@ -29,7 +30,7 @@ class VideoOutput:
         return MLX_LOCK if self.overlap else contextlib.nullcontext()
 
     def _load(self):
-        from ltx_ane.models.loading import Source
+        from ltx_ane.cli.generate import upscaler_source
         from ltx_ane.models.upscaler.loader import load_upscaler
         from ltx_ane.models.video_vae.loader import load_decoder
         from ltx_ane.pipelines.audio import load_audio_models
@@ -39,7 +40,7 @@ class VideoOutput:
             if not self.args.no_audio:
                 self.audio_models = load_audio_models(self.source, self.args.dtype)
             if self.args.temporal_upscale is not None:
-                upscaler = Source(checkpoint=self.args.temporal_upscale or None, random_weights=self.args.random_weights)
+                upscaler = upscaler_source(self.args, self.source, "temporal")
                 self.temporal = load_upscaler(upscaler, self.args.dtype, "temporal", self.args.seed)
 
     def submit(self, result, request, path: Path) -> None:
@@ -53,6 +54,7 @@ class VideoOutput:
         from ltx_ane.models.loading import DTYPE_BYTES
         from ltx_ane.runtime.backends import MLX_LOCK
 
+        start = time.perf_counter()
         with MLX_LOCK:
             self._load()
             cfg = self.decoder.config
@@ -90,6 +92,7 @@ class VideoOutput:
             for chunk in render(latent, self.decoder, (), tile, pick=self.ctx.backends, info=info,
                                 quiet=self.args.quiet, max_in_flight=self.args.max_in_flight, log=self.ctx.log):
                 writer.write(common.to_pixels(chunk)[0])
+        print(f"{path}: decoded video and sound in {time.perf_counter() - start:.1f} s")
         line = common.throughput_line("decoder", info.throughput)
         if line:
             print(line)

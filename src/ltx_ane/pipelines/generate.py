@@ -220,6 +220,15 @@ class ModelSet:
             raise LtxAneError("this pipeline needs the distilled LoRA: pass --distilled-lora FILE")
         return self.distilled_lora
 
+    def statistics(self):
+        """The VAE's latent statistics, which wrap the upscaler: two tensors read from the checkpoint (random ones
+        with random weights), so the encoder need not load for a text-to-video run."""
+        from ltx_ane.pipelines.upsample import load_statistics, random_statistics
+
+        if self.checkpoint.random_weights:
+            return random_statistics(seed=self.seed)
+        return self._get("statistics", lambda: load_statistics(self.checkpoint.checkpoint))
+
     def encoder(self):
         from ltx_ane.models.video_vae.loader import load_encoder
 
@@ -408,11 +417,9 @@ def _denoise_fn(spec: PipelineSpec, stage: Stage, request: GenerateRequest, cont
 
 def _upsample(video_latent, models: ModelSet):
     """ltx-core's ``upsample_video``: the x2 spatial upscaler wrapped in the VAE's latent statistics."""
-    from ltx_ane.pipelines.render import latent_statistics
     from ltx_ane.pipelines.upsample import upsample
 
-    stats = latent_statistics(models.encoder())
-    out = upsample(video_latent, models.upscaler(), stats).astype(video_latent.dtype)
+    out = upsample(video_latent, models.upscaler(), models.statistics()).astype(video_latent.dtype)
     mx.eval(out)
-    models.drop("encoder", "upscaler")
+    models.drop("upscaler")
     return out

@@ -19,8 +19,9 @@ from ltx_ane.errors import LtxAneError
 GB = 1e9
 ACTIVATION_BASE_BYTES = 3.0 * GB
 ACTIVATION_BYTES_PER_TOKEN = 0.9e6
-# Text encoding in the same process: Gemma 3 12B (bf16 23.5 GB, mlx-lm 4-bit ~6.6 GB) with its 1,024-token pass.
-GEMMA_BYTES = {"bf16": 25 * GB, "4-bit": 8 * GB}
+# Text encoding in the same process: Gemma's weights as stored (bf16 23.5 GB, an mlx-lm 4-bit copy ~6.6 GB) plus the
+# activations of its 1,024-token pass.
+GEMMA_ACTIVATION_BYTES = 1.5 * GB
 
 
 @dataclass(frozen=True)
@@ -82,14 +83,20 @@ def prepared_text_bytes(config, prompts: int, text_tokens: int = 1024) -> float:
     return prompts * config.num_layers * text_tokens * 2 * (video + audio) * 2
 
 
-def plan_memory(config, dtype: str, quantize: str | None, video_tokens: int, text_in_process: str | None = None,
+def gemma_bytes(gemma_dir) -> float:
+    """What encoding a prompt in this process needs: Gemma's stored weights plus one pass's activations."""
+    from pathlib import Path
+
+    return sum(p.stat().st_size for p in Path(gemma_dir).glob("*.safetensors")) + GEMMA_ACTIVATION_BYTES
+
+
+def plan_memory(config, dtype: str, quantize: str | None, video_tokens: int, text_bytes: float = 0.0,
                 available: tuple[float, str] | None = None, prompts: int = 1) -> MemoryPlan:
-    """The first precision that fits, from the one asked for (``quantize`` "8"/"4", else the dtype, then 8-bit, then
+    """The first precision that fits (``text_bytes``: the text encoder's phase, when it runs here), from the one asked for (``quantize`` "8"/"4", else the dtype, then 8-bit, then
     4-bit); an error naming the need and the machine's memory when even 4-bit does not fit."""
     available_bytes, source = available or available_memory()
     parameters = transformer_parameters(config)
     activations = ACTIVATION_BASE_BYTES + ACTIVATION_BYTES_PER_TOKEN * video_tokens + prepared_text_bytes(config, prompts)
-    text = GEMMA_BYTES.get(text_in_process or "", 0.0)
     if quantize:
         candidates = [f"{quantize}-bit"]
     else:
@@ -97,7 +104,7 @@ def plan_memory(config, dtype: str, quantize: str | None, video_tokens: int, tex
     smallest = None
     for precision in candidates:
         weights = weight_bytes(parameters, precision)
-        peak = max(weights + activations, text)
+        peak = max(weights + activations, text_bytes)
         smallest = (precision, peak)
         if peak <= available_bytes:
             bits = int(precision[0]) if precision.endswith("-bit") else None
