@@ -99,9 +99,9 @@ class GivenNoiser:
 
 
 @torch.inference_mode()
-def reference_run(spec, files, noise: dict, images, steps: int | None):
+def reference_run(spec, files, noise: dict, images, steps: int | None, sde_noise=None):
     """The pipeline's __call__ rebuilt from ltx-pipelines' helpers, in float32 on the CPU."""
-    from ltx_core.components.diffusion_steps import EulerDiffusionStep
+    from ltx_core.components.diffusion_steps import EulerDiffusionStep, Res2sDiffusionStep
     from ltx_core.components.guiders import MultiModalGuiderFactory, MultiModalGuiderParams
     from ltx_core.components.schedulers import LTX2Scheduler
     from ltx_core.loader.fuse_loras import apply_loras
@@ -116,7 +116,7 @@ def reference_run(spec, files, noise: dict, images, steps: int | None):
         multi_modal_guider_factory_denoising_func,
         simple_denoising_func,
     )
-    from ltx_pipelines.utils.samplers import euler_denoising_loop
+    from ltx_pipelines.utils.samplers import euler_denoising_loop, res2s_audio_video_denoising_loop
     from ltx_pipelines.utils.types import PipelineComponents
 
     config, dtype, device = files["config"], torch.float32, torch.device("cpu")
@@ -143,6 +143,9 @@ def reference_run(spec, files, noise: dict, images, steps: int | None):
             sigmas = torch.tensor(G.DISTILLED_SIGMAS)
         elif stage.schedule == "stage2":
             sigmas = torch.tensor(G.STAGE_2_SIGMAS)
+        elif stage.schedule_from_latent:
+            latent = torch.empty(1, 128, (FRAMES - 1) // 8 + 1, h // 32, w // 32)
+            sigmas = LTX2Scheduler().execute(latent=latent, steps=steps).to(torch.float32)
         else:
             sigmas = LTX2Scheduler().execute(steps=steps).to(torch.float32)
         if stage.guided:
@@ -152,7 +155,16 @@ def reference_run(spec, files, noise: dict, images, steps: int | None):
         else:
             fn = simple_denoising_func(c["v"], c["a"], x0)
 
-        def loop(sigmas, video_state, audio_state, stepper, fn=fn):
+        def loop(sigmas, video_state, audio_state, stepper, fn=fn, index=index):
+            if stage.sampler == "res2s":
+                # The SDE noise MLX drew for this stage, handed over by generator: step seed 1, substep seed 10001.
+                queues = {1: list(sde_noise[index].steps), 10001: list(sde_noise[index].substeps)}
+                return res2s_audio_video_denoising_loop(
+                    sigmas=sigmas, video_state=video_state, audio_state=audio_state, stepper=Res2sDiffusionStep(),
+                    denoise_fn=fn, noise_seed=1,
+                    new_noise_fn=lambda latent, generator: torch.from_numpy(
+                        np.array(queues[generator.initial_seed()].pop(0))).double(),
+                    model_dtype=torch.float32)
             return euler_denoising_loop(sigmas=sigmas, video_state=video_state, audio_state=audio_state,
                                         stepper=stepper, denoise_fn=fn)
 
@@ -206,6 +218,38 @@ def _close(out: np.ndarray, ref: np.ndarray) -> float:
     return float(np.abs(out - ref).max() / np.abs(ref).max())
 
 
+class RecordedSdeNoise(G.Res2sNoise):
+    """MLX's res2s noise, kept so the reference can be handed the same arrays."""
+
+    made: list = []
+
+    def __init__(self, seed: int):
+        super().__init__(seed)
+        self.steps, self.substeps = [], []
+        RecordedSdeNoise.made.append(self)
+
+    def step(self, shape):
+        self.steps.append(super().step(shape))
+        return self.steps[-1]
+
+    def substep(self, shape):
+        self.substeps.append(super().substep(shape))
+        return self.substeps[-1]
+
+
+def test_hq_pipeline_matches_ltx_pipelines(files, monkeypatch):
+    """res2s in both stages with the same SDE noise, guided stage 1, the distilled LoRA at 0.25 then 0.5."""
+    monkeypatch.setattr(G, "Res2sNoise", RecordedSdeNoise)
+    RecordedSdeNoise.made = []
+    spec = G.pipeline("hq")
+    noise = _noise(spec)
+    out = mlx_run(spec, files, noise, [(0, 1.0)], 2)
+    ref = reference_run(spec, files, noise, [(0, 1.0)], 2, sde_noise=RecordedSdeNoise.made)
+    for (video, audio), (ref_video, ref_audio) in zip(out, ref):
+        assert _close(video, ref_video) <= TOL
+        assert _close(audio, ref_audio) <= TOL
+
+
 @pytest.mark.parametrize("name,images,steps", [
     ("distilled", [(0, 1.0)], None),
     ("one-stage", [], 3),
@@ -221,3 +265,15 @@ def test_pipeline_matches_ltx_pipelines(files, name, images, steps):
     for (video, audio), (ref_video, ref_audio) in zip(out, ref):
         assert _close(video, ref_video) <= TOL
         assert _close(audio, ref_audio) <= TOL
+
+
+def test_default_guidance_and_negative_prompt_are_ltx_pipelines_own():
+    from ltx_pipelines.utils import constants as C
+
+    assert vars(G.LTX2_VIDEO_GUIDANCE) == vars(C.LTX_2_PARAMS.video_guider_params)
+    assert vars(G.LTX2_AUDIO_GUIDANCE) == vars(C.LTX_2_PARAMS.audio_guider_params)
+    assert vars(G.LTX23_VIDEO_GUIDANCE) == vars(C.LTX_2_3_PARAMS.video_guider_params)
+    assert vars(G.HQ_VIDEO_GUIDANCE) == vars(C.LTX_2_3_HQ_PARAMS.video_guider_params)
+    assert vars(G.HQ_AUDIO_GUIDANCE) == vars(C.LTX_2_3_HQ_PARAMS.audio_guider_params)
+    assert G.DEFAULT_NEGATIVE_PROMPT == C.DEFAULT_NEGATIVE_PROMPT
+    assert list(G.DISTILLED_SIGMAS) == C.DISTILLED_SIGMA_VALUES and list(G.STAGE_2_SIGMAS) == C.STAGE_2_DISTILLED_SIGMA_VALUES

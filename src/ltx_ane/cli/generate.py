@@ -183,7 +183,7 @@ def run(args) -> None:
         raise LtxAneError(f"--crf must be 0-51, got {args.crf}")
     if spec.two_stage and not args.spatial_upscaler and not args.random_weights:
         raise LtxAneError(f"the {spec.name} pipeline needs the spatial x2 upscaler: pass --spatial-upscaler FILE")
-    if spec.needs_distilled_lora and not args.distilled_lora:
+    if spec.needs_distilled_lora and not args.distilled_lora and not args.random_weights:
         raise LtxAneError(f"the {spec.name} pipeline needs the distilled LoRA: pass --distilled-lora FILE")
     loras = []
     for path, strength in args.lora:

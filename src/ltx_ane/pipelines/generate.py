@@ -198,6 +198,9 @@ class ModelSet:
         from ltx_ane.models.transformer.loader import load_transformer
         from ltx_ane.models.transformer.model import X0Model
 
+        if self.checkpoint.random_weights and distilled_lora:
+            self.log("note: random weights: the distilled LoRA is not applied")
+            distilled_lora = 0.0
         model = self._loaded.get("transformer")
         if model is not None and distilled_lora != self._fused_lora and self.quantize is not None:
             self.drop("transformer")  # a quantised model cannot take a LoRA: read it again with one
@@ -214,8 +217,6 @@ class ModelSet:
         return X0Model(model)
 
     def _lora_path(self) -> str:
-        if self.checkpoint.random_weights:
-            raise LtxAneError("the distilled LoRA cannot be fused into random weights")
         if not self.distilled_lora:
             raise LtxAneError("this pipeline needs the distilled LoRA: pass --distilled-lora FILE")
         return self.distilled_lora
