@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from ltx_ane.models.audio_vae.bigvgan import hann_sinc_filter, kaiser_sinc_filter, lowpass_downsample, upsample
-from ltx_ane.models.audio_vae.config import load_audio_preset
+from ltx_ane.models.config import load_preset
 from ltx_ane.models.audio_vae.loader import load_vocoder
 from ltx_ane.models.loading import Source
 from ltx_ane.reference import require_reference
@@ -25,7 +25,7 @@ FP16_MIN_SNR_DB = 54.0
 @pytest.fixture(scope="module")
 def bigvgan(tmp_path_factory):
     path = tmp_path_factory.mktemp("audio") / "ltx23_vocoder.safetensors"
-    return path, write_audio_checkpoint(path, load_audio_preset("ltx23"), parts=("vocoder",))["vocoder"]
+    return path, write_audio_checkpoint(path, load_preset("ltx23"), parts=("vocoder",))["vocoder"]
 
 
 @pytest.mark.parametrize("length", [1, 2, 7, 50])

@@ -11,7 +11,7 @@ from ltx_ane.cli.common import Report, add_dtype, add_output, check_output_dir
 
 
 def register(subparsers) -> None:
-    from ltx_ane.models.text.config import PRESETS
+    from ltx_ane.models.config import MODEL_PRESETS
     from ltx_ane.models.text.prompt_store import DEFAULT_CACHE_DIR
 
     p = subparsers.add_parser(
@@ -30,7 +30,8 @@ def register(subparsers) -> None:
     group.add_argument("--checkpoint", metavar="CKPT", help="the full LTX-2 checkpoint holding "
                        "text_embedding_projection.* and the embeddings connectors (a file or cached repo id)")
     group.add_argument("--config", metavar="FILE", help="LTX config JSON with a 'transformer' section, or a preset "
-                       f"({', '.join(PRESETS)}); overrides the checkpoint's metadata (random weights default: ltx2)")
+                       f"({', '.join(MODEL_PRESETS)}); overrides the checkpoint's metadata (random weights default: "
+                       "ltx2)")
     group.add_argument("--random-weights", action="store_true", help="random text projection and connectors at "
                        "the real architecture (the contexts are noise)")
     group.add_argument("--seed", type=int, default=0, help="seed for --random-weights (default 0)")
