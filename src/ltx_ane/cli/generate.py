@@ -209,8 +209,9 @@ def run(args) -> None:
     request.video_guidance, request.audio_guidance = _guidance(args, spec, config.cross_attention_adaln)
     size = (args.height, args.width)
     tokens = VideoLatentShape.from_pixels(args.frames, *size).token_count()
-    plan = plan_memory(config, args.dtype, args.quantize, tokens,
-                       text_in_process=None if args.prompt_embeddings else args.dtype)
+    # Gemma 3 12B is in memory only when it encodes here; random weights without --gemma use a tiny random one.
+    gemma_here = not args.prompt_embeddings and not (args.random_weights and not args.gemma)
+    plan = plan_memory(config, args.dtype, args.quantize, tokens, text_in_process=args.dtype if gemma_here else None)
     print(plan.describe())
     if args.random_weights:
         print("note: random weights: every model is random, the video and its sound are noise", file=sys.stderr)
@@ -220,8 +221,7 @@ def run(args) -> None:
 
     models = ModelSet(
         checkpoint=source,
-        spatial_upscaler=(Source(checkpoint=args.spatial_upscaler, random_weights=args.random_weights)
-                          if spec.two_stage else None),
+        spatial_upscaler=_spatial_upscaler_source(args, source) if spec.two_stage else None,
         distilled_lora=args.distilled_lora, loras=tuple(loras), dtype=args.dtype,
         quantize=QuantizeMode.parse(str(plan.quantize_bits)) if plan.quantize_bits else None,
         seed=args.seed, log=lambda message: print(message, file=sys.stderr))
@@ -241,6 +241,17 @@ def run(args) -> None:
     finally:
         decode.close()
     report.finish("generated")
+
+
+def _spatial_upscaler_source(args, source):
+    """The upscaler ships as a file of its own; random weights without one take the size a model config may carry
+    under ``spatial_upscaler`` (the tiny preset's reduced one), else the released architecture."""
+    from ltx_ane.models.loading import Source
+
+    config = None
+    if args.random_weights and not args.spatial_upscaler:
+        config = (source.override() or {}).get("spatial_upscaler")
+    return Source(checkpoint=args.spatial_upscaler, random_weights=args.random_weights, config=config)
 
 
 def _output_paths(out: Path, count: int) -> list[Path]:

@@ -14,8 +14,9 @@ from pathlib import Path
 
 from ltx_ane.errors import LtxAneError
 
-# Full configs (every component's section, as the checkpoints embed them): the released models.
-MODEL_PRESETS = {"ltx2": "ltx2.json", "ltx23": "ltx23.json"}
+# Full configs (every component's section, as the checkpoints embed them): the released models, and "tiny", LTX-2
+# at reduced widths (2 transformer layers) for trying the pipeline with random weights on a small machine.
+MODEL_PRESETS = {"ltx2": "ltx2.json", "ltx23": "ltx23.json", "tiny": "tiny.json"}
 # The upscalers ship as separate files with configs of their own.
 UPSCALER_PRESETS = {"spatial-x2": "ltx2_spatial_upscaler_x2.json", "temporal-x2": "ltx2_temporal_upscaler_x2.json"}
 PRESETS = {**MODEL_PRESETS, **UPSCALER_PRESETS}
