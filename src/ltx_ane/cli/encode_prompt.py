@@ -12,7 +12,6 @@ from ltx_ane.cli.common import Report, add_dtype, add_output, check_output_dir
 
 def register(subparsers) -> None:
     from ltx_ane.models.config import MODEL_PRESETS
-    from ltx_ane.models.text.prompt_store import DEFAULT_CACHE_DIR
 
     p = subparsers.add_parser(
         "encode-prompt",
@@ -39,8 +38,8 @@ def register(subparsers) -> None:
     group.add_argument("--padded", action="store_true", help="run Gemma over all 1,024 positions as ltx-core does "
                        "(default: the valid tokens only, the same up to rounding and much cheaper)")
     cache = p.add_argument_group("cache")
-    cache.add_argument("--cache-dir", metavar="DIR", default=str(DEFAULT_CACHE_DIR),
-                       help=f"prompt cache, keyed by text, model hashes and version (default {DEFAULT_CACHE_DIR})")
+    cache.add_argument("--cache-dir", metavar="DIR", help="prompt cache, keyed by text, model hashes and version "
+                       "(default $LTX_ANE_CACHE/prompts, ~/.cache/ltx-ane/prompts)")
     cache.add_argument("--no-cache", action="store_true", help="neither read nor write the prompt cache")
     add_output(p, "output .safetensors (written atomically when both prompts are encoded)")
     p.set_defaults(run=run)
