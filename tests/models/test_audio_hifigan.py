@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from ltx_ane.errors import LtxAneError
-from ltx_ane.models.config import load_preset
 from ltx_ane.models.audio_vae.loader import load_vocoder
+from ltx_ane.models.config import load_preset
 from ltx_ane.models.loading import Source
 from tests.models.audio_util import TOL, rel_err, snr_db, write_audio_checkpoint
 

@@ -70,3 +70,11 @@ def test_random_weights_follow_the_seed():
     a, b, c = (load_audio_decoder(TINY, "fp32", seed=s) for s in (0, 0, 1))
     weight = lambda m: np.array(m.conv_in.conv.weight)  # noqa: E731
     assert np.array_equal(weight(a), weight(b)) and not np.array_equal(weight(a), weight(c))
+
+
+def test_random_text_registers_at_the_released_scale():
+    """The registers pad every prompt to 1,024 tokens, so they must be as large as the released init's
+    uniform [-1, 1], not a fan-in scale (1/8 at this width)."""
+    processor = load_embeddings_processor(TINY, GEMMA_WIDTH, GEMMA_STATES, "fp32")
+    registers = np.array(processor.video_connector.learnable_registers)
+    assert np.abs(registers).max() <= 1 and np.abs(registers).max() > 0.9

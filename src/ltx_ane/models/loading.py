@@ -119,8 +119,8 @@ def randomize(model, dtype, seed: int = 0) -> None:
     """Real-architecture random weights, reproducible from ``seed``: matrices and kernels fan-in uniform (the
     scale of torch's default init), 1-D weights (norm scales) near 1, other vectors small; latent statistics
     plausible (means near 0, stds in [0.5, 1.5]); the text connectors' registers uniform in [-1, 1]. Buffers that
-    are computed rather than learned (filters, STFT bases) are the caller's to set afterwards. Evaluated in groups of about 2^28 values, so a 19B model never
-    exists in float32 at once."""
+    are computed rather than learned (filters, STFT bases) are the caller's to set afterwards. Evaluated in groups
+    of about 2^28 values, so a 19B model never exists in float32 at once."""
     import mlx.core as mx
     from mlx.utils import tree_flatten, tree_unflatten
 
