@@ -60,8 +60,8 @@ def main():
     import mlx.core as mx
     import torch
 
-    from ltx_ane.models.audio_vae.config import load_audio_preset
     from ltx_ane.models.audio_vae.loader import load_audio_decoder, load_vocoder
+    from ltx_ane.models.config import load_preset
     from ltx_ane.models.loading import Source
     from ltx_ane.reference import write_checkpoint
     from ltx_ane.reference import audio as RA
@@ -79,7 +79,7 @@ def main():
     rows = []
     tmp = Path(tempfile.mkdtemp())
     for preset in args.presets:
-        raw = load_audio_preset(preset)
+        raw = load_preset(preset)
         raw = small_config(raw) if args.small else raw
         ref = {"decoder": RA.build_audio_decoder(raw), "vocoder": RA.build_vocoder(raw)}
         ckpt = write_checkpoint(tmp / f"{preset}.safetensors", RA.audio_state_dict(**ref), raw)

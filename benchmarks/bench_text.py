@@ -53,12 +53,12 @@ def gemma_config(small: bool, layers: int | None) -> dict:
 
 
 def ltx_config(name: str, small: bool) -> dict:
-    from ltx_ane.models.text.config import PRESETS
+    from ltx_ane.models.config import load_preset
     from ltx_ane.reference import text as ref
 
     if small:
         return ref.TINY_V1_CONFIG if name == "ltx2" else ref.TINY_V2_CONFIG
-    return PRESETS[name]
+    return load_preset(name)["transformer"]
 
 
 def write_models(args, torch_device, tmp: Path) -> tuple[dict, Path, Path, int, int]:

@@ -219,12 +219,12 @@ def main() -> None:
 
     import torch
 
-    from ltx_ane.models.transformer.presets import PRESETS
+    from ltx_ane.models.config import load_preset
     from ltx_ane.models.transformer.quantize import QuantizeMode
     from ltx_ane.reference import require_reference
 
     require_reference()
-    t = copy.deepcopy(PRESETS[args.version])
+    t = copy.deepcopy(load_preset(args.version)["transformer"])
     sizes = SIZES
     if args.small:
         t.update(num_layers=2, num_attention_heads=4, attention_head_dim=32, cross_attention_dim=128,

@@ -18,7 +18,7 @@ def small_vae(preset: str, depth: int | None = None, **overrides) -> dict:
 
     ``depth`` caps every res_x block's layer count: conversion time grows with the op count, not the width.
     """
-    cfg = copy.deepcopy(load_preset(preset))
+    cfg = {"vae": copy.deepcopy(load_preset(preset)["vae"])}
     vae = cfg["vae"]
     vae.update(decoder_base_channels=4, latent_channels=16, **overrides)
     if depth is not None:

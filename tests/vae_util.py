@@ -10,8 +10,8 @@ from ltx_ane.models.config import load_preset
 
 
 def small_config(preset: str = "ltx2", base: int = 4, latent: int = 16) -> dict:
-    """A preset at reduced width, through the config's own keys."""
-    raw = copy.deepcopy(load_preset(preset))
+    """A preset's VAE section at reduced width, through the config's own keys."""
+    raw = {"vae": copy.deepcopy(load_preset(preset)["vae"])}
     raw["vae"]["decoder_base_channels"] = base
     raw["vae"]["latent_channels"] = latent
     return raw

@@ -75,6 +75,14 @@ def test_cache_is_read_and_keyed_by_text(models, tmp_path, capsys):
     np.testing.assert_array_equal(fresh, read_prompt_file(tmp_path / "1.safetensors").positive.video_context)
 
 
+def test_cache_lives_under_the_project_cache_root(models, tmp_path, capsys, monkeypatch):
+    gemma, ckpt = models
+    monkeypatch.setenv("LTX_ANE_CACHE", str(tmp_path / "root"))
+    args = ["a cat", "--gemma", str(gemma), "--checkpoint", str(ckpt), "--dtype", "fp32"]
+    assert run([*args, "-o", str(tmp_path / "p.safetensors")], capsys)[0] == 0
+    assert len(list((tmp_path / "root" / "prompts").glob("*.safetensors"))) == 1
+
+
 def test_random_weights_need_no_download_and_say_so(tmp_path, capsys):
     config = tmp_path / "ltx.json"
     config.write_text(json.dumps({"transformer": ref.TINY_V1_CONFIG}))

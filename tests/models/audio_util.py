@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ltx_ane.models.audio_vae.config import load_audio_preset
+from ltx_ane.models.config import load_preset
 from ltx_ane.reference import load_checkpoint_into, write_checkpoint
 from ltx_ane.reference import audio as RA
 
@@ -26,8 +26,9 @@ def write_audio_checkpoint(path: Path, raw: dict, parts=("decoder", "encoder", "
 
 
 def small_audio_config(preset: str = "ltx2") -> dict:
-    """A preset at reduced width through its own keys (for command-line tests, not parity at real width)."""
-    raw = copy.deepcopy(load_audio_preset(preset))
+    """A preset's audio VAE and vocoder sections at reduced width through their own keys (for command-line tests,
+    not parity at real width)."""
+    raw = copy.deepcopy({key: load_preset(preset)[key] for key in ("audio_vae", "vocoder")})
     raw["audio_vae"]["model"]["params"]["ddconfig"].update(ch=32, z_channels=2, ch_mult=[1, 1, 2], num_res_blocks=1)
     generators = [raw["vocoder"]] if "bwe" not in raw["vocoder"] else [raw["vocoder"]["vocoder"], raw["vocoder"]["bwe"]]
     for generator in generators:

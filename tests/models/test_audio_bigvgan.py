@@ -10,9 +10,10 @@ import numpy as np
 import pytest
 import torch
 
-from ltx_ane.models.audio_vae.bigvgan import hann_sinc_filter, kaiser_sinc_filter, lowpass_downsample, upsample
-from ltx_ane.models.audio_vae.config import load_audio_preset
+from ltx_ane.models.audio_vae.bigvgan import (KERNEL, RATIO, hann_sinc_filter, kaiser_sinc_filter,
+                                              lowpass_downsample, upsample)
 from ltx_ane.models.audio_vae.loader import load_vocoder
+from ltx_ane.models.config import load_preset
 from ltx_ane.models.loading import Source
 from ltx_ane.reference import require_reference
 from tests.models.audio_util import TOL, rel_err, snr_db, write_audio_checkpoint
@@ -25,7 +26,7 @@ FP16_MIN_SNR_DB = 54.0
 @pytest.fixture(scope="module")
 def bigvgan(tmp_path_factory):
     path = tmp_path_factory.mktemp("audio") / "ltx23_vocoder.safetensors"
-    return path, write_audio_checkpoint(path, load_audio_preset("ltx23"), parts=("vocoder",))["vocoder"]
+    return path, write_audio_checkpoint(path, load_preset("ltx23"), parts=("vocoder",))["vocoder"]
 
 
 @pytest.mark.parametrize("length", [1, 2, 7, 50])
@@ -86,3 +87,11 @@ def test_random_weights_vocoder_with_bwe():
     vocoder = load_vocoder(Source(random_weights=True, config_file="ltx23"), "bf16")
     waveform = vocoder(mx.zeros((1, 2, 1, 64)))
     assert waveform.shape == (1, 2, 480) and bool(mx.all(mx.abs(waveform) <= 1))
+
+
+def test_random_weights_keep_the_fixed_filters():
+    vocoder = load_vocoder(Source(random_weights=True, config_file="ltx23"), "fp32", seed=1)
+    taps = kaiser_sinc_filter(0.5 / RATIO, 0.6 / RATIO, KERNEL)
+    activation = vocoder.vocoder.act_post
+    np.testing.assert_array_equal(np.array(activation.upsample.filter), taps)
+    np.testing.assert_array_equal(np.array(activation.downsample.lowpass.filter), taps)

@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from ltx_ane.errors import LtxAneError
-from ltx_ane.models.audio_vae.config import load_audio_preset
 from ltx_ane.models.audio_vae.loader import load_vocoder
+from ltx_ane.models.config import load_preset
 from ltx_ane.models.loading import Source
 from tests.models.audio_util import TOL, rel_err, snr_db, write_audio_checkpoint
 
@@ -24,7 +24,7 @@ FP16_MIN_SNR_DB = 60.0
 @pytest.fixture(scope="module")
 def hifigan(tmp_path_factory):
     path = tmp_path_factory.mktemp("audio") / "ltx2_vocoder.safetensors"
-    return path, write_audio_checkpoint(path, load_audio_preset("ltx2"), parts=("vocoder",))["vocoder"]
+    return path, write_audio_checkpoint(path, load_preset("ltx2"), parts=("vocoder",))["vocoder"]
 
 
 def mel_input(frames: int, batch: int = 1, seed: int = 0) -> torch.Tensor:
@@ -65,7 +65,7 @@ def test_bad_mel(hifigan, shape):
 
 
 def test_checkpoint_without_vocoder(tmp_path):
-    raw = load_audio_preset("ltx2")
+    raw = load_preset("ltx2")
     path = tmp_path / "vae_only.safetensors"
     write_audio_checkpoint(path, raw, parts=("decoder",))
     with pytest.raises(LtxAneError, match="holds no vocoder"):

@@ -10,8 +10,9 @@ import pytest
 import torch
 
 from ltx_ane.errors import LtxAneError
-from ltx_ane.models.audio_vae.config import AudioVaeConfig, load_audio_preset
+from ltx_ane.models.audio_vae.config import AudioVaeConfig
 from ltx_ane.models.audio_vae.loader import load_audio_decoder, load_audio_encoder
+from ltx_ane.models.config import load_preset
 from ltx_ane.models.loading import Source
 from tests.models.audio_util import TOL, rel_err, snr_db, write_audio_checkpoint
 
@@ -23,7 +24,7 @@ FP16_MIN_SNR_DB = 48.0
 
 @pytest.fixture(scope="module")
 def ltx2(tmp_path_factory):
-    raw = load_audio_preset("ltx2")
+    raw = load_preset("ltx2")
     path = tmp_path_factory.mktemp("audio") / "ltx2_audio.safetensors"
     modules = write_audio_checkpoint(path, raw, parts=("decoder", "encoder"))
     return path, modules["decoder"], modules["encoder"]
@@ -31,7 +32,7 @@ def ltx2(tmp_path_factory):
 
 def test_ltx23_audio_vae_is_ltx2s():
     """LTX-2.3 ships the same audio VAE config (embed_dim aside), so the LTX-2 parity covers both."""
-    assert AudioVaeConfig.from_dict(load_audio_preset("ltx23")) == AudioVaeConfig.from_dict(load_audio_preset("ltx2"))
+    assert AudioVaeConfig.from_dict(load_preset("ltx23")) == AudioVaeConfig.from_dict(load_preset("ltx2"))
 
 
 @pytest.mark.parametrize("frames", [1, 2, 4])
@@ -71,7 +72,7 @@ def test_decoder_half_precision_snr(ltx2):
 @pytest.mark.parametrize("axis", [None, "width", "width-compatibility"])
 def test_attention_and_other_causality_axes(tmp_path, axis):
     """Attention (in the mid block by ltx-core's default, and at resolution 128) and the other padding layouts."""
-    raw = copy.deepcopy(load_audio_preset("ltx2"))
+    raw = copy.deepcopy(load_preset("ltx2"))
     dd = raw["audio_vae"]["model"]["params"]["ddconfig"]
     dd.update(ch=32, z_channels=2, ch_mult=[1, 1, 2], num_res_blocks=1, attn_resolutions=[128], causality_axis=axis)
     del dd["mid_block_add_attention"]
@@ -108,7 +109,7 @@ def test_bad_mel_for_encoder(ltx2):
 def test_checkpoint_without_audio(tmp_path):
     from ltx_ane.reference import write_checkpoint
 
-    raw = {**load_audio_preset("ltx2"), "vae": {}}
+    raw = {**load_preset("ltx2"), "vae": {}}
     path = write_checkpoint(tmp_path / "video_only.safetensors", {"vae.decoder.conv_in.conv.weight": torch.zeros(1)}, raw)
     with pytest.raises(LtxAneError, match="holds no audio VAE decoder"):
         load_audio_decoder(Source(str(path)))

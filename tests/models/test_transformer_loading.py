@@ -23,7 +23,7 @@ from ltx_ane.models.loading import Source  # noqa: E402
 from ltx_ane.models.transformer.config import TransformerConfig  # noqa: E402
 from ltx_ane.models.transformer.loader import load_transformer  # noqa: E402
 from ltx_ane.models.transformer.model import LTXModel  # noqa: E402
-from ltx_ane.models.transformer.presets import PRESETS  # noqa: E402
+from ltx_ane.models.config import load_preset  # noqa: E402
 from ltx_ane.models.transformer.quantize import QuantizeMode, velocity_psnr  # noqa: E402
 from ltx_ane.reference import transformer as RT  # noqa: E402
 
@@ -102,9 +102,9 @@ def test_random_weights_have_the_real_architecture():
 
     for version in ("ltx2", "ltx23"):
         with torch.device("meta"):
-            reference = LTXModelConfigurator.from_config({"transformer": PRESETS[version]})
+            reference = LTXModelConfigurator.from_config({"transformer": load_preset(version)["transformer"]})
         expected = {k: tuple(v.shape) for k, v in reference.state_dict().items()}
-        model = LTXModel(TransformerConfig.from_dict({"transformer": PRESETS[version]}))
+        model = LTXModel(TransformerConfig.from_dict({"transformer": load_preset(version)["transformer"]}))
         assert {k: tuple(v.shape) for k, v in tree_flatten(model.parameters())} == expected
 
 

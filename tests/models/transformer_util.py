@@ -12,7 +12,7 @@ import mlx.core as mx
 
 from ltx_ane import reference as R
 from ltx_ane.models.transformer.modality import Modality
-from ltx_ane.models.transformer.presets import PRESETS
+from ltx_ane.models.config import load_preset
 from ltx_ane.reference import transformer as RT
 
 FP32_TOL = 1e-4  # max abs error <= FP32_TOL * max |reference|
@@ -20,7 +20,7 @@ FP32_TOL = 1e-4  # max abs error <= FP32_TOL * max |reference|
 
 def tiny_config(version: str, num_layers: int = 2, full_width: bool = False) -> dict:
     """A released config at reduced width (video 4 heads x 16, audio 4 x 8), or at full width."""
-    t = copy.deepcopy(PRESETS[version])
+    t = copy.deepcopy(load_preset(version)["transformer"])
     t["num_layers"] = num_layers
     if not full_width:
         t.update(num_attention_heads=4, attention_head_dim=16, cross_attention_dim=64, audio_num_attention_heads=4,

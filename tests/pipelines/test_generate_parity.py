@@ -17,7 +17,6 @@ from PIL import Image
 from ltx_ane import reference as R
 from ltx_ane.models.config import load_preset
 from ltx_ane.models.loading import Source
-from ltx_ane.models.transformer.presets import PRESETS
 from ltx_ane.pipelines import generate as G
 from ltx_ane.pipelines.denoise import PromptContexts
 from ltx_ane.reference import transformer as RT
@@ -31,7 +30,7 @@ TEXT_TOKENS = 16
 
 
 def _config() -> dict:
-    t = copy.deepcopy(PRESETS["ltx2"])
+    t = copy.deepcopy(load_preset("ltx2")["transformer"])
     t.update(num_layers=2, num_attention_heads=4, attention_head_dim=16, cross_attention_dim=64,
              audio_num_attention_heads=4, audio_attention_head_dim=8, audio_cross_attention_dim=32, caption_channels=48)
     raw = small_config("ltx2", base=4, latent=128)

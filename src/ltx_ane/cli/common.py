@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+from ltx_ane.models.config import MODEL_PRESETS
 from ltx_ane.models.loading import DTYPES, Source
 from ltx_ane.errors import LtxAneError
 from ltx_ane.io.checkpoint import human_bytes
@@ -20,7 +21,7 @@ def add_vae_source(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--vae", metavar="CKPT", help="VAE checkpoint: a .safetensors file (full LTX-2 checkpoint or "
                        "VAE-only) or a Hugging Face repo id in the local cache (org/name or org/name:file.safetensors)")
     group.add_argument("--config", metavar="FILE", help="config JSON in the form checkpoints embed, or a preset "
-                       "name (ltx2, ltx23); overrides the checkpoint's metadata")
+                       f"name ({', '.join(MODEL_PRESETS)}); overrides the checkpoint's metadata")
     group.add_argument("--random-weights", action="store_true", help="build the real architecture with random "
                        "weights (for trying the pipeline and timing; the output is noise)")
     add_dtype(group)

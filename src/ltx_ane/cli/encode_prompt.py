@@ -11,8 +11,7 @@ from ltx_ane.cli.common import Report, add_dtype, add_output, check_output_dir
 
 
 def register(subparsers) -> None:
-    from ltx_ane.models.text.config import PRESETS
-    from ltx_ane.models.text.prompt_store import DEFAULT_CACHE_DIR
+    from ltx_ane.models.config import MODEL_PRESETS
 
     p = subparsers.add_parser(
         "encode-prompt",
@@ -30,7 +29,8 @@ def register(subparsers) -> None:
     group.add_argument("--checkpoint", metavar="CKPT", help="the full LTX-2 checkpoint holding "
                        "text_embedding_projection.* and the embeddings connectors (a file or cached repo id)")
     group.add_argument("--config", metavar="FILE", help="LTX config JSON with a 'transformer' section, or a preset "
-                       f"({', '.join(PRESETS)}); overrides the checkpoint's metadata (random weights default: ltx2)")
+                       f"({', '.join(MODEL_PRESETS)}); overrides the checkpoint's metadata (random weights default: "
+                       "ltx2)")
     group.add_argument("--random-weights", action="store_true", help="random text projection and connectors at "
                        "the real architecture (the contexts are noise)")
     group.add_argument("--seed", type=int, default=0, help="seed for --random-weights (default 0)")
@@ -38,8 +38,8 @@ def register(subparsers) -> None:
     group.add_argument("--padded", action="store_true", help="run Gemma over all 1,024 positions as ltx-core does "
                        "(default: the valid tokens only, the same up to rounding and much cheaper)")
     cache = p.add_argument_group("cache")
-    cache.add_argument("--cache-dir", metavar="DIR", default=str(DEFAULT_CACHE_DIR),
-                       help=f"prompt cache, keyed by text, model hashes and version (default {DEFAULT_CACHE_DIR})")
+    cache.add_argument("--cache-dir", metavar="DIR", help="prompt cache, keyed by text, model hashes and version "
+                       "(default $LTX_ANE_CACHE/prompts, ~/.cache/ltx-ane/prompts)")
     cache.add_argument("--no-cache", action="store_true", help="neither read nor write the prompt cache")
     add_output(p, "output .safetensors (written atomically when both prompts are encoded)")
     p.set_defaults(run=run)

@@ -2,7 +2,7 @@
 
 Core ML can load and run models only on macOS; everywhere else this module raises a one-line error
 (conversion and inspection work on any OS). Compiling a ~1 GB package takes seconds to minutes, so the
-compiled ``.mlmodelc`` is cached under ``~/.cache/ltx-ane/coreml`` (or ``$LTX_ANE_CACHE``), named by the
+compiled ``.mlmodelc`` is cached under ``$LTX_ANE_CACHE/coreml`` (default ``~/.cache/ltx-ane``), named by the
 package's cache key: a re-converted package gets a new key, never a stale compiled model.
 
 Inputs and outputs keep the programs' layout (frames on the batch axis); ``layout.py`` has the host-side
@@ -19,6 +19,7 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
+from ltx_ane.cache import cache_root
 from ltx_ane.errors import LtxAneError
 
 COMPUTE_UNITS = ("CPU_AND_NE", "CPU_AND_GPU", "ALL", "CPU_ONLY")
@@ -33,7 +34,7 @@ def require_macos() -> None:
 
 
 def cache_dir() -> Path:
-    return Path(os.environ.get("LTX_ANE_CACHE", "~/.cache/ltx-ane")).expanduser() / "coreml"
+    return cache_root() / "coreml"
 
 
 def compile_cached(package: str | Path) -> Path:

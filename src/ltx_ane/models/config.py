@@ -14,12 +14,12 @@ from pathlib import Path
 
 from ltx_ane.errors import LtxAneError
 
-PRESETS = {
-    "ltx2": "ltx2_vae.json",
-    "ltx23": "ltx23_vae.json",
-    "spatial-x2": "ltx2_spatial_upscaler_x2.json",
-    "temporal-x2": "ltx2_temporal_upscaler_x2.json",
-}
+# Full configs (every component's section, as the checkpoints embed them): the released models, and "tiny", LTX-2
+# at reduced widths (2 transformer layers) for trying the pipeline with random weights on a small machine.
+MODEL_PRESETS = {"ltx2": "ltx2.json", "ltx23": "ltx23.json", "tiny": "tiny.json"}
+# The upscalers ship as separate files with configs of their own.
+UPSCALER_PRESETS = {"spatial-x2": "ltx2_spatial_upscaler_x2.json", "temporal-x2": "ltx2_temporal_upscaler_x2.json"}
+PRESETS = {**MODEL_PRESETS, **UPSCALER_PRESETS}
 
 
 def choice(section: dict, key: str, default: str, allowed, prefix: str = "vae.") -> str:
@@ -37,7 +37,8 @@ def positive_int(section: dict, key: str, default: int, prefix: str = "vae.") ->
 
 
 def load_preset(name: str) -> dict:
-    """The raw JSON of a shipped config: 'ltx2', 'ltx23', 'spatial-x2' or 'temporal-x2'."""
+    """The raw JSON of a shipped config: a full model's ('ltx2', 'ltx23', 'tiny'; sections ``transformer``,
+    ``vae``, ``audio_vae``, ``vocoder``, ``scheduler``) or an upscaler's ('spatial-x2', 'temporal-x2')."""
     if name not in PRESETS:
         raise LtxAneError(f"unknown preset {name!r} (known: {', '.join(PRESETS)})")
     return json.loads(resources.files("ltx_ane.models.presets").joinpath(PRESETS[name]).read_text())

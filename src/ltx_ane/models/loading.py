@@ -11,7 +11,7 @@ from __future__ import annotations
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 from ltx_ane.errors import LtxAneError
 from ltx_ane.io.checkpoint import apply_weights, load_tensors, read_header, resolve_checkpoint
@@ -57,12 +57,15 @@ class KeyOps:
 
     ``renames`` maps a file prefix to a model prefix (the first matching prefix wins; ``""`` matches every key);
     ``ignore`` names model-side keys the file may carry that the model does not hold (fixed buffers, unused
-    statistics); ``required`` is the prefix whose absence means the file holds no such component at all.
+    statistics); ``required`` is the prefix whose absence means the file holds no such component at all;
+    ``layout`` (model name, tensor) -> tensor turns a torch layout the generic apply does not know into MLX's
+    (the 3-D Conv1d and ConvTranspose1d weights, whose orders differ).
     """
 
     renames: tuple[tuple[str, str], ...]
     ignore: Callable[[str], bool] = field(default=lambda name: False)
     required: str = ""
+    layout: Callable[[str, Any], Any] | None = None
 
     def model_name(self, key: str) -> str | None:
         for file_prefix, model_prefix in self.renames:
@@ -89,6 +92,8 @@ def load_into_mlx(model, path: Path, ops: KeyOps, dtype, what: str) -> None:
     """Strictly apply a checkpoint's tensors to an MLX model (missing, unexpected, mis-shaped: one error)."""
     ops.check_present(path, what)
     tensors = load_tensors(path, dict(ops.renames), ignore=ops.ignore)
+    if ops.layout is not None:
+        tensors = {name: ops.layout(name, value) for name, value in tensors.items()}
     apply_weights(model, tensors, dtype, source=f"{path} ({what})")
 
 
@@ -105,15 +110,17 @@ def load_into_torch(module, path: str | Path, ops: KeyOps) -> None:
     module.to(torch.float32)
 
 
-# Name rules of the seeded random initialiser, first match wins: (suffix, kind).
-_STATISTIC_RULES = (("std-of-means", "std"), ("mean-of-means", "mean"))
+# Name rules of the seeded random initialiser, first match wins: (suffix, kind). Latent statistics (the VAEs')
+# and the text connectors' learnable registers, which the released init draws uniform in [-1, 1].
+_NAME_RULES = (("std-of-means", "std"), ("mean-of-means", "mean"), ("learnable_registers", "unit-uniform"))
 
 
 def randomize(model, dtype, seed: int = 0) -> None:
     """Real-architecture random weights, reproducible from ``seed``: matrices and kernels fan-in uniform (the
     scale of torch's default init), 1-D weights (norm scales) near 1, other vectors small; latent statistics
-    plausible (means near 0, stds in [0.5, 1.5]). Evaluated in groups of about 2^28 values, so a 19B model never
-    exists in float32 at once."""
+    plausible (means near 0, stds in [0.5, 1.5]); the text connectors' registers uniform in [-1, 1]. Buffers that
+    are computed rather than learned (filters, STFT bases) are the caller's to set afterwards. Evaluated in groups
+    of about 2^28 values, so a 19B model never exists in float32 at once."""
     import mlx.core as mx
     from mlx.utils import tree_flatten, tree_unflatten
 
@@ -127,9 +134,11 @@ def randomize(model, dtype, seed: int = 0) -> None:
 
     for name, p in tree_flatten(model.parameters()):
         key, sub = mx.random.split(key)
-        kind = next((k for suffix, k in _STATISTIC_RULES if name.endswith(suffix)), None)
+        kind = next((k for suffix, k in _NAME_RULES if name.endswith(suffix)), None)
         if kind == "std":
             value = mx.random.uniform(0.5, 1.5, p.shape, key=sub)
+        elif kind == "unit-uniform":
+            value = mx.random.uniform(-1, 1, p.shape, key=sub)
         elif kind == "mean":
             value = mx.random.normal(p.shape, key=sub) * 0.1
         elif p.ndim > 1:

@@ -32,13 +32,14 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ltx_ane.cache import cache_root
 from ltx_ane.errors import LtxAneError
 
 FORMAT = 1
 
 
 def default_profile_path() -> Path:
-    return Path(os.environ.get("LTX_ANE_CACHE", "~/.cache/ltx-ane")).expanduser() / "profile.json"
+    return cache_root() / "profile.json"
 
 
 @dataclass(frozen=True)

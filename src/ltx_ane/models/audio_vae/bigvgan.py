@@ -102,7 +102,12 @@ class FilterBuffer(nn.Module):
 
     def __init__(self, taps: np.ndarray):
         super().__init__()
+        self._taps = taps
         self.filter = mx.array(taps)
+
+    def reset(self, dtype) -> None:
+        """Back to the computed taps (after random weights, which must not touch a fixed filter)."""
+        self.filter = mx.array(self._taps).astype(dtype)
 
 
 class DownSample1d(nn.Module):

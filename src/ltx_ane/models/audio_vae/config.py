@@ -8,9 +8,7 @@ LTX-2's HiFi-GAN.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
-from importlib import resources
 
 from ltx_ane.errors import LtxAneError
 
@@ -18,14 +16,6 @@ from ltx_ane.errors import LtxAneError
 CAUSALITY_AXES = (None, "height", "width", "width-compatibility")
 # ltx-core's mel-frames-per-latent-frame (``LATENT_DOWNSAMPLE_FACTOR``): two x2 stages in time.
 LATENT_DOWNSAMPLE_FACTOR = 4
-PRESETS = {"ltx2": "ltx2_audio.json", "ltx23": "ltx23_audio.json"}
-
-
-def load_audio_preset(name: str) -> dict:
-    """The ``audio_vae`` and ``vocoder`` sections of a released model's config: 'ltx2' or 'ltx23'."""
-    if name not in PRESETS:
-        raise LtxAneError(f"unknown audio preset {name!r} (known: {', '.join(PRESETS)})")
-    return json.loads(resources.files("ltx_ane.models.presets").joinpath(PRESETS[name]).read_text())
 
 
 def _section(config: dict, key: str) -> dict:

@@ -21,24 +21,6 @@ V2_EXPECTED = {
     "caption_proj_input_norm": False,
 }
 
-# The text-related keys of the two released configs, for random weights without a checkpoint.
-PRESETS = {
-    "ltx2": {
-        "connector_attention_head_dim": 128, "connector_num_attention_heads": 30, "connector_num_layers": 2,
-        "connector_num_learnable_registers": 128, "connector_positional_embedding_max_pos": [4096],
-        "frequencies_precision": "float64", "rope_type": "split",
-    },
-    "ltx23": {
-        "connector_attention_head_dim": 128, "connector_num_attention_heads": 32, "connector_num_layers": 8,
-        "audio_connector_attention_head_dim": 64, "audio_connector_num_attention_heads": 32,
-        "connector_apply_gated_attention": True, "connector_num_learnable_registers": 128,
-        "connector_positional_embedding_max_pos": [4096], "frequencies_precision": "float64", "rope_type": "split",
-        "attention_head_dim": 128, "num_attention_heads": 32, "audio_attention_head_dim": 64,
-        "audio_num_attention_heads": 32, **V2_EXPECTED,
-    },
-}
-
-
 @dataclass(frozen=True)
 class ConnectorConfig:
     heads: int = 30

@@ -20,9 +20,9 @@ from pathlib import Path
 import numpy as np
 
 from ltx_ane import __version__
+from ltx_ane.cache import cache_root
 from ltx_ane.errors import LtxAneError
 
-DEFAULT_CACHE_DIR = Path("~/.cache/ltx-ane/prompts")
 CONTEXT_NAMES = ("video_context", "audio_context")
 NEGATIVE_SUFFIX = "_negative"
 # Small files identified by their content; larger ones (weights) by header and size.
@@ -127,11 +127,16 @@ def read_prompt_file(path: str | Path) -> PromptEmbeddings:
     return PromptEmbeddings(positive, negative, meta)
 
 
-class PromptCache:
-    """One prompt file per (text, model hashes, settings, version) key, in a directory."""
+def default_cache_dir() -> Path:
+    return cache_root() / "prompts"
 
-    def __init__(self, directory: str | Path = DEFAULT_CACHE_DIR):
-        self.directory = Path(directory).expanduser()
+
+class PromptCache:
+    """One prompt file per (text, model hashes, settings, version) key, in a directory (default
+    ``$LTX_ANE_CACHE/prompts``)."""
+
+    def __init__(self, directory: str | Path | None = None):
+        self.directory = Path(directory).expanduser() if directory is not None else default_cache_dir()
 
     @staticmethod
     def key(text: str, hashes: dict[str, str], settings: dict[str, str]) -> str:

@@ -15,11 +15,11 @@ import mlx.core as mx
 
 from ltx_ane.errors import LtxAneError
 from ltx_ane.io.checkpoint import apply_weights, load_tensors, read_header
+from ltx_ane.models.config import MODEL_PRESETS, load_preset
 from ltx_ane.models.loading import KeyOps, Source, mlx_dtype, randomize, resolve_config
 from ltx_ane.models.transformer.config import TransformerConfig
 from ltx_ane.models.transformer.lora import fuse_loras
 from ltx_ane.models.transformer.model import LTXModel
-from ltx_ane.models.transformer.presets import PRESETS
 from ltx_ane.models.transformer.quantize import QuantizeMode, check_quantizable, quantize_transformer
 
 TRANSFORMER_PREFIX = "model.diffusion_model."
@@ -42,11 +42,11 @@ def transformer_keys() -> KeyOps:
 
 def transformer_config(source: Source, preset: str = "ltx2") -> tuple[TransformerConfig, Path | None]:
     """The config (the source's own, else the checkpoint's embedded one, else a preset) and the resolved path."""
-    if preset not in PRESETS:
-        raise LtxAneError(f"unknown transformer preset {preset!r} (choose from {', '.join(PRESETS)})")
+    if preset not in MODEL_PRESETS:
+        raise LtxAneError(f"unknown transformer preset {preset!r} (choose from {', '.join(MODEL_PRESETS)})")
 
     def fallback(path):
-        return {"transformer": PRESETS[_preset_for(read_header(path)) if path is not None else preset]}
+        return load_preset(_preset_for(read_header(path)) if path is not None else preset)
 
     raw, path = resolve_config(source, TRANSFORMER_PREFIX, fallback, section="transformer")
     if path is not None:
@@ -79,7 +79,8 @@ def load_transformer(
 ) -> LTXModel:
     """The velocity model from ``source``; LoRAs (path, strength) fused at load, then optional quantisation.
 
-    ``preset`` ("ltx2" or "ltx23") picks the architecture for random weights without a config file.
+    ``preset`` (a model preset: "ltx2", "ltx23", ...) picks the architecture for random weights without a config
+    file.
     """
     config, path = transformer_config(source, preset)
     compute_dtype = mlx_dtype(dtype)
