@@ -62,21 +62,27 @@ def test_given_noise_decides_the_result(tmp_path):
     assert not np.allclose(results[0], results[2])
 
 
-def test_prompt_file_from_encode_prompt_and_a_batch_with_overlap(tmp_path):
+def test_prompt_file_from_encode_prompt_and_a_batch_with_overlap(tmp_path, capsys):
     prompt = tmp_path / "prompt.safetensors"
     assert main(["encode-prompt", "a fox", "--random-weights", "--config", "tiny", "--no-cache", "-o", str(prompt)]) == 0
     assert run("--prompt-embeddings", prompt, "-o", tmp_path / "p.mp4") == 0
     assert streams(tmp_path / "p.mp4")[0] == 9
     prompts = tmp_path / "prompts.txt"
     prompts.write_text("a fox\n\na hare\n")
-    assert run("--prompts", prompts, "--overlap", "-o", tmp_path / "batch.mp4") == 0
+    # The overlap with two engines on Linux: MLX (CPU) and ltx-core decode the tiles of one video in the background
+    # while the next one denoises.
+    assert run("--prompts", prompts, "--overlap", "--decoder-backend", "mlx,torch", "--tiling", "9x128x128",
+               "-o", tmp_path / "batch.mp4") == 0
     for name in ("batch_1.mp4", "batch_2.mp4"):
         assert streams(tmp_path / name)[:2] == (9, 24.0)
+    lines = [line for line in capsys.readouterr().out.splitlines() if "decoded in the background" in line]
+    assert len(lines) == 2 and all("mlx" in line and "torch" in line for line in lines)
+    assert all(" 0 tiles" not in line for line in lines)  # both engines decoded tiles of each video
 
 
 @pytest.mark.parametrize("args,message", [
     (["--prompt", "x", "--frames", "10"], "8k+1"),
-    (["--prompt", "x", "--height", "96"], "multiple of 64"),
+    (["--prompt", "x", "--height", "96"], "multiples of 64"),
     (["--prompt", "x", "--image", "missing.png"], "image not found"),
     (["--prompt", "x", "--crf", "60"], "--crf must be 0-51"),
     (["--prompt", "   "], "no prompt"),
@@ -99,8 +105,8 @@ def test_keyframe_outside_the_video_and_missing_checkpoint(tmp_path, capsys):
     assert "outside the video" in capsys.readouterr().err
     assert main(["generate", "--prompt", "x", "-o", str(tmp_path / "o.mp4")]) == 2
     assert "no checkpoint" in capsys.readouterr().err
-    assert main(["generate", "--prompt", "x", "--checkpoint", str(tmp_path / "none.safetensors"),
-                 "-o", str(tmp_path / "o.mp4")]) == 2
+    assert main(["generate", "--prompt", "x", "--pipeline", "one-stage", "--checkpoint",
+                 str(tmp_path / "none.safetensors"), "-o", str(tmp_path / "o.mp4")]) == 2
     assert "not found" in capsys.readouterr().err
     assert not (tmp_path / "o.mp4").exists()
 

@@ -269,10 +269,13 @@ def test_pipeline_matches_ltx_pipelines(files, name, images, steps):
 def test_default_guidance_and_negative_prompt_are_ltx_pipelines_own():
     from ltx_pipelines.utils import constants as C
 
-    assert vars(G.LTX2_VIDEO_GUIDANCE) == vars(C.LTX_2_PARAMS.video_guider_params)
-    assert vars(G.LTX2_AUDIO_GUIDANCE) == vars(C.LTX_2_PARAMS.audio_guider_params)
-    assert vars(G.LTX23_VIDEO_GUIDANCE) == vars(C.LTX_2_3_PARAMS.video_guider_params)
-    assert vars(G.HQ_VIDEO_GUIDANCE) == vars(C.LTX_2_3_HQ_PARAMS.video_guider_params)
-    assert vars(G.HQ_AUDIO_GUIDANCE) == vars(C.LTX_2_3_HQ_PARAMS.audio_guider_params)
+    def fields(params):
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in vars(params).items()}
+
+    assert fields(G.LTX2_VIDEO_GUIDANCE) == fields(C.LTX_2_PARAMS.video_guider_params)
+    assert fields(G.LTX2_AUDIO_GUIDANCE) == fields(C.LTX_2_PARAMS.audio_guider_params)
+    assert fields(G.LTX23_VIDEO_GUIDANCE) == fields(C.LTX_2_3_PARAMS.video_guider_params)
+    assert fields(G.HQ_VIDEO_GUIDANCE) == fields(C.LTX_2_3_HQ_PARAMS.video_guider_params)
+    assert fields(G.HQ_AUDIO_GUIDANCE) == fields(C.LTX_2_3_HQ_PARAMS.audio_guider_params)
     assert G.DEFAULT_NEGATIVE_PROMPT == C.DEFAULT_NEGATIVE_PROMPT
     assert list(G.DISTILLED_SIGMAS) == C.DISTILLED_SIGMA_VALUES and list(G.STAGE_2_SIGMAS) == C.STAGE_2_DISTILLED_SIGMA_VALUES

@@ -117,6 +117,8 @@ class VideoOutput:
                 stack.__exit__(*sys.exc_info())
                 raise
             stack.close()
+            line = common.throughput_line("decoder", handle.throughput)
+            print(f"{path}: decoded in the background" + (f"; {line}" if line else ""))
 
     def close(self) -> None:
         for handle, stack, _ in self.pending:
