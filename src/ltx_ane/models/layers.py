@@ -1,6 +1,7 @@
-"""Building blocks shared by the MLX VAE: causal 3-D conv, pixel norm, residual blocks, depth/space shuffles.
+"""Building blocks shared by the MLX models: for the VAE a causal 3-D conv, pixel norm, residual blocks, depth/space
+shuffles; for the transformer and the text connectors the GELU-tanh feed-forward.
 
-Activations are channels-last, (B, F, H, W, C), the layout MLX's ``conv3d`` takes. Module and parameter
+The VAE's activations are channels-last, (B, F, H, W, C), the layout MLX's ``conv3d`` takes. Module and parameter
 names follow ltx-core one-to-one, so checkpoint keys map onto them by stripping a prefix.
 """
 
@@ -135,3 +136,26 @@ class PerChannelStatistics(nn.Module):
 
     def un_normalize(self, x: mx.array) -> mx.array:
         return x * self["std-of-means"].astype(x.dtype) + self["mean-of-means"].astype(x.dtype)
+
+
+class GELUApprox(nn.Module):
+    def __init__(self, dim_in: int, dim_out: int):
+        super().__init__()
+        self.proj = nn.Linear(dim_in, dim_out)
+
+    def __call__(self, x: mx.array) -> mx.array:
+        return nn.gelu_approx(self.proj(x))
+
+
+class FeedForward(nn.Module):
+    """Linear (x4), GELU (tanh), Linear; ``net.0.proj`` and ``net.2`` as in the checkpoints (ltx-core's
+    ``FeedForward``, used by the transformer blocks and the text connectors)."""
+
+    def __init__(self, dim: int, dim_out: int | None = None, mult: int = 4):
+        super().__init__()
+        self.net = [GELUApprox(dim, dim * mult), nn.Identity(), nn.Linear(dim * mult, dim_out or dim)]
+
+    def __call__(self, x: mx.array) -> mx.array:
+        for layer in self.net:
+            x = layer(x)
+        return x

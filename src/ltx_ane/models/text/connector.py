@@ -16,6 +16,7 @@ import mlx.nn as nn
 import numpy as np
 
 from ltx_ane.errors import LtxAneError
+from ltx_ane.models.layers import FeedForward
 from ltx_ane.models.text.config import ConnectorConfig
 
 NORM_EPS = 1e-6
@@ -108,24 +109,6 @@ class Attention(nn.Module):
         return self.to_out[0](out.reshape(b, t, -1))
 
 
-class GELUApprox(nn.Module):
-    def __init__(self, dim_in: int, dim_out: int):
-        super().__init__()
-        self.proj = nn.Linear(dim_in, dim_out)
-
-    def __call__(self, x: mx.array) -> mx.array:
-        return nn.gelu_approx(self.proj(x))
-
-
-class FeedForward(nn.Module):
-    def __init__(self, dim: int, mult: int = 4):
-        super().__init__()
-        self.net = [GELUApprox(dim, dim * mult), nn.Identity(), nn.Linear(dim * mult, dim)]
-
-    def __call__(self, x: mx.array) -> mx.array:
-        for layer in self.net:
-            x = layer(x)
-        return x
 
 
 class BasicTransformerBlock1D(nn.Module):

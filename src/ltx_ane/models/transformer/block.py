@@ -12,6 +12,7 @@ from dataclasses import dataclass, replace
 import mlx.core as mx
 import mlx.nn as nn
 
+from ltx_ane.models.layers import FeedForward
 from ltx_ane.models.transformer.attention import Attention
 from ltx_ane.models.transformer.config import TransformerConfig
 from ltx_ane.models.transformer.fused import gated_residual, modulate
@@ -53,26 +54,6 @@ def table_rows(table: mx.array, dtype) -> list[mx.array]:
     return mx.split(table if table.dtype == dtype else table.astype(dtype), table.shape[0], axis=0)
 
 
-class FeedForward(nn.Module):
-    """Linear (x4), GELU (tanh), Linear; ``net.0.proj`` and ``net.2`` as in the checkpoint."""
-
-    def __init__(self, dim: int, dim_out: int, mult: int = 4):
-        super().__init__()
-        self.net = [GELUApprox(dim, dim * mult), nn.Identity(), nn.Linear(dim * mult, dim_out)]
-
-    def __call__(self, x: mx.array) -> mx.array:
-        for layer in self.net:
-            x = layer(x)
-        return x
-
-
-class GELUApprox(nn.Module):
-    def __init__(self, dim_in: int, dim_out: int):
-        super().__init__()
-        self.proj = nn.Linear(dim_in, dim_out)
-
-    def __call__(self, x: mx.array) -> mx.array:
-        return nn.gelu_approx(self.proj(x))
 
 
 class BasicAVTransformerBlock(nn.Module):
