@@ -53,6 +53,7 @@ def bench_one(kind, size, args, torch_device, tmp: Path) -> dict:
     import torch
 
     from ltx_ane import reference as R
+    from ltx_ane.reference import upscaler as RU
     from ltx_ane.models.config import load_preset
     from ltx_ane.models.loading import Source
     from ltx_ane.models.upscaler.loader import load_upscaler
@@ -61,9 +62,9 @@ def bench_one(kind, size, args, torch_device, tmp: Path) -> dict:
     cfg = load_preset(f"{kind}-x2")
     if args.mid_channels:
         cfg["mid_channels"] = args.mid_channels
-    ref_model = R.build_upscaler(cfg, seed=args.seed)
+    ref_model = RU.build_upscaler(cfg, seed=args.seed)
     path = tmp / f"{kind}.safetensors"
-    R.write_checkpoint(path, R.upscaler_state_dict(ref_model), cfg)
+    R.write_checkpoint(path, RU.upscaler_state_dict(ref_model), cfg)
     R.load_checkpoint_into(ref_model, path, {"": ""})  # the bf16-rounded weights, in float32
     ref_model.to(torch_device)
     n_params = sum(p.numel() for p in ref_model.parameters())

@@ -82,6 +82,7 @@ def main():
     import torch
 
     from ltx_ane import reference as R
+    from ltx_ane.reference import video_vae as RV
     from ltx_ane.models.config import load_config_file
     from ltx_ane.models.loading import Source
     from ltx_ane.models.video_vae.loader import load_decoder, load_encoder
@@ -96,7 +97,7 @@ def main():
     tdtype = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[args.dtype]
     T, M = Torch(args.device), Mlx()
     tmp = Path(tempfile.mkdtemp())
-    ckpt = R.write_checkpoint(tmp / "vae.safetensors", R.vae_state_dict(R.build_decoder(raw), R.build_encoder(raw)), raw)
+    ckpt = R.write_checkpoint(tmp / "vae.safetensors", RV.vae_state_dict(RV.build_decoder(raw), RV.build_encoder(raw)), raw)
     rows = []
     machine = {
         "platform": platform.platform(),
@@ -109,7 +110,7 @@ def main():
     print(json.dumps(machine))
 
     def sweep(part, sizes, modes):
-        build = R.reference_decoder_from_checkpoint if part == "decode" else R.reference_encoder_from_checkpoint
+        build = RV.reference_decoder_from_checkpoint if part == "decode" else RV.reference_encoder_from_checkpoint
         ref32 = build(ckpt, raw)
         ref = build(ckpt, raw).to(args.device, tdtype)
         model = (load_decoder if part == "decode" else load_encoder)(Source(str(ckpt)), args.dtype)

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from ltx_ane import reference as R
+from ltx_ane.reference import upscaler as RU
 from ltx_ane.cli.main import main
 from ltx_ane.models.config import load_preset
 from ltx_ane.io.latents import LatentFile, read_video_tensor, write_latent
@@ -32,7 +33,7 @@ def files(tmp_path_factory):
     out = {"vae": write_vae(d / "vae.safetensors", small_config("ltx2"))}
     for kind in ("spatial", "temporal"):
         cfg = upscaler_config(kind)
-        out[kind] = R.write_checkpoint(d / f"{kind}.safetensors", R.upscaler_state_dict(R.build_upscaler(cfg)), cfg)
+        out[kind] = R.write_checkpoint(d / f"{kind}.safetensors", RU.upscaler_state_dict(RU.build_upscaler(cfg)), cfg)
         (d / f"{kind}.json").write_text(json.dumps(cfg))
         out[f"{kind}_config"] = d / f"{kind}.json"
     out["vae_config"] = d / "vae.json"

@@ -61,15 +61,15 @@ class Setup:
 
 
 def _vae_tensors(module, component: str) -> dict:
-    from ltx_ane import reference as R
+    from ltx_ane.reference import video_vae as RV
 
-    return R.vae_state_dict(**{component: module})
+    return RV.vae_state_dict(**{component: module})
 
 
 def _upscaler_tensors(module, component: str) -> dict:
-    from ltx_ane import reference as R
+    from ltx_ane.reference import upscaler as RU
 
-    return R.upscaler_state_dict(module)
+    return RU.upscaler_state_dict(module)
 
 
 # Per model family: the device preset's width overrides, the config section they apply to, and how its
