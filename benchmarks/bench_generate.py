@@ -109,6 +109,8 @@ def run_reference(full, upscaler_cfg, contexts, frames, height, width, runs, war
     import torch
 
     from ltx_ane import reference as R
+    from ltx_ane.reference import video_vae as RV
+    from ltx_ane.reference import upscaler as RU
     from ltx_ane.reference import audio as RA
     from ltx_ane.reference import transformer as RT
 
@@ -128,9 +130,9 @@ def run_reference(full, upscaler_cfg, contexts, frames, height, width, runs, war
     dtype = torch.bfloat16
     dev = torch.device(device)
     transformer = X0Model(RT.build_transformer(full, seed=0, device=device, dtype=dtype)).eval()
-    encoder = R.build_encoder(full).to(dev, dtype).eval()
-    decoder = R.build_decoder(full).to(dev, dtype).eval()
-    upscaler = R.build_upscaler(upscaler_cfg).to(dev, dtype).eval()
+    encoder = RV.build_encoder(full).to(dev, dtype).eval()
+    decoder = RV.build_decoder(full).to(dev, dtype).eval()
+    upscaler = RU.build_upscaler(upscaler_cfg).to(dev, dtype).eval()
     audio_cfg = _audio_config(full)
     audio_decoder = RA.build_audio_decoder(audio_cfg).to(dev, dtype).eval()
     vocoder = RA.build_vocoder(audio_cfg).to(dev, dtype).eval()

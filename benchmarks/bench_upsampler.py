@@ -3,8 +3,8 @@
 
 Random weights at the real architecture (the released files cannot be downloaded here): ltx-core's model is
 given random weights, written as a released-format bf16 file, and both sides load that file, so they compute
-with the same numbers. Timed: the upscaler's forward pass alone, in --dtype (default bf16), median and range of
---runs runs after --warmup. Also reported: peak memory (MLX: mx.get_peak_memory; torch on CUDA:
+with the same numbers. Timed: the upscaler's forward pass alone, in --dtype (default bf16), MLX and ltx-core
+interleaved (A/B/A/B, each call including its synchronisation), median and range of --runs runs after --warmup. Also reported: peak memory (MLX: mx.get_peak_memory; torch on CUDA:
 torch.cuda.max_memory_allocated; not measured for torch on CPU) and the error of each side's --dtype output
 against ltx-core in float32.
 
@@ -53,6 +53,7 @@ def bench_one(kind, size, args, torch_device, tmp: Path) -> dict:
     import torch
 
     from ltx_ane import reference as R
+    from ltx_ane.reference import upscaler as RU
     from ltx_ane.models.config import load_preset
     from ltx_ane.models.loading import Source
     from ltx_ane.models.upscaler.loader import load_upscaler
@@ -61,9 +62,9 @@ def bench_one(kind, size, args, torch_device, tmp: Path) -> dict:
     cfg = load_preset(f"{kind}-x2")
     if args.mid_channels:
         cfg["mid_channels"] = args.mid_channels
-    ref_model = R.build_upscaler(cfg, seed=args.seed)
+    ref_model = RU.build_upscaler(cfg, seed=args.seed)
     path = tmp / f"{kind}.safetensors"
-    R.write_checkpoint(path, R.upscaler_state_dict(ref_model), cfg)
+    R.write_checkpoint(path, RU.upscaler_state_dict(ref_model), cfg)
     R.load_checkpoint_into(ref_model, path, {"": ""})  # the bf16-rounded weights, in float32
     ref_model.to(torch_device)
     n_params = sum(p.numel() for p in ref_model.parameters())
@@ -82,14 +83,7 @@ def bench_one(kind, size, args, torch_device, tmp: Path) -> dict:
         reference = ref_model(xt).float().cpu().numpy()  # float32 reference
         ref_model.to(torch_dtype)
         xt_low = xt.to(torch_dtype)
-        if cuda:
-            torch.cuda.empty_cache()
-            torch.cuda.reset_peak_memory_stats()
-        t_times, t_out = timed(lambda: ref_model(xt_low), tsync, args.runs, args.warmup)
-        t_peak = torch.cuda.max_memory_allocated() if cuda else None
-        t_kernels = cuda_kernel_time(lambda: ref_model(xt_low), tsync) if cuda and args.kernel_time else {}
-        t_out = t_out.float().cpu().numpy()
-    del ref_model, xt, xt_low
+    del xt
     if cuda:
         torch.cuda.empty_cache()
 
@@ -98,18 +92,46 @@ def bench_one(kind, size, args, torch_device, tmp: Path) -> dict:
     mx.eval(xm)
     mx.clear_cache()
     m_base = mx.get_active_memory()
-    mx.reset_peak_memory()
 
     def mlx_run():
         y = model(xm)
         mx.eval(y)
         return y
 
-    first_s, _ = timed_call(mlx_run, mx.synchronize)  # includes tracing and kernel builds, when compiled
-    m_times, m_out = timed(mlx_run, mx.synchronize, args.runs, args.warmup)
-    m_peak = mx.get_peak_memory()
+    def torch_run():
+        with torch.inference_mode():
+            return ref_model(xt_low)
+
+    def reset_torch_peak():
+        if cuda:
+            torch.cuda.empty_cache()
+            torch.cuda.reset_peak_memory_stats()
+
+    # Interleaved A/B/A/B, each call whole with its synchronisation, so a drift in clocks or load hits both sides.
+    # The first call of each side is its first-run time (MLX's includes tracing and kernel builds when compiled).
+    sides = {"mlx": (mlx_run, mx.synchronize, lambda: (mx.clear_cache(), mx.reset_peak_memory()), mx.get_peak_memory),
+             "ltx_core": (torch_run, tsync, reset_torch_peak,
+                          (lambda: torch.cuda.max_memory_allocated()) if cuda else (lambda: None))}
+    times = {name: [] for name in sides}
+    peaks, first, outs = {name: None for name in sides}, {}, {}
+    for i in range(args.warmup + args.runs):
+        for name, (run, sync, reset_peak, peak) in sides.items():
+            reset_peak()
+            dt, outs[name] = timed_call(run, sync)
+            if i == 0:
+                first[name] = dt
+            if i >= args.warmup:
+                times[name].append(dt)
+                if peak() is not None:
+                    peaks[name] = max(peaks[name] or 0, peak())
+    m_out = np.array(outs.pop("mlx").astype(mx.float32))
+    t_out = outs.pop("ltx_core").float().cpu().numpy()
+    t_kernels = cuda_kernel_time(torch_run, tsync) if cuda and args.kernel_time else {}
     m_kernels = cuda_kernel_time(mlx_run, mx.synchronize) if cuda and args.kernel_time else {}
-    m_out = np.array(m_out.astype(mx.float32))
+    del ref_model, xt_low
+    if cuda:
+        torch.cuda.empty_cache()
+    m_times, t_times, m_peak, t_peak, first_s = times["mlx"], times["ltx_core"], peaks["mlx"], peaks["ltx_core"], first["mlx"]
     compiled = model.compiled
     if compiled:  # the same model run op by op, for the record of what mx.compile buys
         model.compile = False
@@ -127,7 +149,7 @@ def bench_one(kind, size, args, torch_device, tmp: Path) -> dict:
         "mlx": {**summary(m_times), "peak_bytes": m_peak, "peak_above_weights_bytes": m_peak - m_base,
                 "first_call_s": first_s, "compiled": compiled, **m_kernels},
         "mlx_uncompiled": eager if compiled else None,
-        "ltx_core": {**summary(t_times), "peak_bytes": t_peak, **t_kernels},
+        "ltx_core": {**summary(t_times), "peak_bytes": t_peak, "first_call_s": first["ltx_core"], **t_kernels},
         "mlx_vs_fp32": {"max_rel_err": rel_err(reference, m_out), "psnr_db": psnr(reference, m_out)},
         "ltx_core_vs_fp32": {"max_rel_err": rel_err(reference, t_out), "psnr_db": psnr(reference, t_out)},
     }
@@ -168,7 +190,8 @@ def markdown(meta: dict, rows: list[dict]) -> str:
         "",
         f"- machine: {meta['machine']}; torch device {meta['torch_device']}, MLX device {meta['mlx_device']}",
         f"- mlx {meta['mlx']}, torch {meta['torch']}, ltx-core {meta['ltx_core']}",
-        f"- dtype {meta['dtype']}; {meta['runs']} timed runs after {meta['warmup']} warm-up; batch 1",
+        f"- dtype {meta['dtype']}; {meta['runs']} timed runs after {meta['warmup']} warm-up, MLX and ltx-core "
+        "interleaved; times are medians over the timed runs (range in brackets); batch 1",
         "- MLX settings from the environment: "
         + (", ".join(f"{k}={v}" for k, v in sorted(meta.get("mlx_env", {}).items())) or "none (MLX's defaults)"),
         f"- command: `python benchmarks/{meta['command']}`",
@@ -234,7 +257,7 @@ def main(argv=None) -> int:
                    help="gpu: MLX's GPU and torch CUDA; cpu: both on the CPU; auto: gpu when torch sees CUDA")
     p.add_argument("--sizes", nargs="+", type=parse_size, metavar="KIND:FxHxW",
                    help=f"latent sizes (default: {' '.join(DEFAULT_SIZES)})")
-    p.add_argument("--smoke", action="store_true",
+    p.add_argument("--smoke", "--small", action="store_true",
                    help=f"tiny run for a CPU: {' '.join(SMOKE_SIZES)} at width {SMOKE_MID}, 3 runs")
     p.add_argument("--mid-channels", type=int, help="override the upscalers' width (default: the real one)")
     p.add_argument("--dtype", choices=("bf16", "fp16", "fp32"), default="bf16")
@@ -248,6 +271,8 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     if args.runs < 3:
         p.error("--runs must be at least 3 (median and range)")
+    if args.warmup < 1:
+        p.error("--warmup must be at least 1 (the first call is the first-run time, never a timed one)")
     if args.smoke:
         args.sizes = args.sizes or [parse_size(s) for s in SMOKE_SIZES]
         args.mid_channels = args.mid_channels or SMOKE_MID

@@ -4,8 +4,14 @@ Random weights at the real architecture (timing does not depend on values). Per 
 ``--runs`` timed calls after a warm-up, MLX and torch interleaved A/B/A/B, each call including its
 synchronisation; peak memory per backend; max error and PSNR against ltx-core in fp32.
 
+Tiled rows cut the same tiles on both sides: ``--tile FxS`` is ltx-core's ``TilingConfig`` (temporal tiles of
+F-1 frames, which its causal split extends to F after the first, spatial tiles of S px, overlaps 24 frames and
+64 px, its defaults), and MLX runs exactly the tile ltx-core cuts from each video (decode: S px on the long
+side, the short side scaled by the aspect ratio as ltx-core does; encode: S x S), unbalanced, with the same
+minimum overlaps. Each row is labelled with that tile in pixels.
+
   python benchmarks/bench_vae.py --device cuda --out benchmarks/results      # the lent GPU machine
-  python benchmarks/bench_vae.py --smoke                                     # seconds, on a CPU
+  python benchmarks/bench_vae.py --smoke                                     # a few minutes on a CPU
 """
 
 from __future__ import annotations
@@ -32,12 +38,14 @@ def parse_args():
     p.add_argument("--sizes", nargs="+", default=["121x512x768", "121x704x1280"], help="pixel FxHxW")
     p.add_argument("--parts", nargs="+", default=["decode", "encode"], choices=["decode", "encode"])
     p.add_argument("--modes", nargs="+", default=["untiled", "tiled"], choices=["untiled", "tiled"])
-    p.add_argument("--tile", default="65x448x448", help="MLX pixel tile for tiled mode (ltx-core uses its default)")
+    p.add_argument("--tile", default="65x512", help="FxS: the tile of tiled rows on both sides, F frames (8k+1) "
+                   "and S px (a multiple of 32), as ltx-core's TilingConfig takes it (default 65x512: its default)")
     p.add_argument("--length-sweep", nargs="*", default=[], help="extra pixel FxHxW sizes, tiled decode only, "
                    "to show memory against video length")
     p.add_argument("--runs", type=int, default=3)
     p.add_argument("--warmup", type=int, default=1)
-    p.add_argument("--smoke", action="store_true", help="reduced widths and a tiny size, for a CPU")
+    p.add_argument("--smoke", "--small", action="store_true", help="reduced decoder width and a tiny size, "
+                   "for a CPU")
     p.add_argument("--out", help="directory for <name>.json and <name>.md")
     p.add_argument("--name", default=None, help="result file stem (default vae_<device>)")
     return p.parse_args()
@@ -76,27 +84,70 @@ class Mlx:
         return self.mx.get_peak_memory()
 
 
+def parse_shared_tile(text: str) -> tuple[int, int]:
+    """'FxS' -> (frames, side px), checked against what ltx-core's TilingConfig accepts with its overlaps."""
+    try:
+        frames, side = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise SystemExit(f"--tile {text!r} is not FxS, e.g. 65x512") from None
+    if (frames - 1) % 8 or frames - 1 <= TEMPORAL_OVERLAP_FRAMES or side % 32 or side <= SPATIAL_OVERLAP_PX:
+        raise SystemExit(f"--tile {text!r}: F must be 8k+1 above {TEMPORAL_OVERLAP_FRAMES + 1} and S a multiple of "
+                         f"32 above {SPATIAL_OVERLAP_PX}")
+    return frames, side
+
+
+# ltx-core's default overlaps, the minimum ones of the MLX tiler too (3 and 2 latents).
+TEMPORAL_OVERLAP_FRAMES, SPATIAL_OVERLAP_PX = 24, 64
+
+
+def ltx_core_tiling(text: str):
+    from ltx_core.model.video_vae import SpatialTilingConfig, TemporalTilingConfig, TilingConfig
+
+    frames, side = parse_shared_tile(text)
+    return TilingConfig(spatial_config=SpatialTilingConfig(side, SPATIAL_OVERLAP_PX),
+                        temporal_config=TemporalTilingConfig(frames - 1, TEMPORAL_OVERLAP_FRAMES))
+
+
+def shared_tile(part: str, grid, text: str) -> tuple[int, int, int]:
+    """The latent tile ltx-core cuts from ``grid`` for ``--tile`` (its ``_prepare_tiles`` for the decoder,
+    ``prepare_tiles_for_encoding`` for the encoder), clipped to the grid, which MLX then runs unbalanced."""
+    frames, side = parse_shared_tile(text)
+    f, h, w = grid
+    s = side // 32
+    if part == "decode":  # the long side gets S px, the other its share; never below overlap + 1
+        th, tw = (max(SPATIAL_OVERLAP_PX // 32 + 1, round(s * n / max(h, w))) for n in (h, w))
+    else:
+        th = tw = s
+    return min((frames - 1) // 8 + 1, f), min(th, h), min(tw, w)
+
+
+def tile_px(tile) -> str:
+    f, h, w = tile
+    return f"{(f - 1) * 8 + 1}x{h * 32}x{w * 32}"
+
+
 def main():
     args = parse_args()
     import mlx.core as mx
     import torch
 
     from ltx_ane import reference as R
+    from ltx_ane.reference import video_vae as RV
     from ltx_ane.models.config import load_config_file
     from ltx_ane.models.loading import Source
     from ltx_ane.models.video_vae.loader import load_decoder, load_encoder
     from ltx_ane.pipelines.video import decode_frames, encode_video
-    from ltx_ane.runtime.tiling import make_plan, parse_tile_spec
+    from ltx_ane.runtime.tiling import make_plan
 
     raw = load_config_file(args.config)
     if args.smoke:
-        raw["vae"]["decoder_base_channels"] = 8
+        raw["vae"]["decoder_base_channels"] = 8  # the encoder keeps its width: ltx-core reads no key for it
         raw["vae"]["latent_channels"] = 16
-        args.sizes, args.tile, args.runs = ["17x64x128"], "17x64x96", max(1, min(args.runs, 2))
+        args.sizes, args.tile, args.runs = ["41x64x128"], "33x96", 2
     tdtype = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[args.dtype]
     T, M = Torch(args.device), Mlx()
     tmp = Path(tempfile.mkdtemp())
-    ckpt = R.write_checkpoint(tmp / "vae.safetensors", R.vae_state_dict(R.build_decoder(raw), R.build_encoder(raw)), raw)
+    ckpt = R.write_checkpoint(tmp / "vae.safetensors", RV.vae_state_dict(RV.build_decoder(raw), RV.build_encoder(raw)), raw)
     rows = []
     machine = {
         "platform": platform.platform(),
@@ -106,10 +157,11 @@ def main():
         "torch": torch.__version__,
         "gpu": torch.cuda.get_device_name() if args.device == "cuda" else None,
     }
-    print(json.dumps(machine))
+    weights = "random weights, " + ("reduced decoder width (smoke)" if args.smoke else "real architecture")
+    print(json.dumps({**machine, "weights": weights}))
 
     def sweep(part, sizes, modes):
-        build = R.reference_decoder_from_checkpoint if part == "decode" else R.reference_encoder_from_checkpoint
+        build = RV.reference_decoder_from_checkpoint if part == "decode" else RV.reference_encoder_from_checkpoint
         ref32 = build(ckpt, raw)
         ref = build(ckpt, raw).to(args.device, tdtype)
         model = (load_decoder if part == "decode" else load_encoder)(Source(str(ckpt)), args.dtype)
@@ -134,31 +186,30 @@ def main():
             gc.collect()
             x_dev = x_t.to(args.device, tdtype)
             for mode in modes:
-                tile = parse_tile_spec(args.tile) if mode == "tiled" else None
+                tile = shared_tile(part, grid, args.tile) if mode == "tiled" else None
 
                 # Timed decodes consume the streamed chunks as a video writer would, without keeping them;
                 # one more untimed call per backend keeps the frames for the error.
                 def run_mlx(keep=False):
                     if part == "decode":
                         chunks = []
-                        for c in decode_frames(model, x_mx, tile):
+                        for c in decode_frames(model, x_mx, tile, balance=False):
                             mx.eval(c)
                             if keep:
                                 chunks.append(c)
                         return mx.concatenate(chunks, axis=1) if keep else None
-                    return encode_video(model, x_mx, tile)
+                    return encode_video(model, x_mx, tile, balance=False)
 
                 def run_torch(keep=False):
-                    from ltx_core.model.video_vae import TilingConfig
-
                     with torch.no_grad():
                         if mode == "untiled":
                             return ref(x_dev)
                         if part == "decode":
-                            chunks = [c if keep else c.sum() for c in ref.tiled_decode(x_dev, TilingConfig.default())]
+                            chunks = [c if keep else c.sum() for c in ref.tiled_decode(x_dev, tiling)]
                             return torch.cat(chunks, dim=2) if keep else None
-                        return ref.tiled_encode(x_dev, TilingConfig.default())
+                        return ref.tiled_encode(x_dev, tiling)
 
+                tiling = ltx_core_tiling(args.tile) if tile else None
                 times = {"mlx": [], "torch": []}
                 peaks = {}
                 outs = {}
@@ -177,9 +228,11 @@ def main():
                     mlx_out = mlx_out.transpose(0, 4, 1, 2, 3)
                 torch_out = outs["torch"].float().cpu().numpy()
                 del outs
-                used = make_plan(grid, tile, balance=True).latent_tile_shape if tile else None
+                used = make_plan(grid, tile).latent_tile_shape if tile else None
                 row = {"part": part, "size": size, "latent": list(grid), "mode": mode, "dtype": args.dtype,
-                       "mlx_tile_latents": list(used) if used else None}
+                       "tile_latents": list(used) if used else None,
+                       "tile_px": tile_px(used) if used else None,
+                       "ltx_core_tiling": args.tile if tile else None}
                 for name, out in (("mlx", mlx_out), ("torch", torch_out)):
                     ts = times[name]
                     row[name] = {
@@ -210,8 +263,8 @@ def main():
         out_dir = Path(args.out)
         out_dir.mkdir(parents=True, exist_ok=True)
         name = args.name or f"vae_{args.device}{'_smoke' if args.smoke else ''}"
-        result = {"command": " ".join(sys.argv), "machine": machine, "weights": "random, real architecture"
-                  if not args.smoke else "random, reduced widths (smoke)", "config": args.config, "rows": rows}
+        result = {"command": " ".join(sys.argv), "machine": machine, "weights": weights, "config": args.config,
+                  "rows": rows}
         (out_dir / f"{name}.json").write_text(json.dumps(result, indent=1))
         (out_dir / f"{name}.md").write_text(markdown(result))
         print(f"wrote {out_dir / name}.json and .md")
@@ -227,7 +280,9 @@ def markdown(result) -> str:
         f"torch {m['torch']}.  ",
         "Times: median of the timed runs after warm-up [min-max], each including synchronisation; MLX and torch "
         "interleaved. Peak: MLX `get_peak_memory`, torch `max_memory_allocated` (weights included). "
-        "Error: PSNR of each bf16 output against ltx-core in fp32 (untiled rows).",
+        "Error: PSNR of each bf16 output against ltx-core in fp32 (untiled rows). Tiled rows: both sides cut the "
+        "tile shown, from ltx-core's TilingConfig of `--tile` (F-1 frames, S px; overlaps 24 frames, 64 px); MLX "
+        "runs that tile unbalanced.",
         "",
         "| part | size | mode | MLX s | torch s | MLX/torch | MLX peak GB | torch peak GB | MLX PSNR | torch PSNR |",
         "|---|---|---|---|---|---|---|---|---|---|",
@@ -235,7 +290,7 @@ def markdown(result) -> str:
     for r in result["rows"]:
         a, b = r["mlx"], r["torch"]
         lines.append(
-            f"| {r['part']} | {r['size']} | {r['mode']}{' ' + 'x'.join(map(str, r['mlx_tile_latents'])) if r['mlx_tile_latents'] else ''} "
+            f"| {r['part']} | {r['size']} | {r['mode']}{' ' + r['tile_px'] + ' px' if r['tile_px'] else ''} "
             f"| {a['median_s']:.3f} [{a['min_s']:.3f}-{a['max_s']:.3f}] | {b['median_s']:.3f} [{b['min_s']:.3f}-{b['max_s']:.3f}] "
             f"| {r['mlx_over_torch_time']:.2f} | {a['peak_gb']:.2f} | {b['peak_gb']:.2f} "
             f"| {a.get('psnr_vs_fp32_db', float('nan')):.1f} | {b.get('psnr_vs_fp32_db', float('nan')):.1f} |"

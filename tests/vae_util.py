@@ -6,6 +6,7 @@ import copy
 from pathlib import Path
 
 from ltx_ane import reference as R
+from ltx_ane.reference import video_vae as RV
 from ltx_ane.models.config import load_preset
 
 
@@ -18,5 +19,5 @@ def small_config(preset: str = "ltx2", base: int = 4, latent: int = 16) -> dict:
 
 
 def write_vae(path: Path, raw: dict, seed: int = 0, with_config: bool = True) -> Path:
-    tensors = R.vae_state_dict(R.build_decoder(raw, seed), R.build_encoder(raw, seed))
+    tensors = RV.vae_state_dict(RV.build_decoder(raw, seed), RV.build_encoder(raw, seed))
     return R.write_checkpoint(path, tensors, raw if with_config else None)

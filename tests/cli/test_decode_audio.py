@@ -9,6 +9,7 @@ import torch
 from safetensors.numpy import save_file
 
 from ltx_ane import reference as R
+from ltx_ane.reference import video_vae as RV
 from ltx_ane.cli.main import main
 from ltx_ane.io.audio import read_wav
 from tests.models.audio_util import small_audio_config, write_audio_checkpoint
@@ -23,7 +24,7 @@ def checkpoint(request, tmp_path_factory):
     """A full checkpoint (video VAE decoder, audio VAE, vocoder) with the reference audio modules."""
     raw = {**small_config("ltx2"), **small_audio_config(request.param)}
     path = tmp_path_factory.mktemp("ckpt") / f"{request.param}.safetensors"
-    video = R.vae_state_dict(R.build_decoder(raw))
+    video = RV.vae_state_dict(RV.build_decoder(raw))
     modules = write_audio_checkpoint(path, raw, parts=("decoder", "vocoder"), extra=video)
     return request.param, path, modules
 
@@ -101,7 +102,7 @@ def test_bad_audio_inputs(checkpoint, tmp_path, capsys):
 
 def test_checkpoint_without_audio(tmp_path, capsys):
     raw = small_config("ltx2")
-    ckpt = R.write_checkpoint(tmp_path / "vae.safetensors", R.vae_state_dict(R.build_decoder(raw)), raw)
+    ckpt = R.write_checkpoint(tmp_path / "vae.safetensors", RV.vae_state_dict(RV.build_decoder(raw)), raw)
     latents, mp4, wav = tmp_path / "latents.safetensors", tmp_path / "clip.mp4", tmp_path / "sound.wav"
     write_latents(latents)
     for out in (mp4, wav):

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from ltx_ane import reference as R
+from ltx_ane.reference import upscaler as RU
 from ltx_ane.cli.main import main
 from ltx_ane.models.config import load_preset
 from ltx_ane.io.latents import LatentFile, read_video_tensor, write_latent
@@ -32,7 +33,7 @@ def files(tmp_path_factory):
     out = {"vae": write_vae(d / "vae.safetensors", small_config("ltx2"))}
     for kind in ("spatial", "temporal"):
         cfg = upscaler_config(kind)
-        out[kind] = R.write_checkpoint(d / f"{kind}.safetensors", R.upscaler_state_dict(R.build_upscaler(cfg)), cfg)
+        out[kind] = R.write_checkpoint(d / f"{kind}.safetensors", RU.upscaler_state_dict(RU.build_upscaler(cfg)), cfg)
         (d / f"{kind}.json").write_text(json.dumps(cfg))
         out[f"{kind}_config"] = d / f"{kind}.json"
     out["vae_config"] = d / "vae.json"
@@ -103,14 +104,21 @@ def test_render_random_weights_to_mp4(files, tmp_path, capsys):
     assert "9 frames of 64x64" in stdout and "random weights" in stdout
 
 
-def test_auto_skips_a_failed_parity_gate(files, tmp_path, capsys):
+def test_auto_skips_a_failed_parity_gate_and_entries_measured_with_other_weights(files, tmp_path, capsys):
+    from ltx_ane.runtime.backends import run_identity
+
+    this_run = run_identity(load_decoder(Source(checkpoint=str(files["vae"])), "bf16"))  # decode's default dtype
     profile = tmp_path / "profile.json"
     profile.write_text(json.dumps({"entries": [
-        {"component": "decoder", "tile": [2, 2, 2], "backend": "coreml:CPU_AND_NE", "passed_parity": False, "median_s": 0.1}]}))
+        {"component": "decoder", "tile": [2, 2, 2], "backend": "coreml:CPU_AND_NE", "passed_parity": False,
+         "median_s": 0.1, "measured_with": this_run},
+        {"component": "decoder", "tile": [2, 2, 2], "backend": "torch", "passed_parity": True, "median_s": 0.1,
+         "measured_with": {**this_run, "weights_digest": "0" * 16}}]}))
     code, stdout, err = run_cli(capsys, "decode", files["latent"], "--vae", files["vae"], "--profile", profile,
                                 "-o", tmp_path / "d.safetensors", "--quiet")
     assert code == 0, err
-    assert "backend decoder: mlx (auto: profile has no passing backend for 2x2x2 (failed parity: coreml:CPU_AND_NE))" in stdout
+    assert ("backend decoder: mlx (auto: profile has no passing backend for 2x2x2 (failed parity: coreml:CPU_AND_NE; "
+            "ignored torch: measured with other weights;") in stdout
 
 
 @pytest.mark.parametrize("argv, message", [

@@ -16,6 +16,7 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("ltx_core")
 
 from ltx_ane import reference as R  # noqa: E402
+from ltx_ane.reference import upscaler as RU  # noqa: E402
 from ltx_ane.cli.main import main  # noqa: E402
 from ltx_ane.models.config import load_preset  # noqa: E402
 from ltx_ane.io.latents import LatentFile, read_latent, write_latent  # noqa: E402
@@ -51,9 +52,9 @@ def env(tmp_path_factory):
     ups = {}
     for kind in ("spatial", "temporal"):
         cfg = small_config(kind)
-        model = R.build_upscaler(cfg)
+        model = RU.build_upscaler(cfg)
         path = d / f"{kind}.safetensors"
-        R.write_checkpoint(path, R.upscaler_state_dict(model), cfg)
+        R.write_checkpoint(path, RU.upscaler_state_dict(model), cfg)
         R.load_checkpoint_into(model, path, {"": ""})
         ups[kind] = (path, model)
     x = np.random.default_rng(3).standard_normal((1, 128, 3, 2, 3)).astype(np.float32)

@@ -10,6 +10,7 @@ import torch
 from safetensors.numpy import save_file
 
 from ltx_ane import reference as R
+from ltx_ane.reference import video_vae as RV
 from ltx_ane.cli.main import main
 from ltx_ane.io.latents import LatentFile, read_latent, read_video_tensor, write_latent
 from tests.vae_util import small_config, write_vae
@@ -42,7 +43,7 @@ def test_decode_to_raw_frames_matches_reference(vae, latent_file, tmp_path, caps
     assert code == 0, err
     video, meta = read_video_tensor(out)
     with torch.no_grad():
-        expected = R.reference_decoder_from_checkpoint(vae, small_config("ltx2"))(torch.from_numpy(latent)).numpy()
+        expected = RV.reference_decoder_from_checkpoint(vae, small_config("ltx2"))(torch.from_numpy(latent)).numpy()
     assert video.shape == expected.shape == (1, 3, 9, 64, 96)
     assert np.abs(video - expected).max() <= 1e-4 * np.abs(expected).max()
     assert float(meta["fps"]) == 12.0
@@ -116,7 +117,7 @@ def test_bad_inputs(vae, latent_file, tmp_path, capsys):
     save_file({"model.diffusion_model.x": np.zeros(3, np.float32)}, str(other))
     expect_error(capsys, ["decode", path, "--vae", other, "--config", "ltx2", "-o", out], "no VAE decoder", [out])
     # missing keys
-    tensors = R.vae_state_dict(R.build_decoder(small_config("ltx2")))
+    tensors = RV.vae_state_dict(RV.build_decoder(small_config("ltx2")))
     del tensors["vae.decoder.conv_out.conv.weight"]
     partial = R.write_checkpoint(tmp_path / "partial.safetensors", tensors, small_config("ltx2"))
     expect_error(capsys, ["decode", path, "--vae", partial, "-o", out], "conv_out.conv.weight", [out])

@@ -35,7 +35,8 @@ from ltx_ane.coreml.graph import ANE_OPS, CONSTEXPR_OPS, inspect_package  # noqa
 from ltx_ane.coreml.rewrites import Variant  # noqa: E402
 from ltx_ane.errors import LtxAneError  # noqa: E402
 from ltx_ane.models.loading import Source  # noqa: E402
-from ltx_ane.reference import build_decoder, vae_state_dict, write_checkpoint  # noqa: E402
+from ltx_ane.reference import write_checkpoint  # noqa: E402
+from ltx_ane.reference.video_vae import build_decoder, vae_state_dict  # noqa: E402
 
 QUIET = ConvertOptions(log=lambda msg: None)
 ALTERNATE = Variant(conv="split", d2s="reshape", norm="plain")

@@ -15,16 +15,11 @@ from coreml_util import rel_err, small_upscaler, small_vae  # noqa: E402
 from ltx_ane.models.config import load_preset  # noqa: E402
 from ltx_ane.models.registry import spec  # noqa: E402
 from ltx_ane.coreml.layout import frames_to_video, video_to_frames  # noqa: E402
-from ltx_ane.coreml.rewrites import (  # noqa: E402
-    ClipGroupNorm,
-    PixelNorm4d,
-    Variant,
-    depth_to_space,
-    rewrite,
-    space_to_depth,
-)
+from ltx_ane.coreml.rewrites import Variant, rewrite  # noqa: E402
+from ltx_ane.coreml.rewrites.common import ClipGroupNorm, PixelNorm4d, depth_to_space, space_to_depth  # noqa: E402
 from ltx_ane.errors import LtxAneError  # noqa: E402
-from ltx_ane.reference import build_decoder, build_encoder, build_upscaler  # noqa: E402
+from ltx_ane.reference.upscaler import build_upscaler  # noqa: E402
+from ltx_ane.reference.video_vae import build_decoder, build_encoder  # noqa: E402
 
 TOL = 1e-5  # max abs error <= TOL * max |reference|, fp32
 VARIANTS = [

@@ -33,7 +33,8 @@ def _psnr(test: np.ndarray, ref: np.ndarray) -> float:
 @pytest.fixture(scope="module")
 def vae_checkpoint(tmp_path_factory):
     pytest.importorskip("ltx_core")
-    from ltx_ane.reference import build_decoder, build_encoder, vae_state_dict, write_checkpoint
+    from ltx_ane.reference import write_checkpoint
+    from ltx_ane.reference.video_vae import build_decoder, build_encoder, vae_state_dict
 
     config = small_vae("ltx2", depth=1)
     path = tmp_path_factory.mktemp("ckpt") / "vae.safetensors"
@@ -87,7 +88,8 @@ def test_upscaler_matches_mlx(tmp_path, kind):
     from ltx_ane.coreml.runtime import CoreMLComponent
     from ltx_ane.models.loading import Source
     from ltx_ane.models.upscaler.loader import load_upscaler
-    from ltx_ane.reference import build_upscaler, upscaler_state_dict, write_checkpoint
+    from ltx_ane.reference import write_checkpoint
+    from ltx_ane.reference.upscaler import build_upscaler, upscaler_state_dict
 
     config = small_upscaler(f"{kind}-x2", blocks=1)
     path = write_checkpoint(tmp_path / "up.safetensors", upscaler_state_dict(build_upscaler(config)), config)

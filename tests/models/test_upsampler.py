@@ -20,6 +20,7 @@ pytest.importorskip("ltx_core")
 import mlx.core as mx  # noqa: E402
 
 from ltx_ane import reference as R  # noqa: E402
+from ltx_ane.reference import upscaler as RU  # noqa: E402
 from ltx_ane.models.upscaler.config import UpsamplerConfig
 from ltx_ane.models.config import load_preset  # noqa: E402
 from ltx_ane.errors import LtxAneError  # noqa: E402
@@ -43,8 +44,8 @@ def small_config(kind: str, mid: int = 64, blocks: int = 4, rational: bool | Non
 
 def write_upscaler(path, cfg: dict, embed_config: bool = True, seed: int = 0):
     """Write a released-format file and return the reference model holding the file's (bf16-rounded) weights."""
-    model = R.build_upscaler(cfg, seed=seed)
-    R.write_checkpoint(path, R.upscaler_state_dict(model), cfg if embed_config else None)
+    model = RU.build_upscaler(cfg, seed=seed)
+    R.write_checkpoint(path, RU.upscaler_state_dict(model), cfg if embed_config else None)
     R.load_checkpoint_into(model, path, {"": ""})
     return model
 

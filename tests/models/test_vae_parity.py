@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from ltx_ane import reference as R
+from ltx_ane.reference import video_vae as RV
 from ltx_ane.models.loading import Source
 from ltx_ane.models.video_vae.loader import load_decoder, load_encoder
 from tests.vae_util import small_config, write_vae
@@ -29,7 +29,7 @@ def rel_err(ref: np.ndarray, out: np.ndarray) -> float:
 @pytest.mark.parametrize("shape", [(1, 16, 1, 2, 3), (2, 16, 3, 3, 5), (1, 16, 4, 3, 2)])
 def test_decoder_matches_reference(checkpoint, shape):
     _, raw, path = checkpoint
-    ref = R.reference_decoder_from_checkpoint(path, raw)
+    ref = RV.reference_decoder_from_checkpoint(path, raw)
     model = load_decoder(Source(str(path)), "fp32")
     latent = torch.randn(*shape, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
@@ -42,7 +42,7 @@ def test_decoder_matches_reference(checkpoint, shape):
 @pytest.mark.parametrize("shape", [(1, 3, 1, 32, 64), (2, 3, 9, 64, 96), (1, 3, 17, 96, 32)])
 def test_encoder_matches_reference(checkpoint, shape):
     _, raw, path = checkpoint
-    ref = R.reference_encoder_from_checkpoint(path, raw)
+    ref = RV.reference_encoder_from_checkpoint(path, raw)
     model = load_encoder(Source(str(path)), "fp32")
     video = torch.rand(*shape, generator=torch.Generator().manual_seed(2)) * 2 - 1
     with torch.no_grad():
@@ -61,8 +61,8 @@ def test_causal_decoder_and_reflect_encoder(tmp_path):
     latent = torch.randn(1, 16, 3, 2, 3, generator=torch.Generator().manual_seed(3))
     video = torch.rand(1, 3, 9, 64, 64, generator=torch.Generator().manual_seed(4)) * 2 - 1
     with torch.no_grad():
-        dec_ref = R.reference_decoder_from_checkpoint(path, raw)(latent).numpy()
-        enc_ref = R.reference_encoder_from_checkpoint(path, raw)(video).numpy()
+        dec_ref = RV.reference_decoder_from_checkpoint(path, raw)(latent).numpy()
+        enc_ref = RV.reference_encoder_from_checkpoint(path, raw)(video).numpy()
     dec = np.array(load_decoder(Source(str(path)), "fp32")(mx.array(latent.numpy())))
     enc = np.array(load_encoder(Source(str(path)), "fp32")(mx.array(video.numpy())))
     assert rel_err(dec_ref, dec) <= TOL
@@ -77,7 +77,7 @@ def test_encoder_plain_strided_blocks_and_multiplier_one(tmp_path):
     path = write_vae(tmp_path / "strided.safetensors", raw)
     video = torch.rand(1, 3, 17, 64, 64, generator=torch.Generator().manual_seed(5)) * 2 - 1
     with torch.no_grad():
-        expected = R.reference_encoder_from_checkpoint(path, raw)(video).numpy()
+        expected = RV.reference_encoder_from_checkpoint(path, raw)(video).numpy()
     out = np.array(load_encoder(Source(str(path)), "fp32")(mx.array(video.numpy())))
     assert out.shape == expected.shape
     assert rel_err(expected, out) <= TOL
@@ -90,8 +90,8 @@ def test_full_width_decoder_and_encoder_on_tiny_input(tmp_path):
     latent = torch.randn(1, 128, 1, 2, 2, generator=torch.Generator().manual_seed(6))
     video = torch.rand(1, 3, 1, 32, 32, generator=torch.Generator().manual_seed(7)) * 2 - 1
     with torch.no_grad():
-        dec_ref = R.reference_decoder_from_checkpoint(path, raw)(latent).numpy()
-        enc_ref = R.reference_encoder_from_checkpoint(path, raw)(video).numpy()
+        dec_ref = RV.reference_decoder_from_checkpoint(path, raw)(latent).numpy()
+        enc_ref = RV.reference_encoder_from_checkpoint(path, raw)(video).numpy()
     dec = np.array(load_decoder(Source(str(path)), "fp32")(mx.array(latent.numpy())))
     enc = np.array(load_encoder(Source(str(path)), "fp32")(mx.array(video.numpy())))
     assert rel_err(dec_ref, dec) <= TOL

@@ -15,6 +15,8 @@ import torch
 from PIL import Image
 
 from ltx_ane import reference as R
+from ltx_ane.reference import video_vae as RV
+from ltx_ane.reference import upscaler as RU
 from ltx_ane.models.config import load_preset
 from ltx_ane.models.loading import Source
 from ltx_ane.pipelines import generate as G
@@ -44,11 +46,11 @@ def files(tmp_path_factory):
     config = _config()
     transformer = RT.build_transformer(config, seed=0)
     tensors = RT.transformer_state_dict(transformer)
-    tensors.update(R.vae_state_dict(R.build_decoder(config, 1), R.build_encoder(config, 1)))
+    tensors.update(RV.vae_state_dict(RV.build_decoder(config, 1), RV.build_encoder(config, 1)))
     checkpoint = R.write_checkpoint(d / "ltx.safetensors", tensors, config)
     upscaler_config = load_preset("spatial-x2")
     upscaler_config.update(mid_channels=32, num_blocks_per_stage=1)
-    upscaler = R.write_checkpoint(d / "up.safetensors", R.upscaler_state_dict(R.build_upscaler(upscaler_config, 2)),
+    upscaler = R.write_checkpoint(d / "up.safetensors", RU.upscaler_state_dict(RU.build_upscaler(upscaler_config, 2)),
                                   upscaler_config)
     g = torch.Generator().manual_seed(3)
     lora = {}
@@ -121,7 +123,7 @@ def reference_run(spec, files, noise: dict, images, steps: int | None, sde_noise
     config, dtype, device = files["config"], torch.float32, torch.device("cpu")
     components = PipelineComponents(dtype, device)
     base = RT.reference_transformer_from_checkpoint(files["checkpoint"], config)
-    encoder = R.reference_encoder_from_checkpoint(files["checkpoint"], config)
+    encoder = RV.reference_encoder_from_checkpoint(files["checkpoint"], config)
     c = {k: torch.from_numpy(v) for k, v in files["contexts"].items()}
     order = [noise[k] for index in range(len(spec.stages))
              for k in (("video_noise", "audio_noise") if index == 0 else ("video_noise_stage2", "audio_noise_stage2"))]

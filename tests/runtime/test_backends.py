@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from ltx_ane.runtime import backends as B
+from ltx_ane.runtime import choice as C
 from ltx_ane.runtime import profile as P
 from ltx_ane.runtime.coreml_backend import CoreMLBackend
 from ltx_ane.models.config import load_preset
@@ -25,23 +26,34 @@ def write_profile(path, entries):
     return P.load_profile(path)
 
 
-def entry(backend, passed=True, seconds=1.0, component="decoder", tile=(2, 2, 2), **extra):
-    return {"component": component, "tile": list(tile) if tile else None, "backend": backend,
-            "passed_parity": passed, "median_s": seconds, **extra}
+# What the run being chosen for holds; entries are measured with it unless a test says otherwise.
+RUN = {"config_hash": "c0", "weights_digest": "w0", "dtype": "bf16"}
+
+
+def this_run() -> dict:
+    return dict(RUN)
+
+
+def entry(backend, passed=True, seconds=1.0, component="decoder", tile=(2, 2, 2), measured_with=RUN, **extra):
+    out = {"component": component, "tile": list(tile) if tile else None, "backend": backend,
+           "passed_parity": passed, "median_s": seconds, **extra}
+    if measured_with is not None:
+        out["measured_with"] = dict(measured_with)
+    return out
 
 
 # ------------------------------------------------------------------------------------------- names, profile
 
 
 def test_parse_spec():
-    assert B.parse_spec("auto") == ["auto"]
-    assert B.parse_spec("MLX") == ["mlx"]
-    assert B.parse_spec("coreml") == ["coreml:CPU_AND_NE"]
-    assert B.parse_spec("mlx,coreml:all") == ["mlx", "coreml:ALL"]
+    assert C.parse_spec("auto") == ["auto"]
+    assert C.parse_spec("MLX") == ["mlx"]
+    assert C.parse_spec("coreml") == ["coreml:CPU_AND_NE"]
+    assert C.parse_spec("mlx,coreml:all") == ["mlx", "coreml:ALL"]
     for bad, match in (("cuda", "unknown backend"), ("coreml:GPU", "compute unit"), ("mlx,auto", "cannot be combined"),
                        ("mlx,mlx", "twice"), ("torch:ALL", "only coreml"), ("mlx,", "empty")):
         with pytest.raises(LtxAneError, match=match):
-            B.parse_spec(bad)
+            C.parse_spec(bad)
 
 
 def test_profile_reading(tmp_path, monkeypatch):
@@ -59,22 +71,23 @@ def test_profile_reading(tmp_path, monkeypatch):
 
 def test_reads_what_the_bench_writes(tmp_path):
     rows = [{**entry("coreml:CPU_AND_NE", seconds=0.5), "status": "ok"}, {**entry("mlx", seconds=0.9), "status": "ok"}]
+    assert P.profile_from_rows(rows, {}).entries[0].measured_with == RUN
     path = P.write_profile(P.profile_from_rows(rows, {}), tmp_path / "p.json")
     profile = P.load_profile(path)
-    assert profile.choose("decoder", (2, 2, 2)).backend == "coreml:CPU_AND_NE"
-    assert profile.choose("decoder", (3, 2, 2)) is None
+    assert profile.choose("decoder", (2, 2, 2), RUN).backend == "coreml:CPU_AND_NE"
+    assert profile.choose("decoder", (3, 2, 2), RUN) is None
 
 
 # ------------------------------------------------------------------------------------------- choice
 
 
 def test_auto_without_profile_or_macos_is_mlx(tmp_path):
-    c = B.choose("decoder", "auto", (2, 2, 2), None, platform="darwin", profile_path=tmp_path / "none.json")
+    c = C.choose("decoder", "auto", (2, 2, 2), None, platform="darwin", profile_path=tmp_path / "none.json")
     assert c.names == ["mlx"] and "no profile" in c.reason
     profile = write_profile(tmp_path / "p.json", [entry("coreml:CPU_AND_NE", package="d.mlpackage")])
-    c = B.choose("decoder", "auto", (2, 2, 2), profile, platform="linux")
+    c = C.choose("decoder", "auto", (2, 2, 2), profile, platform="linux", identity=this_run)
     assert c.names == ["mlx"] and "not macOS" in c.reason
-    c = B.choose("decoder", "auto", (2, 2, 2), profile, platform="darwin")
+    c = C.choose("decoder", "auto", (2, 2, 2), profile, platform="darwin", identity=this_run)
     assert c.names == ["coreml:CPU_AND_NE"] and c.package == "d.mlpackage"
     assert "coreml:CPU_AND_NE" in c.describe()
 
@@ -82,32 +95,77 @@ def test_auto_without_profile_or_macos_is_mlx(tmp_path):
 def test_auto_never_picks_a_failed_parity_gate(tmp_path):
     profile = write_profile(tmp_path / "p.json", [entry("coreml:CPU_AND_NE", passed=False, seconds=0.1, package="d"),
                                                   entry("torch", seconds=5.0), entry("mlx", seconds=2.0)])
-    assert B.choose("decoder", "auto", (2, 2, 2), profile, platform="darwin").names == ["mlx"]
+    assert C.choose("decoder", "auto", (2, 2, 2), profile, platform="darwin", identity=this_run).names == ["mlx"]
     only_failed = write_profile(tmp_path / "q.json", [entry("coreml:ALL", passed=False, package="d")])
-    c = B.choose("decoder", "auto", (2, 2, 2), only_failed, platform="darwin")
+    c = C.choose("decoder", "auto", (2, 2, 2), only_failed, platform="darwin", identity=this_run)
     assert c.names == ["mlx"] and "failed parity: coreml:ALL" in c.reason
     with pytest.raises(LtxAneError, match="failed its parity gate"):
-        B.choose("decoder", "coreml:ALL", (2, 2, 2), only_failed, package="d", platform="darwin")
+        C.choose("decoder", "coreml:ALL", (2, 2, 2), only_failed, package="d", platform="darwin")
 
 
 def test_auto_without_package_and_concurrent_entries(tmp_path):
     profile = write_profile(tmp_path / "p.json", [entry("mlx,coreml:CPU_AND_NE", seconds=0.5)])
-    c = B.choose("decoder", "auto", (2, 2, 2), profile, platform="darwin")
+    c = C.choose("decoder", "auto", (2, 2, 2), profile, platform="darwin", identity=this_run)
     assert c.names == ["mlx"] and "no package" in c.reason
-    c = B.choose("decoder", "auto", (2, 2, 2), profile, package="d", platform="darwin")
+    c = C.choose("decoder", "auto", (2, 2, 2), profile, package="d", platform="darwin", identity=this_run)
     assert c.names == ["mlx", "coreml:CPU_AND_NE"]
     tileless = write_profile(tmp_path / "t.json", [entry("torch", component="spatial", tile=None)])
-    assert B.choose("spatial", "auto", (3, 4, 4), tileless).names == ["torch"]
+    assert C.choose("spatial", "auto", (3, 4, 4), tileless, identity=this_run).names == ["torch"]
+
+
+def test_auto_uses_only_entries_measured_with_this_run(tmp_path):
+    other_weights, other_dtype = {**RUN, "weights_digest": "w1"}, {**RUN, "dtype": "fp32"}
+    mixed = write_profile(tmp_path / "p.json", [
+        entry("coreml:CPU_AND_NE", seconds=0.1, package="d", measured_with=other_weights),
+        entry("mlx", seconds=0.2, measured_with=other_dtype), entry("torch", seconds=0.9)])
+    c = C.choose("decoder", "auto", (2, 2, 2), mixed, platform="darwin", identity=this_run)
+    assert c.names == ["torch"] and c.reason.startswith("auto: fastest passing in profile")
+    assert "ignored coreml:CPU_AND_NE: measured with other weights; mlx: measured with dtype fp32, not bf16" in c.reason
+    c = C.choose("decoder", "auto", (2, 2, 2), mixed, platform="darwin", identity=lambda: other_weights)
+    assert c.names == ["coreml:CPU_AND_NE"] and c.package == "d"
+    c = C.choose("decoder", "auto", (2, 2, 2), mixed, platform="darwin", identity=lambda: {**RUN, "config_hash": "c1"})
+    assert c.names == ["mlx"] and "no entry for this run" in c.reason and "another config, other weights" in c.reason
+    c = C.choose("decoder", "auto", (2, 2, 2), mixed, platform="darwin")
+    assert c.names == ["mlx"] and "the run's config, weights and dtype are not known" in c.reason
+
+
+def test_auto_ignores_entries_from_before_identities_were_recorded(tmp_path):
+    old = write_profile(tmp_path / "p.json", [entry("torch", seconds=0.1, measured_with=None)])
+    c = C.choose("decoder", "auto", (2, 2, 2), old, identity=this_run)
+    assert c.names == ["mlx"]
+    assert c.reason == ("auto: profile has no passing backend for 2x2x2 (no entry for this run; ignored torch: no record "
+                        "of the weights, config and dtype it was measured with; `ltx-ane bench` with this model "
+                        "measures it)")
+    merged = P.merge_profiles(old, P.Profile(None, [], {}, None))
+    assert merged.entries == []  # never usable, so a new bench run drops it
+    with pytest.raises(LtxAneError, match="'measured_with' must map config_hash, weights_digest, dtype to strings"):
+        write_profile(tmp_path / "bad.json", [entry("torch", measured_with={"dtype": "bf16"})])
+
+
+def test_the_run_identity_is_computed_only_when_the_profile_has_entries_for_it(tmp_path):
+    def unreachable():
+        raise AssertionError("computed the weights digest for nothing")
+
+    profile = write_profile(tmp_path / "p.json", [entry("torch")])
+    assert C.choose("encoder", "auto", (2, 2, 2), profile, identity=unreachable).names == ["mlx"]
+    assert C.choose("decoder", "auto", (3, 2, 2), profile, identity=unreachable).names == ["mlx"]
+
+
+def test_run_identity_is_the_package_identity_plus_the_dtype(vae):
+    bf16 = load_decoder(Source(checkpoint=str(vae)), "bf16")
+    fp32 = load_decoder(Source(checkpoint=str(vae)), "fp32")
+    assert B.run_identity(bf16) == {**B.model_identity(bf16), "dtype": "bf16"}
+    assert B.run_identity(fp32) == {**B.model_identity(bf16), "dtype": "fp32"}
 
 
 def test_explicit_choices_that_cannot_work_are_errors():
     with pytest.raises(LtxAneError, match="only on macOS"):
-        B.choose("decoder", "coreml", None, None, package="d", platform="linux")
+        C.choose("decoder", "coreml", None, None, package="d", platform="linux")
     with pytest.raises(LtxAneError, match="--package"):
-        B.choose("decoder", "coreml", None, None, platform="darwin")
+        C.choose("decoder", "coreml", None, None, platform="darwin")
     with pytest.raises(LtxAneError, match="one backend"):
-        B.choose("spatial", "mlx,torch")
-    assert B.choose("encoder", "torch,mlx").names == ["torch", "mlx"]
+        C.choose("spatial", "mlx,torch")
+    assert C.choose("encoder", "torch,mlx").names == ["torch", "mlx"]
 
 
 # ------------------------------------------------------------------------------------------- backends
@@ -146,7 +204,7 @@ def test_decoder_backends_agree(vae):
     x = np.random.default_rng(0).standard_normal((1, 2, 2, 3, 16)).astype(np.float32)
     mlx_out = B.MLXBackend(decoder, "decoder")(x)
     assert mlx_out.shape == (1, 9, 64, 96, 3)
-    torch_out = B.build(B.Choice("decoder", ["torch"], "t"), decoder)[0](x)
+    torch_out = B.build(C.Choice("decoder", ["torch"], "t"), decoder)[0](x)
     ref = B.torch_from_mlx(decoder, "decoder")
     coreml = CoreMLBackend(AneRunner(ref, "decoder", [(2, 16, 2, 3)]), "decoder")
     assert coreml.supports(x.shape) and not coreml.supports((1, 3, 2, 3, 16)) and not coreml.any_shape
@@ -164,7 +222,7 @@ def test_random_weights_reach_the_reference_backend():
     randomize(decoder, mx.float32, seed=3)
     x = np.random.default_rng(1).standard_normal((1, 1, 2, 2, 16)).astype(np.float32)
     a = B.MLXBackend(decoder, "decoder")(x)
-    b = B.build(B.Choice("decoder", ["torch"], "t"), decoder)[0](x)
+    b = B.build(C.Choice("decoder", ["torch"], "t"), decoder)[0](x)
     assert np.abs(a - b).max() <= 1e-4 * np.abs(a).max()
 
 
@@ -192,7 +250,7 @@ def test_upscaler_backends_agree(kind):
     stats = random_statistics(16, seed=2)
     x = np.random.default_rng(3).standard_normal((1, 16, 2, 3, 2)).astype(np.float32)
     a = B.MLXBackend(model, kind, stats)(x)
-    torch_backend = B.build(B.Choice(kind, ["torch"], "t"), model, stats)[0]
+    torch_backend = B.build(C.Choice(kind, ["torch"], "t"), model, stats)[0]
     ane = CoreMLBackend(AneRunner(torch_backend.module, kind, [(2, 16, 3, 2)]), kind, stats)
     assert a.shape == ((1, 16, 2, 6, 4) if kind == "spatial" else (1, 16, 3, 3, 2))
     for out in (torch_backend(x), ane(x)):
@@ -237,11 +295,11 @@ def test_auto_never_runs_an_ungated_package_and_explicit_says_why():
     decoder = load_decoder(Source(config=small_config("ltx2"), random_weights=True), "fp32")
     same = B.model_identity(decoder)
     notes = []
-    auto = B.Choice("decoder", ["coreml:CPU_AND_NE"], "auto: fastest passing in profile", "d.mlpackage")
+    auto = C.Choice("decoder", ["coreml:CPU_AND_NE"], "auto: fastest passing in profile", "d.mlpackage")
     built = B.build(auto, decoder, runner_factory=lambda package, unit: PackageStub(**same), log=notes.append)
     assert [b.name for b in built] == ["mlx"]
     assert any("no measured fp16 PSNR" in n for n in notes) and notes[-1] == "note: the decoder runs on mlx instead"
-    explicit = B.Choice("decoder", ["coreml:CPU_AND_NE"], "as asked", "d.mlpackage")
+    explicit = C.Choice("decoder", ["coreml:CPU_AND_NE"], "as asked", "d.mlpackage")
     with pytest.raises(LtxAneError, match="no measured fp16 PSNR"):
         B.build(explicit, decoder, runner_factory=lambda package, unit: PackageStub(**same))
     built = B.build(explicit, decoder, runner_factory=lambda package, unit: PackageStub(**same), allow_ungated=True)
@@ -256,13 +314,13 @@ def test_a_package_that_will_not_compile_is_dropped_and_the_others_run():
 
     decoder = load_decoder(Source(config=small_config("ltx2"), random_weights=True), "fp32")
     notes = []
-    choice = B.Choice("decoder", ["mlx", "coreml:CPU_AND_NE"], "as asked", "d.mlpackage")
+    choice = C.Choice("decoder", ["mlx", "coreml:CPU_AND_NE"], "as asked", "d.mlpackage")
     same = B.model_identity(decoder)
     built = B.build(choice, decoder, runner_factory=lambda package, unit: Uncompilable(fp16_psnr_db="50", **same),
                     log=notes.append)
     assert [b.name for b in built] == ["mlx"]
     assert notes == ["note: not using coreml:CPU_AND_NE: RuntimeError: Error compiling model: unsupported op"]
-    alone = B.Choice("decoder", ["coreml:CPU_AND_NE"], "as asked", "d.mlpackage")
+    alone = C.Choice("decoder", ["coreml:CPU_AND_NE"], "as asked", "d.mlpackage")
     with pytest.raises(LtxAneError, match="no backend for the decoder could be made: coreml:CPU_AND_NE: RuntimeError"):
         B.build(alone, decoder, runner_factory=lambda package, unit: Uncompilable(fp16_psnr_db="50", **same))
 
@@ -295,7 +353,7 @@ def test_a_package_from_other_weights_or_config_is_refused(vae, tmp_path):
         assert "convert it from this checkpoint" in str(err.value) and "\n" not in str(err.value)
     CoreMLBackend(PackageStub(fp16_psnr_db="50", **same), "decoder", identity=same)
     notes = []
-    auto = B.Choice("decoder", ["mlx", "coreml:ALL"], "auto: fastest passing in profile", "d.mlpackage")
+    auto = C.Choice("decoder", ["mlx", "coreml:ALL"], "auto: fastest passing in profile", "d.mlpackage")
     built = B.build(auto, decoder, runner_factory=lambda p, u: PackageStub(fp16_psnr_db="50", **B.model_identity(randomized)),
                     log=notes.append)
     assert [b.name for b in built] == ["mlx"] and "another weights" in notes[0]

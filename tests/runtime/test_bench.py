@@ -18,9 +18,13 @@ from ltx_ane.cli.main import main
 from ltx_ane.errors import LtxAneError
 
 
-def best_backend(profile, component, tile):
-    """The backend ``--backend auto`` picks from a profile for this component and tile, or None."""
-    entry = profile.choose(component, tuple(tile))
+# What the hand-made rows below were measured with.
+MEASURED_WITH = {"config_hash": "c0", "weights_digest": "w0", "dtype": "bf16"}
+
+
+def best_backend(profile, component, tile, identity=MEASURED_WITH):
+    """The backend ``--backend auto`` picks from a profile for this component, tile and run, or None."""
+    entry = profile.choose(component, tuple(tile), identity)
     return entry.backend if entry else None
 
 
@@ -71,9 +75,13 @@ def test_profile_is_written_and_read(tiny_run):
     assert {(e.component, e.tile) for e in prof.entries} == {("decoder", (2, 3, 3)), ("temporal", (2, 2, 2))}
     fastest = min((r for r in result["rows"] if r["component"] == "decoder" and r["status"] == "ok"),
                   key=lambda r: r["median_s"])
-    assert best_backend(prof, "decoder", [2, 3, 3]) == fastest["backend"]
-    assert best_backend(prof, "decoder", [3, 2, 2]) is None
-    assert best_backend(prof, "encoder", (2, 2, 2)) is None
+    measured_with = fastest["measured_with"]
+    assert measured_with["dtype"] == "bf16" and {e.measured_with["config_hash"] for e in prof.entries} == {
+        r["measured_with"]["config_hash"] for r in result["rows"] if r["status"] == "ok"}
+    assert best_backend(prof, "decoder", [2, 3, 3], measured_with) == fastest["backend"]
+    assert best_backend(prof, "decoder", [2, 3, 3], {**measured_with, "weights_digest": "other"}) is None
+    assert best_backend(prof, "decoder", [3, 2, 2], measured_with) is None
+    assert best_backend(prof, "encoder", (2, 2, 2), measured_with) is None
 
 
 def test_plots_or_a_note_when_matplotlib_is_missing(tiny_run, tmp_path, monkeypatch):
@@ -96,6 +104,7 @@ def test_profile_rows_pick_the_fastest_passing_backend(tmp_path):
         {"component": "decoder", "tile": [2, 2, 2], "backend": "coreml:ALL", "status": "skipped", "median_s": None},
         {"component": "spatial", "tile": [1, 2, 2], "backend": "mlx", "status": "ok", "median_s": 0.1, "passed_parity": False},
     ]
+    rows = [{**r, "measured_with": MEASURED_WITH} for r in rows]
     prof = P.profile_from_rows(rows, {"chip": "X"})
     assert best_backend(prof, "decoder", (2, 2, 2)) == "torch"
     assert best_backend(prof, "spatial", (1, 2, 2)) is None  # measured, rejected: kept with passed_parity false

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from ltx_ane.runtime import backends as B
+from ltx_ane.runtime import choice as C
 from ltx_ane.errors import LtxAneError
 from ltx_ane.models.loading import Source
 from ltx_ane.models.video_vae.loader import load_decoder, load_encoder
@@ -166,7 +167,7 @@ def test_decode_mlx_plus_reference_equals_mlx_alone(vae):
     latent = mx.array(np.random.default_rng(2).standard_normal((1, 16, 5, 4, 4)).astype(np.float32))
     tile = (4, 3, 3)  # 2 x 2 x 2 tiles
     alone = collect(decode_frames(decoder, latent, tile))
-    backends = B.build(B.Choice("decoder", ["mlx", "torch"], "test"), decoder)
+    backends = B.build(C.Choice("decoder", ["mlx", "torch"], "test"), decoder)
     stats = Throughput()
     together = collect(decode_frames(decoder, latent, tile, backends=backends, throughput=stats, max_in_flight=3))
     assert [c.shape for c in together] == [c.shape for c in alone]
@@ -182,7 +183,7 @@ def test_encode_mlx_plus_reference_equals_mlx_alone(vae):
     video = mx.array(np.random.default_rng(3).uniform(-1, 1, (1, 3, 9, 128, 96)).astype(np.float32))
     tile = (2, 3, 3)  # 1 x 2 x 1 tiles (the encoder is the costly one on CPU)
     alone = np.array(encode_video(encoder, video, tile))
-    backends = B.build(B.Choice("encoder", ["torch", "mlx"], "test"), encoder)
+    backends = B.build(C.Choice("encoder", ["torch", "mlx"], "test"), encoder)
     together = np.array(encode_video(encoder, video, tile, backends=backends))
     assert together.shape == alone.shape == (1, 16, 2, 4, 3)
     assert np.abs(alone - together).max() <= 1e-4 * np.abs(alone).max()
@@ -197,7 +198,7 @@ def test_decode_service_streams_without_blocking_the_caller(vae):
     decoder = load_decoder(Source(checkpoint=str(vae)), "fp32")
     latent = np.random.default_rng(4).standard_normal((1, 16, 5, 2, 2)).astype(np.float32)
     expected = np.concatenate(collect(decode_frames(decoder, mx.array(latent), (4, 2, 2))), 1)
-    backends = B.build(B.Choice("decoder", ["mlx", "torch"], "test"), decoder)
+    backends = B.build(C.Choice("decoder", ["mlx", "torch"], "test"), decoder)
     for used in (None, backends):
         with DecodeService(decoder, tile=(4, 2, 2), backends=used, max_chunks=1) as service:
             start = time.perf_counter()

@@ -33,7 +33,7 @@ from ltx_ane.errors import LtxAneError
 from ltx_ane.models import registry
 from ltx_ane.models.loading import Source
 from ltx_ane.runtime import backends as B
-from ltx_ane.runtime.backends import reference_available
+from ltx_ane.runtime.choice import Choice, reference_available
 from ltx_ane.runtime.precision import fp32_record
 
 
@@ -61,15 +61,15 @@ class Setup:
 
 
 def _vae_tensors(module, component: str) -> dict:
-    from ltx_ane import reference as R
+    from ltx_ane.reference import video_vae as RV
 
-    return R.vae_state_dict(**{component: module})
+    return RV.vae_state_dict(**{component: module})
 
 
 def _upscaler_tensors(module, component: str) -> dict:
-    from ltx_ane import reference as R
+    from ltx_ane.reference import upscaler as RU
 
-    return R.upscaler_state_dict(module)
+    return RU.upscaler_state_dict(module)
 
 
 # Per model family: the device preset's width overrides, the config section they apply to, and how its
@@ -159,6 +159,14 @@ def load_backend(name: str, setup: Setup, s: Settings, torch_device: str) -> B.B
 
     return B.TorchBackend(R.from_checkpoint(setup.component, setup.checkpoint, setup.config), setup.component,
                           stats, torch_device, s.dtype)
+
+
+def measured_identity(setup: Setup, s: Settings, loaded: dict) -> dict:
+    """The config, weights and dtype every row of a component is measured with, which a profile entry records so
+    that ``--backend auto`` uses it only for a run of the same (``runtime.profile``)."""
+    mlx = loaded.get("mlx")
+    model = mlx.model if mlx is not None else setup.spec.load(setup.source(), s.dtype, s.seed)
+    return B.run_identity(model)
 
 
 def coreml_backend(name: str, setup: Setup, tile, s: Settings, packages: dict, work_dir: Path) -> B.Backend:
@@ -372,6 +380,7 @@ def _run_components(s: Settings, work: Path, runnable, skipped, torch_device: st
                     rows.append({**base_row(component, tile, name), "status": "failed", "reason": _one_line(err)})
                 s.log(f"{component}: {name} failed to load: {_one_line(err)}")
         names = [n for n in runnable if n in loaded or n.startswith("coreml:")]
+        measured_with = measured_identity(setup, s, loaded)
         for i, tile in enumerate(tiles):
             used = time.perf_counter() - section_start
             if i > 0 and used > budget:
@@ -390,7 +399,7 @@ def _run_components(s: Settings, work: Path, runnable, skipped, torch_device: st
                     rows.append({**base_row(component, tile, name), "status": "skipped", "reason": skipped[name],
                                  "flops": paper["flops"], "ane_peak_s": paper["ane_peak_s"],
                                  "gpu_peak_s": paper["gpu_peak_s"], "median_s": None})
-            rows.extend(case_rows)
+            rows.extend({**row, "measured_with": measured_with} for row in case_rows)
         for b in loaded.values():
             b.release()
         gc.collect()
@@ -425,7 +434,7 @@ def hybrid_throughput(s: Settings, setup: Setup, tile, runnable, packages: dict,
     plan = make_plan(grid, tile)
     model = setup.spec.load(setup.source(), s.dtype, s.seed)
     package = packages.get((setup.component, tuple(tile)), (None,))[0]
-    choice = B.Choice(setup.component, names, "bench", str(package) if package else None)
+    choice = Choice(setup.component, names, "bench", str(package) if package else None)
     backends = B.build(choice, model, torch_device=torch_device, torch_dtype=s.dtype)
     latent = mx.array(make_input(setup, grid, s.seed)).transpose(0, 2, 3, 4, 1).astype(model.dtype)
     start = time.perf_counter()

@@ -11,7 +11,7 @@ from typing import Callable
 
 from ltx_ane.errors import LtxAneError
 from ltx_ane.models.registry import NAMES
-from ltx_ane.runtime.backends import reference_available
+from ltx_ane.runtime.choice import reference_available
 
 COREML_UNITS = ("CPU_AND_NE", "CPU_AND_GPU", "ALL", "CPU_ONLY")
 # "coreml" alone means these: CPU_ONLY is a slow baseline worth asking for, not a default.

@@ -6,9 +6,9 @@ import argparse
 import sys
 
 from ltx_ane.models.loading import DTYPES
+from ltx_ane.models.registry import NAMES
 
 DEVICE_PROFILES = ("auto", "tiny", "cpu", "gpu", "mac")
-COMPONENTS = ("decoder", "encoder", "spatial", "temporal")
 
 
 def register(subparsers) -> None:
@@ -18,7 +18,7 @@ def register(subparsers) -> None:
         "compute unit on macOS; the ltx-core reference), interleaved, with median/range, first-run time, peak "
         "memory, fps, error against fp32, Core ML placement and a roofline column. Writes STEM.json, STEM.md, "
         "plots, and the backend profile (the fastest backend that passed parity per component and tile).")
-    p.add_argument("--components", nargs="+", choices=COMPONENTS, default=list(COMPONENTS))
+    p.add_argument("--components", nargs="+", choices=NAMES, default=list(NAMES))
     p.add_argument("--sizes", nargs="+", metavar="[COMPONENT:]FxHxW",
                    help="latent tiles (encoder: its output grid); default: the device profile's")
     p.add_argument("--backends", nargs="+", metavar="NAME", help="mlx, torch, coreml (= coreml:CPU_AND_NE, "

@@ -133,7 +133,7 @@ class BackendContext:
 
     def precheck(self, components) -> None:
         """Explicit choices that cannot work here (Core ML off macOS or without a package) fail before loading."""
-        from ltx_ane.runtime.backends import choose
+        from ltx_ane.runtime.choice import choose
 
         for c in components:
             if self.spec(c).strip().lower() != "auto":
@@ -142,10 +142,13 @@ class BackendContext:
     def spec(self, component: str) -> str:
         return getattr(self.args, f"{component}_backend", None) or self.args.backend
 
-    def choose(self, component: str, tile):
-        from ltx_ane.runtime.backends import choose
+    def choose(self, component: str, tile, model):
+        """The choice for one component of ``model`` (whose config, weights and dtype a profile entry must share)."""
+        from ltx_ane.runtime.backends import run_identity
+        from ltx_ane.runtime.choice import choose
 
-        choice = choose(component, self.spec(component), tile, self.profile, self.packages.get(component))
+        choice = choose(component, self.spec(component), tile, self.profile, self.packages.get(component),
+                        identity=lambda: run_identity(model))
         self.choices.append(choice)
         self.log(f"backend {choice.describe()}")
         return choice
@@ -154,7 +157,7 @@ class BackendContext:
         """None when the choice is MLX alone (the plain path), else the backend objects."""
         from ltx_ane.runtime.backends import build
 
-        choice = self.choose(component, tile)
+        choice = self.choose(component, tile, model)
         if choice.names == ["mlx"] and component in ("decoder", "encoder"):
             return None
         return build(choice, model, stats, allow_ungated=self.args.allow_ungated_package, log=self.log)
@@ -162,7 +165,7 @@ class BackendContext:
 
 def check_backend_flags(args, components) -> None:
     """Reject malformed backend names before any model loads."""
-    from ltx_ane.runtime.backends import parse_spec
+    from ltx_ane.runtime.choice import parse_spec
 
     parse_spec(args.backend)
     for c in components:

@@ -6,8 +6,7 @@ import argparse
 import signal
 
 from ltx_ane.errors import LtxAneError
-
-COMPONENTS = ("decoder", "encoder", "spatial", "temporal")
+from ltx_ane.models.registry import NAMES
 
 
 def register(subparsers) -> None:
@@ -18,7 +17,7 @@ def register(subparsers) -> None:
         "ANE rewrites, check fp16 against fp32, and convert to an fp16 ML program with one static function per "
         "tile shape. A package with the same inputs in DIR is reused.",
     )
-    p.add_argument("--component", required=True, choices=COMPONENTS, help="which component to convert")
+    p.add_argument("--component", required=True, choices=NAMES, help="which component to convert")
     source = p.add_argument_group("model (one of)")
     source.add_argument("--vae", metavar="CKPT", help="VAE checkpoint (decoder/encoder): .safetensors file or cached Hugging Face repo id")
     source.add_argument("--upscaler", metavar="FILE", help="upscaler checkpoint (spatial/temporal)")

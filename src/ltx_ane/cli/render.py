@@ -8,8 +8,10 @@ from pathlib import Path
 
 from ltx_ane.cli import common
 from ltx_ane.errors import LtxAneError
+from ltx_ane.models import registry
 
-COMPONENTS = ("decoder", "spatial", "temporal")
+# The decode side: the upscalers' steps, then the decoder (each may take its own backend).
+COMPONENTS = tuple(name for name in registry.NAMES if registry.spec(name).io in ("decode", "upsample"))
 
 
 def register(sub) -> None:

@@ -3,7 +3,7 @@
 One ``convert_<component>`` function each, sharing ``convert_loaded``:
 
 1. build the ltx-core reference with the checkpoint's config and weights (or random weights);
-2. substitute the ANE-layout rewrite (``rewrites.py``);
+2. substitute the ANE-layout rewrite (the ``rewrites`` package);
 3. check fp16 against fp32 in torch and refuse a component whose PSNR is below the bar;
 4. trace and convert once per tile shape (static shapes: what the ANE runs), then merge the programs into one
    multifunction package, one function per tile shape, weights stored once;

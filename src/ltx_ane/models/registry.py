@@ -64,9 +64,9 @@ def _vae(part: str):
         return (loader.load_decoder if part == "decoder" else loader.load_encoder)(source, dtype, seed)
 
     def reference(raw, seed=0):
-        from ltx_ane import reference as R
+        from ltx_ane.reference import video_vae as RV
 
-        return (R.build_decoder if part == "decoder" else R.build_encoder)(raw, seed)
+        return (RV.build_decoder if part == "decoder" else RV.build_encoder)(raw, seed)
 
     def keys(raw):
         from ltx_ane.models.video_vae.loader import vae_keys
@@ -94,9 +94,9 @@ def _upscaler(kind: str):
         return load_upscaler(source, dtype, expected_kind=kind, seed=seed)
 
     def reference(raw, seed=0):
-        from ltx_ane import reference as R
+        from ltx_ane.reference import upscaler as RU
 
-        return R.build_upscaler(raw, seed)
+        return RU.build_upscaler(raw, seed)
 
     def keys(raw):
         from ltx_ane.models.upscaler.loader import upscaler_keys

@@ -1,7 +1,8 @@
 """The ltx-core (PyTorch) reference: build it, give it random weights, and write checkpoints in the real format.
 
 Used by the parity tests and the benchmarks, never by the MLX path. Needs the ``reference`` extra
-(torch, then ltx-core 1.0.0).
+(torch, then ltx-core 1.0.0). This module holds what every family shares (random weights, checkpoint writing and
+strict loading); the builders are per family: ``video_vae``, ``upscaler``, ``transformer``, ``audio``, ``text``.
 """
 
 from __future__ import annotations
@@ -101,7 +102,7 @@ class _skip_init:
             setattr(init, name, fn)
 
 
-def _build(make, seed: int, statistics: bool):
+def build_with_random_weights(make, seed: int, statistics: bool):
     """An ltx-core module from ``make()`` with deterministic random weights drawn from ``seed``."""
     require_reference()
     import torch
@@ -113,57 +114,6 @@ def _build(make, seed: int, statistics: bool):
     if statistics:
         randomize_statistics(model, g)
     return model
-
-
-def build_decoder(config: dict, seed: int = 0):
-    def make():
-        from ltx_core.model.video_vae import VideoDecoderConfigurator
-
-        return VideoDecoderConfigurator.from_config(config)
-
-    return _build(make, seed, statistics=True)
-
-
-def build_encoder(config: dict, seed: int = 0):
-    def make():
-        from ltx_core.model.video_vae import VideoEncoderConfigurator
-
-        return VideoEncoderConfigurator.from_config(config)
-
-    return _build(make, seed + 1, statistics=True)
-
-
-def build_upscaler(config: dict, seed: int = 0):
-    def make():
-        from ltx_core.model.upsampler import LatentUpsamplerConfigurator
-
-        return LatentUpsamplerConfigurator.from_config(config)
-
-    return _build(make, seed + 2, statistics=False)
-
-
-def vae_state_dict(decoder=None, encoder=None) -> dict:
-    """Checkpoint keys as the full LTX-2 files name them, statistics once (plus the unused ones)."""
-    import torch
-
-    out = {}
-    stats = None
-    for part, module in (("decoder", decoder), ("encoder", encoder)):
-        if module is None:
-            continue
-        for key, value in module.state_dict().items():
-            if key.startswith("per_channel_statistics."):
-                stats = module.per_channel_statistics
-                continue
-            out[f"vae.{part}.{key}"] = value
-    if stats is not None:
-        mean = stats.get_buffer("mean-of-means")
-        std = stats.get_buffer("std-of-means")
-        out["vae.per_channel_statistics.mean-of-means"] = mean
-        out["vae.per_channel_statistics.std-of-means"] = std
-        out["vae.per_channel_statistics.channel"] = torch.arange(mean.shape[0], dtype=torch.float32)
-        out["vae.per_channel_statistics.mean-of-stds"] = torch.ones_like(mean)
-    return out
 
 
 def write_checkpoint(path: str | Path, tensors: dict, config: dict | None, dtype: str = "bf16") -> Path:
@@ -223,17 +173,3 @@ def load_checkpoint_into(module, path: str | Path, prefix_map: dict[str, str]) -
 
     ops = KeyOps(tuple(prefix_map.items()), ignore=lambda name: name.split(".")[-1] in UNUSED_STATISTICS)
     load_into_torch(module, path, ops)
-
-
-def reference_decoder_from_checkpoint(path: str | Path, config: dict):
-    return from_checkpoint("decoder", path, config)
-
-
-def reference_encoder_from_checkpoint(path: str | Path, config: dict):
-    return from_checkpoint("encoder", path, config)
-
-
-def upscaler_state_dict(model) -> dict:
-    """An upscaler's checkpoint keys as the released files name them: bare, blur kernel buffer included."""
-    return dict(model.state_dict())
-

@@ -1,4 +1,4 @@
-"""One interface for every component on every backend, and the rule that picks a backend per component.
+"""One interface for every component on every backend, and the backends the pipelines and the bench run.
 
 A backend runs one component on host (NumPy float32) arrays in its registry spec's calling convention
 (``models.registry``: ``decode``, ``encode``, ``upsample``), so several backends can run side by side on their own
@@ -7,164 +7,25 @@ three steps, which the bench times apart: ``prepare`` (host array -> the backend
 component, synchronised by ``sync``) and ``to_host``; ``reset_peak``/``peak`` measure device memory and
 ``release`` lets the weights go.
 
-Backends are named ``mlx``, ``torch`` (the ltx-core reference, on the machine's accelerator when there is one) and
-``coreml:<compute unit>``. ``auto`` reads the bench profile (``runtime.profile``): among the entries for the
-component and tile, the fastest that passed parity. Without a profile, or off macOS, ``auto`` is MLX. A Core ML
-model whose parity gate failed (in the profile, or in its package's fp16 PSNR) is never used.
+``build`` makes the backends of a ``runtime.choice.Choice`` (which names them and says why); the Core ML backend
+and its gates are in ``runtime.coreml_backend``.
 """
 
 from __future__ import annotations
 
 import gc
-import sys
 import threading
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Callable
 
 import numpy as np
 
 from ltx_ane.errors import LtxAneError
 from ltx_ane.models import registry
-from ltx_ane.runtime.profile import Profile, default_profile_path
-
-KINDS = ("mlx", "torch", "coreml")
-DEFAULT_COMPUTE_UNIT = "CPU_AND_NE"
+from ltx_ane.runtime.choice import Choice
 
 # MLX's evaluation state is not documented as thread-safe (and Metal command queues are per stream), so every
 # MLX call in a run with worker threads goes through this one lock; other backends never need it.
 MLX_LOCK = threading.RLock()
-
-
-# ------------------------------------------------------------------------------------------------ names
-
-
-def canonical(name: str) -> str:
-    """'mlx', 'torch', 'coreml' (-> coreml:CPU_AND_NE) or 'coreml:UNIT', checked."""
-    from ltx_ane.coreml.runtime import COMPUTE_UNITS
-
-    text = name.strip()
-    kind, _, unit = text.partition(":")
-    kind = kind.lower()
-    if kind not in KINDS:
-        raise LtxAneError(f"unknown backend {text!r} (choose from auto, mlx, torch, coreml[:{'|'.join(COMPUTE_UNITS)}])")
-    if kind != "coreml":
-        if unit:
-            raise LtxAneError(f"backend {text!r}: only coreml takes a compute unit")
-        return kind
-    unit = (unit or DEFAULT_COMPUTE_UNIT).upper()
-    if unit not in COMPUTE_UNITS:
-        raise LtxAneError(f"unknown Core ML compute unit {unit!r} in {text!r} (choose from {', '.join(COMPUTE_UNITS)})")
-    return f"coreml:{unit}"
-
-
-def parse_spec(text: str) -> list[str]:
-    """A --backend value: 'auto', or one or more backend names separated by commas (no repeats)."""
-    parts = [p for p in (text or "").split(",")]
-    if any(not p.strip() for p in parts):
-        raise LtxAneError(f"empty backend name in {text!r}")
-    if [p.strip().lower() for p in parts] == ["auto"]:
-        return ["auto"]
-    if any(p.strip().lower() == "auto" for p in parts):
-        raise LtxAneError(f"'auto' cannot be combined with other backends ({text!r})")
-    names = [canonical(p) for p in parts]
-    if len(set(names)) != len(names):
-        raise LtxAneError(f"backend listed twice in {text!r}")
-    return names
-
-
-# ------------------------------------------------------------------------------------------------ choice
-
-
-@dataclass
-class Choice:
-    """Which backends one component runs on, and why (printed for the user)."""
-
-    component: str
-    names: list[str]
-    reason: str
-    package: str | None = None
-
-    def describe(self) -> str:
-        return f"{self.component}: {' + '.join(self.names)} ({self.reason})"
-
-    @property
-    def explicit(self) -> bool:
-        """Asked for by name (not picked by ``auto``)."""
-        return not self.reason.startswith("auto")
-
-
-def choose(
-    component: str,
-    spec: str,
-    tile=None,
-    profile: Profile | None = None,
-    package: str | None = None,
-    platform: str | None = None,
-    profile_path: str | Path | None = None,
-) -> Choice:
-    """Resolve a --backend value for one component without loading anything.
-
-    Explicit choices that cannot work (Core ML off macOS or without a package, a backend recorded as failing
-    parity, several backends for an untiled component) are errors; ``auto`` falls back to MLX and says why.
-    """
-    tiled = registry.spec(component).tiled
-    platform = platform or sys.platform
-    names = parse_spec(spec)
-    if names != ["auto"]:
-        if len(names) > 1 and not tiled:
-            raise LtxAneError(f"the {registry.spec(component).title} runs on a whole clip, so it takes one backend, "
-                              f"not {spec!r}")
-        for name in names:
-            if profile is not None and profile.failed(component, tile, name):
-                raise LtxAneError(f"{name} failed its parity gate for the {component} in {profile.path}; not using it")
-            if name.startswith("coreml"):
-                if platform != "darwin":
-                    raise LtxAneError(f"--backend {name} for the {component}: Core ML runs only on macOS "
-                                      f"(this is {platform}); use mlx or auto")
-                if not package:
-                    raise LtxAneError(f"--backend {name} for the {component} needs its Core ML package: --package FILE")
-        return Choice(component, names, "as asked", package)
-
-    where = profile.path if profile is not None else (profile_path or default_profile_path())
-    if profile is None:
-        return Choice(component, ["mlx"], f"auto: no profile at {where}")
-    entry = profile.choose(component, tile)
-    tile_text = "x".join(map(str, tile)) if tile is not None else "any tile"
-    if entry is None:
-        failed = [e.backend for e in profile.matching(component, tile) if not e.passed_parity]
-        why = f"failed parity: {', '.join(failed)}" if failed else "no entry"
-        return Choice(component, ["mlx"], f"auto: profile has no passing backend for {tile_text} ({why})")
-    names, dropped = [], []
-    pkg = package or entry.package
-    for name in entry.backends:
-        if name.startswith("coreml") and platform != "darwin":
-            dropped.append(f"{name}: not macOS")
-        elif name.startswith("coreml") and not pkg:
-            dropped.append(f"{name}: no package")
-        elif name == "torch" and not reference_available():
-            dropped.append("torch: ltx-core not installed")
-        else:
-            names.append(name)
-    if len(names) > 1 and not tiled:
-        names = names[:1]
-    if not names:
-        return Choice(component, ["mlx"], f"auto: profile picks {entry.backend} for {tile_text}, "
-                      f"unusable here ({'; '.join(dropped)})")
-    reason = f"auto: fastest passing in profile for {tile_text}"
-    if dropped:
-        reason += f"; dropped {'; '.join(dropped)}"
-    return Choice(component, names, reason, pkg)
-
-
-def reference_available() -> bool:
-    """Whether torch and ltx-core are installed (checked without importing them)."""
-    import importlib.util
-
-    try:
-        return all(importlib.util.find_spec(m) is not None for m in ("torch", "ltx_core"))
-    except (ImportError, ValueError):
-        return False
 
 
 def torch_accelerator() -> str:
@@ -176,8 +37,6 @@ def torch_accelerator() -> str:
     if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
         return "mps"
     return "cpu"
-
-
 
 
 # ------------------------------------------------------------------------------------------------ backends
@@ -252,7 +111,7 @@ class MLXBackend(Backend):
         super().__init__(component)
         self.model, self.stats = model, stats
         self.device = "gpu" if mx.default_device() == mx.gpu else "cpu"
-        self.dtype = {mx.bfloat16: "bf16", mx.float16: "fp16", mx.float32: "fp32"}.get(_mlx_model_dtype(model), "?")
+        self.dtype = mlx_dtype_name(model)
 
     def prepare(self, x):
         import mlx.core as mx
@@ -300,10 +159,14 @@ class MLXBackend(Backend):
             mx.clear_cache()
 
 
-def _mlx_model_dtype(model):
+def mlx_dtype_name(model) -> str:
+    """The dtype an MLX model holds its weights in, by its command-line name ('bf16', 'fp16', 'fp32'; '?' else)."""
     from mlx.utils import tree_flatten
 
-    return next((v.dtype for _, v in tree_flatten(model.parameters())), None)
+    from ltx_ane.models.loading import DTYPES, mlx_dtype
+
+    held = next((v.dtype for _, v in tree_flatten(model.parameters())), None)
+    return next((name for name in DTYPES if mlx_dtype(name) == held), "?")
 
 
 def _mlx_upsample(backend: MLXBackend, latent):
@@ -418,11 +281,16 @@ def model_identity(model) -> dict:
     return {"config_hash": config_hash(model.config.raw), "weights_digest": weights_digest(torch_layout_weights(model).items())}
 
 
+def run_identity(model) -> dict:
+    """What a profile entry must have been measured with to apply to a run of ``model`` (``runtime.profile``):
+    its config, its weights and the dtype it runs in."""
+    return {**model_identity(model), "dtype": mlx_dtype_name(model)}
+
+
 def torch_from_mlx(model, component: str):
     """The ltx-core module holding exactly an MLX model's weights (float32), whatever they were loaded from,
     so a reference backend never disagrees with the MLX one about weights (e.g. under --random-weights)."""
     import torch
-    from mlx.utils import tree_flatten
 
     spec = registry.spec(component)
     module = spec.reference(model.config.raw)

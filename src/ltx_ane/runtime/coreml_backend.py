@@ -12,7 +12,8 @@ import numpy as np
 
 from ltx_ane.coreml import layout
 from ltx_ane.errors import LtxAneError
-from ltx_ane.runtime.backends import DEFAULT_COMPUTE_UNIT, Backend, stats_arrays
+from ltx_ane.runtime.backends import Backend, stats_arrays
+from ltx_ane.runtime.choice import DEFAULT_COMPUTE_UNIT
 
 
 class CoreMLBackend(Backend):
