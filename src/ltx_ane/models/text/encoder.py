@@ -21,7 +21,7 @@ from ltx_ane.models.text.gemma import MAX_TOKENS, GemmaTextModel, load_gemma, ra
 from ltx_ane.models.text.prompt_store import PromptCache, PromptContext, fingerprint_file, fingerprint_gemma
 
 STAND_IN_NOTE = "random Gemma with a stand-in byte tokenizer (not Gemma's): the contexts are noise"
-RANDOM_LTX_NOTE = "random text projection and connectors (real architecture): the contexts are noise"
+RANDOM_LTX_NOTE = "random text projection and connectors: the contexts are noise"
 
 
 @dataclass
