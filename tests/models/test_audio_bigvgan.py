@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from ltx_ane.models.audio_vae.bigvgan import (KERNEL, RATIO, hann_sinc_filter, kaiser_sinc_filter,
-                                              lowpass_downsample, upsample)
+from ltx_ane.models.audio_vae.bigvgan import (KERNEL, RATIO, Activation1d, _anti_aliased_snake, hann_sinc_filter,
+                                              kaiser_sinc_filter, lowpass_downsample, upsample)
 from ltx_ane.models.audio_vae.loader import load_vocoder
 from ltx_ane.models.config import load_preset
 from ltx_ane.models.loading import Source
@@ -38,14 +38,14 @@ def test_resamplers_match_reference(length):
     x = torch.randn(2, 3, length, generator=torch.Generator().manual_seed(length))
     up, down, skip = UpSample1d(2, 12), DownSample1d(2, 12), UpSample1d(3, persistent=False, window_type="hann")
     channels_last = mx.array(x.numpy().transpose(0, 2, 1))
-    taps = mx.array(up.filter.numpy().reshape(-1))
+    taps = tuple(up.filter.numpy().reshape(-1).tolist())
     hann, width = hann_sinc_filter(3)
     with torch.no_grad():
         expected = [up(x), down(x), skip(x)]
     out = [
         upsample(channels_last, taps, 2, up.pad, up.pad_left),
-        lowpass_downsample(channels_last, mx.array(down.lowpass.filter.numpy().reshape(-1))),
-        upsample(channels_last, mx.array(hann), 3, width, skip.pad_left),
+        lowpass_downsample(channels_last, tuple(down.lowpass.filter.numpy().reshape(-1).tolist())),
+        upsample(channels_last, tuple(hann.tolist()), 3, width, skip.pad_left),
     ]
     for ref, mine in zip(expected, out):
         mine = np.array(mine).transpose(0, 2, 1)
@@ -95,3 +95,21 @@ def test_random_weights_keep_the_fixed_filters():
     activation = vocoder.vocoder.act_post
     np.testing.assert_array_equal(np.array(activation.upsample.filter), taps)
     np.testing.assert_array_equal(np.array(activation.downsample.lowpass.filter), taps)
+
+
+@pytest.mark.parametrize("dtype", [mx.float32, mx.bfloat16])
+def test_activation_with_literal_taps_equals_array_taps(dtype):
+    """Taps compiled in as literals compute exactly what the same function computes reading them from arrays."""
+    activation = Activation1d(5)
+    activation.set_dtype(dtype)
+    for buffer in (activation.upsample, activation.downsample.lowpass):
+        buffer.reset(dtype)
+    key = iter(mx.random.split(mx.random.key(3), 3))
+    activation.act.alpha = 0.3 * mx.random.normal((5,), key=next(key)).astype(dtype)
+    activation.act.beta = 0.3 * mx.random.normal((5,), key=next(key)).astype(dtype)
+    x = mx.random.normal((2, 40, 5), key=next(key)).astype(dtype)
+    with_arrays = mx.compile(_anti_aliased_snake)(
+        x, activation.act.alpha, activation.act.beta,
+        up_taps=activation.upsample.filter.reshape(-1), down_taps=activation.downsample.lowpass.filter.reshape(-1),
+    )
+    np.testing.assert_array_equal(np.array(activation(x).astype(mx.float32)), np.array(with_arrays.astype(mx.float32)))

@@ -8,7 +8,9 @@ Activations are channels-last, (B, L, C).
 
 from __future__ import annotations
 
+import functools
 import math
+from collections.abc import Sequence
 
 import mlx.core as mx
 import mlx.nn as nn
@@ -42,7 +44,7 @@ def hann_sinc_filter(ratio: int, rolloff: float = 0.99, lowpass_filter_width: in
     return (np.sinc(time) * window * rolloff / ratio).astype(np.float32), width
 
 
-def upsample(x: mx.array, taps: mx.array, ratio: int, pad: int, crop_left: int) -> mx.array:
+def upsample(x: mx.array, taps: Sequence[float], ratio: int, pad: int, crop_left: int) -> mx.array:
     """ltx-core ``UpSample1d``: replicate-pad by ``pad``, x``ratio`` transposed conv with ``taps``, crop, scale.
 
     Output sample ``ratio * s + phase`` is a dot product of the taps ``phi, phi + ratio, ...`` with the
@@ -54,7 +56,7 @@ def upsample(x: mx.array, taps: mx.array, ratio: int, pad: int, crop_left: int) 
     for phase in range(ratio):
         start, first_tap = divmod(phase + crop_left, ratio)
         acc = None
-        for i, tap in enumerate(range(first_tap, taps.shape[-1], ratio)):
+        for i, tap in enumerate(range(first_tap, len(taps), ratio)):
             term = x[:, start - i : start - i + length] * taps[tap]
             acc = term if acc is None else acc + term
         phases.append(acc)
@@ -62,9 +64,9 @@ def upsample(x: mx.array, taps: mx.array, ratio: int, pad: int, crop_left: int) 
     return ratio * mx.stack(phases, axis=2).reshape(b, ratio * length, c)
 
 
-def lowpass_downsample(x: mx.array, taps: mx.array) -> mx.array:
+def lowpass_downsample(x: mx.array, taps: Sequence[float]) -> mx.array:
     """ltx-core ``DownSample1d`` (x2): replicate padding (K/2 - 1 before, K/2 after), stride-2 FIR."""
-    kernel = taps.shape[-1]
+    kernel = len(taps)
     x = mx.pad(x, [(0, 0), (kernel // 2 - 1, kernel // 2), (0, 0)], mode="edge")
     out = (x.shape[1] - kernel) // RATIO + 1
     acc = None
@@ -79,7 +81,7 @@ def snake_beta(x: mx.array, alpha: mx.array, beta: mx.array) -> mx.array:
     return x + (1.0 / (mx.exp(beta) + 1e-9)) * mx.sin(x * mx.exp(alpha)) ** 2
 
 
-def _anti_aliased_snake(x, up_taps, alpha, beta, down_taps):
+def _anti_aliased_snake(x, alpha, beta, up_taps, down_taps):
     # In fp32 whatever the model dtype: the filters sum 6 and 12 products, which half precision would round
     # at every step (a conv accumulates in fp32). Fused into one kernel, this costs no extra memory traffic.
     pad = KERNEL // RATIO - 1
@@ -87,7 +89,10 @@ def _anti_aliased_snake(x, up_taps, alpha, beta, down_taps):
     return lowpass_downsample(snake_beta(y, alpha, beta), down_taps).astype(x.dtype)
 
 
-anti_aliased_snake = mx.compile(_anti_aliased_snake)
+@functools.lru_cache
+def anti_aliased_snake(up_taps: tuple[float, ...], down_taps: tuple[float, ...]):
+    """The fused activation ``(x, alpha, beta) -> y`` for one pair of filters (every layer shares the same pair)."""
+    return mx.compile(functools.partial(_anti_aliased_snake, up_taps=up_taps, down_taps=down_taps))
 
 
 class SnakeBeta(nn.Module):
@@ -104,6 +109,13 @@ class FilterBuffer(nn.Module):
         super().__init__()
         self._taps = taps
         self.filter = mx.array(taps)
+        self._read_from = None
+
+    def taps(self) -> tuple[float, ...]:
+        """The current filter as Python floats, read (one device sync) only when a new array was loaded."""
+        if self._read_from is not self.filter:
+            self._read_from, self._floats = self.filter, tuple(self.filter.astype(mx.float32).reshape(-1).tolist())
+        return self._floats
 
     def reset(self, dtype) -> None:
         """Back to the computed taps (after random weights, which must not touch a fixed filter)."""
@@ -126,9 +138,8 @@ class Activation1d(nn.Module):
         self.downsample = DownSample1d()
 
     def __call__(self, x: mx.array) -> mx.array:
-        return anti_aliased_snake(
-            x, self.upsample.filter.reshape(-1), self.act.alpha, self.act.beta, self.downsample.lowpass.filter.reshape(-1)
-        )
+        fused = anti_aliased_snake(self.upsample.taps(), self.downsample.lowpass.taps())
+        return fused(x, self.act.alpha, self.act.beta)
 
 
 class AMPBlock1(nn.Module):

@@ -123,7 +123,7 @@ class VocoderWithBWE(nn.Module):
         self.mel_stft = MelSTFT(config.bwe)
         self.ratio = config.bwe.output_sampling_rate // config.bwe.input_sampling_rate
         taps, self.skip_pad = hann_sinc_filter(self.ratio)
-        self._skip_taps = mx.array(taps)  # computed, not stored in checkpoints
+        self._skip_taps = tuple(taps.tolist())  # computed, not stored in checkpoints
 
     @property
     def dtype(self):
