@@ -66,9 +66,13 @@ class Generator(nn.Module):
         for i, up in enumerate(self.ups):
             x = up(x if cfg.is_amp else nn.leaky_relu(x, LRELU_SLOPE))
             # ltx-core averages the blocks with a mean over a stacked tensor, which accumulates in fp32.
-            total = sum(block(x).astype(mx.float32) for block in self.resblocks[i * per_stage : (i + 1) * per_stage])
+            total = 0.0
+            for block in self.resblocks[i * per_stage : (i + 1) * per_stage]:
+                total = total + block(x).astype(mx.float32)
+                # One block at a time: a GPU frees a kernel's inputs only once it has run, so a whole stage
+                # queued at once keeps every block's full-length fp32 resampler buffers alive together.
+                mx.eval(total)
             x = (total / per_stage).astype(x.dtype)
-            mx.eval(x)  # one stage at a time bounds the live intermediates
         x = self.act_post(x) if cfg.is_amp else nn.leaky_relu(x, POST_LRELU_SLOPE)
         x = self.conv_post(x)
         if cfg.apply_final_activation:
