@@ -14,13 +14,14 @@ pytest.importorskip("ltx_core")
 
 import mlx.core as mx  # noqa: E402
 from mlx.utils import tree_flatten  # noqa: E402
-from safetensors.torch import load_file  # noqa: E402
+from safetensors.torch import load_file, save_file  # noqa: E402
 
 from transformer_util import make_inputs, run_mlx, tiny_config, write_transformer  # noqa: E402
 from ltx_ane import reference as R  # noqa: E402
 from ltx_ane.errors import LtxAneError  # noqa: E402
 from ltx_ane.models.loading import Source  # noqa: E402
 from ltx_ane.models.transformer.loader import load_transformer  # noqa: E402
+from ltx_ane.models.transformer.lora import fuse_loras_into  # noqa: E402
 from ltx_ane.models.transformer.perturbations import (  # noqa: E402
     BatchedPerturbationConfig, Perturbation, PerturbationConfig, PerturbationType)
 from ltx_ane.models.transformer.quantize import QuantizeMode  # noqa: E402
@@ -110,6 +111,19 @@ def test_streamed_lora_fusion_is_the_resident_one(tmp_path):
                              video, audio))
 
 
+def test_fp8_blocks_are_dequantised_as_in_a_resident_load(tmp_path):
+    config = tiny_config("ltx2", num_layers=2)
+    path = tmp_path / "ltx.safetensors"
+    write_transformer(path, config)
+    fp8 = {k: (v.to(torch.float8_e4m3fn) if k.startswith(PREFIX) and v.ndim == 2 else v)
+           for k, v in load_file(str(path)).items()}
+    fp8_path = tmp_path / "fp8.safetensors"
+    save_file(fp8, str(fp8_path), metadata={"config": json.dumps(config)})
+    video, audio = make_inputs(config)
+    assert_identical(run_mlx(load_transformer(Source(str(fp8_path)), dtype="fp32"), video, audio),
+                     run_mlx(load_transformer(Source(str(fp8_path)), dtype="fp32", stream_blocks=True), video, audio))
+
+
 def test_streamed_random_weights_are_drawn_again_identically(tmp_path):
     config = tiny_config("ltx23", num_layers=2)
     config_file = tmp_path / "config.json"
@@ -122,12 +136,14 @@ def test_streamed_random_weights_are_drawn_again_identically(tmp_path):
     assert_identical(first, run_mlx(model, video, audio))
 
 
-def test_streaming_refuses_quantisation_and_mismatched_blocks(tmp_path):
+def test_streaming_refuses_quantisation_late_loras_and_mismatched_blocks(tmp_path):
     config = tiny_config("ltx2", num_layers=2)
     path = tmp_path / "ltx.safetensors"
     write_transformer(path, config)
     with pytest.raises(LtxAneError, match="cannot be quantised"):
         load_transformer(Source(str(path)), quantize=QuantizeMode.parse("8"), stream_blocks=True)
+    with pytest.raises(LtxAneError, match="streams its blocks; load it again with the LoRA"):
+        fuse_loras_into(load_transformer(Source(str(path)), stream_blocks=True), [(path, 1.0)])
     tensors = load_file(str(path))
     del tensors[f"{PREFIX}transformer_blocks.1.ff.net.2.bias"]
     broken = R.write_checkpoint(tmp_path / "broken.safetensors", tensors, config)

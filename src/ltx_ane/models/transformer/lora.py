@@ -74,6 +74,8 @@ def fuse_loras_into(model, loras: Sequence[tuple[str | Path, float]]) -> None:
     LoRA to the stage-1 weights instead of reading 40 GB again)."""
     from mlx.utils import tree_flatten, tree_unflatten
 
+    if getattr(model, "block_streamer", None) is not None:
+        raise LtxAneError("LoRAs cannot be fused into a transformer that streams its blocks; load it again with the LoRA")
     weights = dict(tree_flatten(model.parameters()))
     if any(name.endswith(".scales") for name in weights):
         raise LtxAneError("LoRAs cannot be fused into a quantised transformer; load it again with the LoRA")
