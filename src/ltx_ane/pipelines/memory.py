@@ -5,7 +5,8 @@ VAE decodes. The transformer phase decides: its weights (bf16, or 8-/4-bit with 
 plus the activations of one forward, which grow with the token count, plus the prepared text of each prompt the
 loop reuses (two with a negative prompt). The activation rule is fitted to the
 measured peaks in ``benchmarks/results/transformer-cuda.md`` (41.7 GB at 1,536 video tokens, 46.5 GB at 6,144, with
-37.8 GB of weights) and rounded up.
+37.8 GB of weights) and rounded up. When even 4-bit weights do not fit, the last resort streams the blocks: bf16
+non-block weights plus one block resident, every block read from disk again at every forward (slow, but it runs).
 """
 
 from __future__ import annotations
@@ -24,14 +25,25 @@ ACTIVATION_BYTES_PER_TOKEN = 0.9e6
 GEMMA_ACTIVATION_BYTES = 1.5 * GB
 
 
+STREAMING = "bf16, streaming blocks from disk"
+
+
 @dataclass(frozen=True)
 class MemoryPlan:
-    precision: str  # "bf16", "fp16", "fp32", "8-bit" or "4-bit"
+    precision: str  # "bf16", "fp16", "fp32", "8-bit", "4-bit" or STREAMING
     quantize_bits: int | None
     transformer_bytes: float
     peak_bytes: float
     available_bytes: float
     available_source: str
+
+    @property
+    def stream_blocks(self) -> bool:
+        return self.precision == STREAMING
+
+    def dtype(self, requested: str) -> str:
+        """The compute dtype to load the transformer in: the one asked for, except when streaming (bf16)."""
+        return "bf16" if self.stream_blocks else requested
 
     def describe(self) -> str:
         return (f"memory plan: transformer {self.precision} ({self.transformer_bytes / GB:.1f} GB of weights), "
@@ -52,8 +64,16 @@ def available_memory() -> tuple[float, str]:
     return 0.9 * pages * page_size, "90% of physical memory"
 
 
-def transformer_parameters(config) -> tuple[int, int]:
-    """(parameters in the quantisable Linear layers of the blocks, all other parameters), without allocating."""
+@dataclass(frozen=True)
+class TransformerParameters:
+    quantisable: int  # in the blocks' Linear layers' weights (what 8-/4-bit quantise)
+    total: int
+    one_block: int
+    blocks: int
+
+
+def transformer_parameters(config) -> TransformerParameters:
+    """The transformer's parameter counts, without allocating."""
     import mlx.nn as nn
     from mlx.utils import tree_flatten
 
@@ -65,15 +85,19 @@ def transformer_parameters(config) -> tuple[int, int]:
         if isinstance(module, nn.Linear) and path.startswith("transformer_blocks."):
             quantisable += module.weight.size
     total = sum(p.size for _, p in tree_flatten(model.parameters()))
-    return quantisable, total - quantisable
+    one_block = sum(p.size for _, p in tree_flatten(model.transformer_blocks[0].parameters()))
+    return TransformerParameters(quantisable, total, one_block, len(model.transformer_blocks))
 
 
-def weight_bytes(parameters: tuple[int, int], precision: str, group_size: int = 64) -> float:
-    quantisable, other = parameters
+def weight_bytes(parameters: TransformerParameters, precision: str, group_size: int = 64) -> float:
+    """The resident weights at ``precision`` (streaming: the non-block weights and one block, bf16)."""
+    p = parameters
     if precision in ("8-bit", "4-bit"):
         bits = int(precision[0])
-        return quantisable * (bits / 8 + 4 / group_size) + other * 2
-    return (quantisable + other) * (4 if precision == "fp32" else 2)
+        return p.quantisable * (bits / 8 + 4 / group_size) + (p.total - p.quantisable) * 2
+    if precision == STREAMING:
+        return (p.total - (p.blocks - 1) * p.one_block) * 2
+    return p.total * (4 if precision == "fp32" else 2)
 
 
 def prepared_text_bytes(config, prompts: int, text_tokens: int = 1024) -> float:
@@ -92,24 +116,27 @@ def gemma_bytes(gemma_dir) -> float:
 
 def plan_memory(config, dtype: str, quantize: str | None, video_tokens: int, text_bytes: float = 0.0,
                 available: tuple[float, str] | None = None, prompts: int = 1) -> MemoryPlan:
-    """The first precision that fits (``text_bytes``: the text encoder's phase, when it runs here), from the one asked for (``quantize`` "8"/"4", else the dtype, then 8-bit, then
-    4-bit); an error naming the need and the machine's memory when even 4-bit does not fit."""
+    """The first precision that fits (``text_bytes``: the text encoder's phase, when it runs here), from the one
+    asked for (``quantize`` "8"/"4", else the dtype, then 8-bit, then 4-bit, then streaming the blocks from disk);
+    an error naming the need and the machine's memory when nothing fits."""
     available_bytes, source = available or available_memory()
     parameters = transformer_parameters(config)
     activations = ACTIVATION_BASE_BYTES + ACTIVATION_BYTES_PER_TOKEN * video_tokens + prepared_text_bytes(config, prompts)
     if quantize:
         candidates = [f"{quantize}-bit"]
     else:
-        candidates = [dtype, "8-bit", "4-bit"]
+        candidates = [dtype, "8-bit", "4-bit", STREAMING]
     smallest = None
     for precision in candidates:
         weights = weight_bytes(parameters, precision)
         peak = max(weights + activations, text_bytes)
         smallest = (precision, peak)
         if peak <= available_bytes:
-            bits = int(precision[0]) if precision.endswith("-bit") else None
+            bits = int(precision[0]) if precision in ("8-bit", "4-bit") else None
             return MemoryPlan(precision, bits, weights, peak, available_bytes, source)
     precision, peak = smallest
     raise LtxAneError(f"not enough memory: the transformer at {precision} needs ~{peak / GB:.1f} GB for "
                       f"{video_tokens} video tokens, and this machine offers {available_bytes / GB:.1f} GB ({source})"
-                      + ("; try a smaller size or fewer frames" if precision == "4-bit" else "; try --quantize 4"))
+                      + ("; try a smaller size or fewer frames" if precision == STREAMING
+                         else "; leave out --quantize to stream the blocks from disk" if quantize
+                         else "; try --quantize 4"))

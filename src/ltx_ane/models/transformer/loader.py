@@ -21,6 +21,7 @@ from ltx_ane.models.transformer.config import TransformerConfig
 from ltx_ane.models.transformer.lora import fuse_loras
 from ltx_ane.models.transformer.model import LTXModel
 from ltx_ane.models.transformer.quantize import QuantizeMode, check_quantizable, quantize_transformer
+from ltx_ane.models.transformer import streaming
 
 TRANSFORMER_PREFIX = "model.diffusion_model."
 TEXT_CONNECTORS = ("video_embeddings_connector.", "audio_embeddings_connector.")
@@ -76,15 +77,22 @@ def load_transformer(
     loras: Sequence[tuple[str | Path, float]] = (),
     seed: int = 0,
     preset: str = "ltx2",
+    stream_blocks: bool = False,
 ) -> LTXModel:
     """The velocity model from ``source``; LoRAs (path, strength) fused at load, then optional quantisation.
 
     ``preset`` (a model preset: "ltx2", "ltx23", ...) picks the architecture for random weights without a config
-    file.
+    file. ``stream_blocks``: keep only the non-block weights resident and read each block's from the checkpoint
+    while it runs (``streaming``).
     """
     config, path = transformer_config(source, preset)
     compute_dtype = mlx_dtype(dtype)
     model = LTXModel(config)  # parameters stay lazy (unevaluated) until weights are applied or randomised
+    if stream_blocks:
+        if quantize is not None:
+            raise LtxAneError("block streaming reads bf16/fp16 blocks from the checkpoint and cannot be quantised; "
+                              "choose one of the two")
+        return _streamed(model, source, path, compute_dtype, loras, seed)
     if quantize is not None:
         check_quantizable(model, quantize)
     if source.random_weights:
@@ -97,4 +105,27 @@ def load_transformer(
         apply_weights(model, tensors, compute_dtype, source=f"{path} (transformer)")
     if quantize is not None:
         quantize_transformer(model, quantize)
+    return model
+
+
+def _streamed(model: LTXModel, source: Source, path: Path | None, dtype, loras, seed: int) -> LTXModel:
+    """The non-block weights loaded (or randomised) now, the blocks' left to a ``BlockStreamer``."""
+    if source.random_weights:
+        if loras:
+            raise LtxAneError("LoRAs cannot be fused into random weights")
+        with streaming.without_blocks(model):
+            randomize(model, dtype, seed)
+        blocks = streaming.RandomBlocks(dtype, seed)
+    else:
+        tensors = read_transformer_tensors(path)
+        # Fused lazily: every LoRA is checked against all weights now, but only the resident ones are read.
+        fuse_loras(tensors, loras, dtype)
+        streaming.check_block_weights(model, tensors, source=f"{path} (transformer)")
+        with streaming.without_blocks(model):
+            resident = {name: value for name, value in tensors.items() if not streaming.is_block_weight(name)}
+            apply_weights(model, resident, dtype, source=f"{path} (transformer)")
+        blocks = streaming.CheckpointBlocks(path, TRANSFORMER_PREFIX, dtype, loras)
+    for block in model.transformer_blocks:
+        streaming.release(block)
+    model.block_streamer = streaming.BlockStreamer(blocks)
     return model

@@ -41,15 +41,17 @@ def read_lora(path: str | Path) -> dict[str, tuple[mx.array, mx.array]]:
     return pairs
 
 
-def fuse_loras(weights: dict[str, mx.array], loras: Sequence[tuple[str | Path, float]], dtype) -> None:
+def fuse_loras(weights: dict[str, mx.array], loras: Sequence[tuple[str | Path, float]], dtype,
+               under: str = "") -> None:
     """Add each LoRA's ``strength * B @ A`` to ``weights`` (model names) in place, as ``dtype``.
 
     A LoRA that names a weight the model does not have, or has with another shape, is an error: it was made for
-    another model.
+    another model. ``under``: only the targets under this prefix, with ``weights`` named relative to it (one
+    streamed block's weights).
     """
     deltas: dict[str, mx.array] = {}
     for path, strength in loras:
-        pairs = read_lora(path)
+        pairs = {key[len(under):]: pair for key, pair in read_lora(path).items() if key.startswith(under)}
         unknown = sorted(k for k in pairs if k not in weights)
         if unknown:
             raise LtxAneError(
@@ -72,6 +74,8 @@ def fuse_loras_into(model, loras: Sequence[tuple[str | Path, float]]) -> None:
     LoRA to the stage-1 weights instead of reading 40 GB again)."""
     from mlx.utils import tree_flatten, tree_unflatten
 
+    if getattr(model, "block_streamer", None) is not None:
+        raise LtxAneError("LoRAs cannot be fused into a transformer that streams its blocks; load it again with the LoRA")
     weights = dict(tree_flatten(model.parameters()))
     if any(name.endswith(".scales") for name in weights):
         raise LtxAneError("LoRAs cannot be fused into a quantised transformer; load it again with the LoRA")

@@ -8,6 +8,7 @@ prepares the text once with ``model.prepare_context`` and passes it to every ste
 from __future__ import annotations
 
 from dataclasses import replace
+from typing import TYPE_CHECKING, Iterator
 
 import mlx.core as mx
 import mlx.nn as nn
@@ -23,6 +24,9 @@ from ltx_ane.models.transformer.perturbations import BatchedPerturbationConfig
 from ltx_ane.models.transformer.rope import precompute_freqs_cis
 from ltx_ane.models.transformer.text_context import ContextCache, TextContext
 
+if TYPE_CHECKING:
+    from ltx_ane.models.transformer.streaming import BlockStreamer
+
 # Attribute-name prefix of each modality's own modules.
 PREFIX = {"video": "", "audio": "audio_"}
 
@@ -33,6 +37,8 @@ class LTXModel(nn.Module):
     max_distinct_timesteps = 16
     # Evaluate block by block as the forward is built (False: one lazy graph, e.g. to wrap the forward in a transform).
     overlap_blocks = True
+    # Set by ``load_transformer(..., stream_blocks=True)``: the blocks then hold weights only while they run.
+    block_streamer: BlockStreamer | None = None
 
     def __init__(self, config: TransformerConfig):
         super().__init__()
@@ -65,16 +71,29 @@ class LTXModel(nn.Module):
     ) -> tuple[mx.array | None, mx.array | None]:
         video_args = self.prepare("video", video, audio, text) if video is not None else None
         audio_args = self.prepare("audio", audio, video, text) if audio is not None else None
-        for block in self.transformer_blocks:
+        for block in self.resident_blocks():
             video_args, audio_args = block(video_args, audio_args, perturbations)
-            if self.overlap_blocks:
+            outputs = [args.x for args in (video_args, audio_args) if args is not None]
+            if self.block_streamer is not None:
+                mx.eval(outputs)  # before the block's weights are released
+            elif self.overlap_blocks:
                 # Start this block on the device while Python builds the next one's graph: otherwise the whole
                 # forward's graph (~2,000 Python-level operations at 48 blocks) is built before any kernel runs.
-                mx.async_eval([args.x for args in (video_args, audio_args) if args is not None])
+                mx.async_eval(outputs)
         return (
             self.process_output("video", video_args) if video_args is not None else None,
             self.process_output("audio", audio_args) if audio_args is not None else None,
         )
+
+    def resident_blocks(self) -> Iterator[BasicAVTransformerBlock]:
+        """The blocks in order, each with its weights while the caller uses it (a streamed model releases a block's
+        weights when the next one is asked for: the caller evaluates what it computed with it first)."""
+        for index, block in enumerate(self.transformer_blocks):
+            if self.block_streamer is None:
+                yield block
+            else:
+                with self.block_streamer.resident(index, block):
+                    yield block
 
     def _module(self, side: str, name: str):
         return getattr(self, PREFIX[side] + name)
@@ -127,19 +146,20 @@ class LTXModel(nn.Module):
         they do not depend on the noise level (19B), each block's text keys and values. Masks as
         ``Modality.context_mask``."""
 
-        def side_context(side: str, context: mx.array | None, mask: mx.array | None) -> TextContext | None:
-            if context is None:
-                return None
-            projected = self.project_context(side, context)
-            keys_values = None
-            if not self.config.cross_attention_adaln:
-                attention = PREFIX[side] + "attn2"
-                keys_values = tuple(getattr(b, attention).keys_values(projected) for b in self.transformer_blocks)
-            return TextContext(projected, mask, keys_values)
-
-        cache = ContextCache(side_context("video", video_context, video_mask),
-                             side_context("audio", audio_context, audio_mask))
-        mx.eval([(t.context, t.keys_values) for t in (cache.video, cache.audio) if t is not None])
+        sides = {side: (self.project_context(side, context), mask)
+                 for side, context, mask in (("video", video_context, video_mask), ("audio", audio_context, audio_mask))
+                 if context is not None}
+        keys_values = {side: [] for side in sides}
+        if not self.config.cross_attention_adaln:
+            for block in self.resident_blocks():
+                for side, (projected, _) in sides.items():
+                    keys_values[side].append(getattr(block, PREFIX[side] + "attn2").keys_values(projected))
+                if self.block_streamer is not None:
+                    mx.eval([keys_values[side][-1] for side in sides])  # before the block's weights are released
+        texts = {side: TextContext(projected, mask, tuple(keys_values[side]) if keys_values[side] else None)
+                 for side, (projected, mask) in sides.items()}
+        cache = ContextCache(texts.get("video"), texts.get("audio"))
+        mx.eval([(t.context, t.keys_values) for t in texts.values()])
         return cache
 
     def _text(self, side: str, modality: Modality, text: ContextCache | None, batch: int) -> TextContext:
