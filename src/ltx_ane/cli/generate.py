@@ -227,8 +227,9 @@ def run(args) -> None:
     models = ModelSet(
         checkpoint=source,
         spatial_upscaler=upscaler_source(args, source, "spatial") if spec.two_stage else None,
-        distilled_lora=args.distilled_lora, loras=tuple(loras), dtype=args.dtype,
+        distilled_lora=args.distilled_lora, loras=tuple(loras), dtype=plan.dtype(args.dtype),
         quantize=QuantizeMode.parse(str(plan.quantize_bits)) if plan.quantize_bits else None,
+        stream_blocks=plan.stream_blocks,
         seed=args.seed, log=lambda message: print(message, file=sys.stderr))
     from ltx_ane.cli.video_output import VideoOutput
 

@@ -187,6 +187,7 @@ class ModelSet:
     loras: tuple[tuple[str, float], ...] = ()
     dtype: str = "bf16"
     quantize: object = None  # models.transformer.quantize.QuantizeMode
+    stream_blocks: bool = False  # the memory plan's last resort: one block's weights resident at a time
     seed: int = 0
     log: Callable[[str], None] = print
     _loaded: dict = field(default_factory=dict)
@@ -202,13 +203,14 @@ class ModelSet:
             self.log("note: random weights: the distilled LoRA is not applied")
             distilled_lora = 0.0
         model = self._loaded.get("transformer")
-        if model is not None and distilled_lora != self._fused_lora and self.quantize is not None:
-            self.drop("transformer")  # a quantised model cannot take a LoRA: read it again with one
+        if model is not None and distilled_lora != self._fused_lora and (self.quantize is not None or self.stream_blocks):
+            self.drop("transformer")  # a quantised or streamed model cannot take a LoRA: read it again with one
             model = None
         if model is None:
             loras = self.loras + (((self._lora_path(), distilled_lora),) if distilled_lora else ())
             start = time.perf_counter()
-            model = load_transformer(self.checkpoint, self.dtype, self.quantize, loras, self.seed)
+            model = load_transformer(self.checkpoint, self.dtype, self.quantize, loras, self.seed,
+                                     stream_blocks=self.stream_blocks)
             self._loaded["transformer"], self._fused_lora = model, distilled_lora
             self.log(f"loaded transformer in {time.perf_counter() - start:.1f} s")
         elif distilled_lora != self._fused_lora:
