@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import os
 
 import mlx.core as mx
@@ -16,7 +15,7 @@ from ltx_ane.models.audio_vae.loader import load_vocoder
 from ltx_ane.models.config import load_preset
 from ltx_ane.models.loading import Source
 from ltx_ane.reference import require_reference
-from tests.models.audio_util import TOL, rel_err, snr_db, write_audio_checkpoint
+from tests.models.audio_util import TOL, assert_vocoder_half_precision, rel_err, write_audio_checkpoint
 from tests.models.test_audio_hifigan import BF16_MARGIN_DB, mel_input
 
 # Measured 60 dB on the 48 kHz waveform in fp16 (bf16: as ltx-core's own, ~40 dB).
@@ -74,13 +73,7 @@ def test_vocoder_with_bwe_matches_reference(bigvgan, frames, batch):
 def test_vocoder_with_bwe_half_precision_snr(bigvgan):
     path, reference = bigvgan
     mel = mel_input(1, seed=5)
-    with torch.no_grad():
-        expected = reference(mel).numpy()
-        reference_bf16 = copy.deepcopy(reference).to(torch.bfloat16)(mel.bfloat16()).float().numpy()
-    out = {dtype: np.array(load_vocoder(Source(str(path)), dtype)(mx.array(mel.numpy())).astype(mx.float32))
-           for dtype in ("bf16", "fp16")}
-    assert snr_db(expected, out["bf16"]) >= snr_db(expected, reference_bf16) - BF16_MARGIN_DB
-    assert snr_db(expected, out["fp16"]) >= FP16_MIN_SNR_DB
+    assert_vocoder_half_precision(path, reference, mel, FP16_MIN_SNR_DB, BF16_MARGIN_DB)
 
 
 def test_random_weights_vocoder_with_bwe():

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 
 import mlx.core as mx
 import numpy as np
@@ -13,7 +12,7 @@ from ltx_ane.errors import LtxAneError
 from ltx_ane.models.audio_vae.loader import load_vocoder
 from ltx_ane.models.config import load_preset
 from ltx_ane.models.loading import Source
-from tests.models.audio_util import TOL, rel_err, snr_db, write_audio_checkpoint
+from tests.models.audio_util import TOL, assert_vocoder_half_precision, rel_err, write_audio_checkpoint
 
 # As for the decoder: MLX bf16 within 1 dB of ltx-core's own bf16 error (both ~48 dB on the waveform);
 # fp16, 3 more mantissa bits: measured 66 dB, bound 60 dB.
@@ -48,13 +47,7 @@ def test_vocoder_matches_reference(hifigan, frames, batch):
 def test_vocoder_half_precision_snr(hifigan):
     path, reference = hifigan
     mel = mel_input(3, seed=5)
-    with torch.no_grad():
-        expected = reference(mel).numpy()
-        reference_bf16 = copy.deepcopy(reference).to(torch.bfloat16)(mel.bfloat16()).float().numpy()
-    out = {dtype: np.array(load_vocoder(Source(str(path)), dtype)(mx.array(mel.numpy())).astype(mx.float32))
-           for dtype in ("bf16", "fp16")}
-    assert snr_db(expected, out["bf16"]) >= snr_db(expected, reference_bf16) - BF16_MARGIN_DB
-    assert snr_db(expected, out["fp16"]) >= FP16_MIN_SNR_DB
+    assert_vocoder_half_precision(path, reference, mel, FP16_MIN_SNR_DB, BF16_MARGIN_DB)
 
 
 @pytest.mark.parametrize("shape", [(1, 2, 3, 80), (1, 1, 3, 64), (2, 3, 64), (1, 2, 0, 64)])

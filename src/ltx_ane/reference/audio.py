@@ -18,24 +18,21 @@ VOCODER_PREFIXES = {"vocoder.": ""}
 
 
 def build_audio_decoder(config: dict, seed: int = 0):
-    require_reference()
-    import torch
-    from ltx_core.model.audio_vae import AudioDecoderConfigurator
-
-    generator = torch.Generator().manual_seed(seed + 10)
-    model = AudioDecoderConfigurator.from_config(config).eval()
-    randomize_parameters(model, generator)
-    randomize_statistics(model, generator)
-    return model
+    return _random_audio_vae_part("AudioDecoderConfigurator", config, seed + 10)
 
 
 def build_audio_encoder(config: dict, seed: int = 0):
+    return _random_audio_vae_part("AudioEncoderConfigurator", config, seed + 11)
+
+
+def _random_audio_vae_part(configurator_name: str, config: dict, seed: int):
+    """An ltx-core audio VAE half with random weights and plausible latent statistics."""
     require_reference()
     import torch
-    from ltx_core.model.audio_vae import AudioEncoderConfigurator
+    from ltx_core.model import audio_vae
 
-    generator = torch.Generator().manual_seed(seed + 11)
-    model = AudioEncoderConfigurator.from_config(config).eval()
+    generator = torch.Generator().manual_seed(seed)
+    model = getattr(audio_vae, configurator_name).from_config(config).eval()
     randomize_parameters(model, generator)
     randomize_statistics(model, generator)
     return model
