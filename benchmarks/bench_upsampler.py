@@ -57,7 +57,7 @@ def bench_one(kind, size, args, torch_device, tmp: Path) -> dict:
     from ltx_ane.models.config import load_preset
     from ltx_ane.models.loading import Source
     from ltx_ane.models.upscaler.loader import load_upscaler
-    from ltx_ane.pipelines.upsample import LatentStatistics, upsample_chunked
+    from ltx_ane.models.upscaler.upsample import LatentStatistics, upsample_chunked
 
     cfg = load_preset(f"{kind}-x2")
     if args.mid_channels:

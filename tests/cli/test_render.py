@@ -17,7 +17,7 @@ from ltx_ane.models.loading import Source
 from ltx_ane.models.video_vae.loader import load_decoder
 from ltx_ane.models.upscaler.loader import load_upscaler
 from ltx_ane.pipelines.video import decode_frames
-from ltx_ane.pipelines.upsample import LatentStatistics, upsample_latent
+from ltx_ane.models.upscaler.upsample import LatentStatistics, upsample_latent
 from tests.vae_util import small_config, write_vae
 
 

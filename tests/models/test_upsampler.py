@@ -28,7 +28,7 @@ from ltx_ane.models.loading import Source  # noqa: E402
 from ltx_ane.models.upscaler.model import GroupMoments, GroupNorm, LatentUpsampler  # noqa: E402
 from ltx_ane.models.upscaler.loader import kind_of, load_upscaler, upscaler_config  # noqa: E402
 from ltx_ane.models.loading import randomize  # noqa: E402
-from ltx_ane.pipelines.upsample import random_statistics, upsample, upsample_latent  # noqa: E402
+from ltx_ane.models.upscaler.upsample import random_statistics, upsample, upsample_latent  # noqa: E402
 
 FP32_TOL = 1e-4  # max abs error <= FP32_TOL * max |reference|
 

@@ -17,7 +17,7 @@ from ltx_ane.models.config import load_preset
 from ltx_ane.errors import LtxAneError
 from ltx_ane.models.loading import Source
 from ltx_ane.models.video_vae.loader import load_decoder
-from ltx_ane.pipelines.upsample import random_statistics
+from ltx_ane.models.upscaler.upsample import random_statistics
 from tests.vae_util import small_config, write_vae
 
 

@@ -193,7 +193,7 @@ def test_encode_mlx_plus_reference_equals_mlx_alone(vae):
 
 
 def test_decode_service_streams_without_blocking_the_caller(vae):
-    from ltx_ane.runtime.service import Cancelled, DecodeService
+    from ltx_ane.pipelines.service import Cancelled, DecodeService
 
     decoder = load_decoder(Source(checkpoint=str(vae)), "fp32")
     latent = np.random.default_rng(4).standard_normal((1, 16, 5, 2, 2)).astype(np.float32)

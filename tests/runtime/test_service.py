@@ -14,7 +14,7 @@ from ltx_ane.models.loading import Source
 from ltx_ane.models.video_vae.loader import load_decoder
 from ltx_ane.pipelines.video import decode_frames
 from ltx_ane.runtime import backends as B
-from ltx_ane.runtime.service import Cancelled, DecodeService
+from ltx_ane.pipelines.service import Cancelled, DecodeService
 from tests.vae_util import small_config, write_vae
 
 TILE = (4, 2, 2)  # a (1, 16, 7, 2, 2) latent in 4 time tiles: 4 chunks

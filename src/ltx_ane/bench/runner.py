@@ -141,7 +141,7 @@ def from_host_layout(setup: Setup, y: np.ndarray) -> np.ndarray:
 
 def identity_statistics(setup: Setup):
     """The upscalers time as bare modules: statistics that change nothing (ltx-core's output is the reference)."""
-    from ltx_ane.pipelines.upsample import LatentStatistics
+    from ltx_ane.models.upscaler.upsample import LatentStatistics
 
     c = setup.spec.config(setup.config).in_channels
     return LatentStatistics(mean=np.zeros(c, np.float32), std=np.ones(c, np.float32))

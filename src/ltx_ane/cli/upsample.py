@@ -45,7 +45,7 @@ def run(args) -> None:
     from ltx_ane.io.latents import LatentFile, read_latent, write_latent
     from ltx_ane.models.loading import Source
     from ltx_ane.models.upscaler.loader import load_upscaler
-    from ltx_ane.pipelines.upsample import check_latent_shape, load_statistics, random_statistics, upsample_latent, upsampled_metadata
+    from ltx_ane.models.upscaler.upsample import check_latent_shape, load_statistics, random_statistics, upsample_latent, upsampled_metadata
 
     report = Report()
     kind = "spatial" if args.spatial is not None else "temporal"

@@ -98,7 +98,7 @@ class VideoOutput:
             print(line)
 
     def _service(self, tile, shape):
-        from ltx_ane.runtime.service import DecodeService
+        from ltx_ane.pipelines.service import DecodeService
 
         if self.service is None:
             f, h, w = shape[2:]

@@ -226,7 +226,7 @@ class ModelSet:
     def statistics(self):
         """The VAE's latent statistics, which wrap the upscaler: two tensors read from the checkpoint (random ones
         with random weights), so the encoder need not load for a text-to-video run."""
-        from ltx_ane.pipelines.upsample import load_statistics, random_statistics
+        from ltx_ane.models.upscaler.upsample import load_statistics, random_statistics
 
         if self.checkpoint.random_weights:
             return random_statistics(seed=self.seed)
@@ -420,7 +420,7 @@ def _denoise_fn(spec: PipelineSpec, stage: Stage, request: GenerateRequest, cont
 
 def _upsample(video_latent, models: ModelSet):
     """ltx-core's ``upsample_video``: the x2 spatial upscaler wrapped in the VAE's latent statistics."""
-    from ltx_ane.pipelines.upsample import upsample
+    from ltx_ane.models.upscaler.upsample import upsample
 
     out = upsample(video_latent, models.upscaler(), models.statistics()).astype(video_latent.dtype)
     mx.eval(out)

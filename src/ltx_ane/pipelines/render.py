@@ -17,7 +17,7 @@ from typing import Callable, Iterator
 import numpy as np
 
 from ltx_ane.errors import LtxAneError
-from ltx_ane.pipelines.upsample import LatentStatistics, check_latent_shape, upsample_latent
+from ltx_ane.models.upscaler.upsample import LatentStatistics, check_latent_shape, upsample_latent
 
 
 @dataclass

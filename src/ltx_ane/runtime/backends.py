@@ -170,7 +170,7 @@ def mlx_dtype_name(model) -> str:
 
 
 def _mlx_upsample(backend: MLXBackend, latent):
-    from ltx_ane.pipelines.upsample import upsample
+    from ltx_ane.models.upscaler.upsample import upsample
 
     return upsample(latent, backend.model, backend.stats)
 

@@ -6,7 +6,7 @@ Activations are channels-last inside, (B, F, H, W, C); ``__call__`` takes and re
 
 GroupNorm statistics span the whole clip (all frames of one batch element), as the reference computes them
 on its 5-D tensors, and are always computed in float32. The statistics and their application are separate
-methods so that :mod:`ltx_ane.pipelines.upsample` can accumulate them over temporal chunks.
+methods so that :mod:`ltx_ane.models.upscaler.upsample` can accumulate them over temporal chunks.
 """
 
 from __future__ import annotations
@@ -195,7 +195,7 @@ def temporal_shuffle(y: mx.array) -> mx.array:
 class LatentUpsampler(nn.Module):
     """Latent (B, C, F, h, w) -> (B, C, F, 2h, 2w) (spatial) or (B, C, 2F-1, h, w) (temporal).
 
-    Works on un-normalized latents; :func:`ltx_ane.pipelines.upsample.upsample` wraps it with the VAE's statistics.
+    Works on un-normalized latents; :func:`ltx_ane.models.upscaler.upsample.upsample` wraps it with the VAE's statistics.
 
     ``compile`` runs the forward pass through ``mx.compile`` (each stage traced once per input shape), which fuses
     each GroupNorm's elementwise steps into a few kernels. Most kernels here are small, and on a GPU their launch
