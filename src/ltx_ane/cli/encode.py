@@ -37,6 +37,7 @@ def run(args) -> None:
     from ltx_ane.io.video import fit_to_vae, read_input
 
     from ltx_ane.runtime.scheduler import Throughput
+    from ltx_ane.runtime.tiling import tile_run
 
     report = common.Report()
     out = Path(args.output)
@@ -56,7 +57,7 @@ def run(args) -> None:
     grid = ((f - 1) // cfg.time_scale + 1, h // cfg.space_scale, w // cfg.space_scale)
     # Encoding needs about as much working memory per output pixel as decoding.
     tile = choose_tile(args.tiling, grid, cfg.latent_channels, DTYPE_BYTES[args.dtype], args.memory_budget)
-    backends = ctx.backends("encoder", tuple(min(t, g) for t, g in zip(tile or grid, grid)), encoder)
+    backends = ctx.backends("encoder", tile_run(tile, grid), encoder)
     throughput = Throughput() if backends and len(backends) > 1 else None
     latent = encode_video(encoder, mx.array(video), tile, quiet=args.quiet, backends=backends,
                           max_in_flight=args.max_in_flight, throughput=throughput, log=ctx.log)

@@ -99,11 +99,10 @@ class VideoOutput:
 
     def _service(self, tile, shape):
         from ltx_ane.pipelines.service import DecodeService
+        from ltx_ane.runtime.tiling import tile_run
 
         if self.service is None:
-            f, h, w = shape[2:]
-            run_tile = tuple(min(t, g) for t, g in zip(tile or (f, h, w), (f, h, w)))
-            backends = self.ctx.backends("decoder", run_tile, self.decoder)
+            backends = self.ctx.backends("decoder", tile_run(tile, tuple(shape[2:])), self.decoder)
             self.service = DecodeService(self.decoder, tile, backends, self.args.max_in_flight)
         return self.service
 

@@ -76,14 +76,12 @@ def render(latent: np.ndarray, decoder, upscalers=(), tile=None, pick: Callable 
 
     from ltx_ane.pipelines.video import check_latent, decode_frames
     from ltx_ane.runtime.scheduler import Throughput
+    from ltx_ane.runtime.tiling import tile_run
 
     info = info if info is not None else Rendered()
     check_latent(latent.shape, decoder.config.latent_channels)
     latent = upsample_steps(np.asarray(latent, dtype=np.float32), upscalers, latent_statistics(decoder), pick, info, log)
-    f, h, w = latent.shape[2:]
-    # The profile is keyed by the tile actually run: a requested tile larger than the grid shrinks to it.
-    run_tile = tuple(min(t, g) for t, g in zip(tile or (f, h, w), (f, h, w)))
-    backends = pick("decoder", run_tile, decoder, None) if pick else None
+    backends = pick("decoder", tile_run(tile, tuple(latent.shape[2:])), decoder, None) if pick else None
     info.throughput = Throughput() if backends and len(backends) > 1 else None
     yield from decode_frames(decoder, mx.array(latent), tile, quiet=quiet, backends=backends,
                              max_in_flight=max_in_flight, throughput=info.throughput, log=log)

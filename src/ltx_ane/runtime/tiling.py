@@ -175,6 +175,12 @@ def make_plan(
     )
 
 
+def tile_run(tile: tuple[int, int, int] | None, grid: tuple[int, int, int]) -> tuple[int, int, int]:
+    """The latent tile a call actually runs on for a requested ``tile`` (None: one piece) over ``grid``: a tile
+    larger than the grid shrinks to it. The bench profile is keyed by this tile."""
+    return tuple(min(t, g) for t, g in zip(tile or grid, grid))
+
+
 def parse_tile_spec(spec: str, time_scale: int = 8, space_scale: int = 32) -> tuple[int, int, int]:
     """'FRAMESxHEIGHTxWIDTH' in pixels (e.g. 65x512x512) -> tile shape in latents."""
     try:

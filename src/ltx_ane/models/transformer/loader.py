@@ -86,6 +86,8 @@ def load_transformer(
     while it runs (``streaming``).
     """
     config, path = transformer_config(source, preset)
+    if source.random_weights and loras:
+        raise LtxAneError("LoRAs cannot be fused into random weights")
     compute_dtype = mlx_dtype(dtype)
     model = LTXModel(config)  # parameters stay lazy (unevaluated) until weights are applied or randomised
     if stream_blocks:
@@ -96,8 +98,6 @@ def load_transformer(
     if quantize is not None:
         check_quantizable(model, quantize)
     if source.random_weights:
-        if loras:
-            raise LtxAneError("LoRAs cannot be fused into random weights")
         randomize(model, compute_dtype, seed)
     else:
         tensors = read_transformer_tensors(path)
@@ -111,8 +111,6 @@ def load_transformer(
 def _streamed(model: LTXModel, source: Source, path: Path | None, dtype, loras, seed: int) -> LTXModel:
     """The non-block weights loaded (or randomised) now, the blocks' left to a ``BlockStreamer``."""
     if source.random_weights:
-        if loras:
-            raise LtxAneError("LoRAs cannot be fused into random weights")
         with streaming.without_blocks(model):
             randomize(model, dtype, seed)
         blocks = streaming.RandomBlocks(dtype, seed)
