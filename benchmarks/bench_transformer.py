@@ -7,9 +7,10 @@ parity is the tests' job. Inputs as the pipelines build them: 121 frames, audio 
 Median of --runs after --warmup; peak memory (mx.get_peak_memory, torch.cuda.max_memory_allocated); effective
 TFLOP/s from the analytic FLOP count (48.4 TFLOP at 1,536 video tokens, 200 at 6,144 for 19B). Optional
 quantised rows (--quantize 8 4) with their peak memory and velocity PSNR against the MLX bf16 model. Extra bf16
-rows on the same model: "one lazy graph" builds the whole forward before running it (``overlap_blocks`` off, as
-before block-by-block evaluation), "text prepared once" is a denoising step's forward with the caption projection
-and text keys and values from ``model.prepare_context`` (built outside the timing, its memory inside the peak).
+rows on the same model: bounds on the blocks queued on the device ahead of the host (``blocks_in_flight``; the
+default is 1), "one lazy graph" builds the whole forward before running it (as before block-by-block evaluation),
+"text prepared once" is a denoising step's forward with the caption projection and text keys and values from
+``model.prepare_context`` (built outside the timing, its memory inside the peak).
 
     python benchmarks/bench_transformer.py                        # GPU machine, results/transformer-<device>.{json,md}
     python benchmarks/bench_transformer.py --quantize 8 4
@@ -132,11 +133,16 @@ def bench_ltx_core(config: dict, sizes: dict, args, device) -> dict:
     return out
 
 
-# Variants of the bf16 MLX row, timed on the same loaded model: the default forward, the forward built as one lazy
-# graph before anything runs (overlap_blocks off), and a denoising step's forward with the text prepared once.
+# Variants of the bf16 MLX row, timed on the same loaded model: the default forward (at most 1 block queued on the
+# device while the host builds the next), other bounds on the blocks queued (0: the host waits for every block; 48: no
+# bound), the forward built as one lazy graph before anything runs, and a denoising step's forward with the text
+# prepared once.
 BF16_VARIANTS = {
     "MLX": {},
-    "MLX, one lazy graph": {"overlap_blocks": False},
+    "MLX, 0 blocks queued": {"blocks_in_flight": 0},
+    "MLX, 2 blocks queued": {"blocks_in_flight": 2},
+    "MLX, no bound on blocks queued": {"blocks_in_flight": 48},
+    "MLX, one lazy graph": {"blocks_in_flight": None},
     "MLX, text prepared once": {"prepared_text": True},
 }
 
@@ -148,6 +154,7 @@ def bench_mlx(config_path: Path, config: dict, sizes: dict, args, quantize=None,
     from ltx_ane.bench.timing import summary, timed
     from ltx_ane.models.loading import Source
     from ltx_ane.models.transformer.loader import load_transformer
+    from ltx_ane.models.transformer.model import LTXModel
     from ltx_ane.models.transformer.quantize import psnr
 
     model = load_transformer(Source(None, str(config_path), random_weights=True), dtype="bf16", quantize=quantize)
@@ -157,7 +164,7 @@ def bench_mlx(config_path: Path, config: dict, sizes: dict, args, quantize=None,
         video, audio = make_inputs(config["transformer"], grid, args.audio_tokens, args.text_tokens)
         v, a = mlx_modality(video), mlx_modality(audio)
         for label, variant in variants.items():
-            model.overlap_blocks = variant.get("overlap_blocks", True)
+            model.blocks_in_flight = variant.get("blocks_in_flight", LTXModel.blocks_in_flight)
             mx.clear_cache()
             mx.reset_peak_memory()
             text = model.prepare_context(v.context, a.context) if variant.get("prepared_text") else None

@@ -142,12 +142,15 @@ def test_adaln_per_distinct_timestep_equals_adaln_per_token(model, clean_first_f
 
 
 def test_block_by_block_evaluation_equals_one_lazy_graph(model):
+    """Bounding the blocks queued ahead (0: wait for each block, the default 1, 2) or building one lazy graph
+    (None) changes when kernels run, never what they compute."""
     config, model = model
     video, audio = batch_of_two(config)
-    assert model.overlap_blocks
+    assert model.blocks_in_flight == 1
     overlapped = model(video, audio)
-    model.overlap_blocks = False
     try:
-        assert_equal(model(video, audio), overlapped)
+        for in_flight in (None, 0, 2):
+            model.blocks_in_flight = in_flight
+            assert_equal(model(video, audio), overlapped)
     finally:
-        model.overlap_blocks = True
+        model.blocks_in_flight = 1
