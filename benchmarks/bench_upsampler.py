@@ -21,6 +21,7 @@ MLX settings passed as environment variables (``MLX_*``) are recorded with the r
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import platform
@@ -140,6 +141,14 @@ def bench_one(kind, size, args, torch_device, tmp: Path) -> dict:
         e_times, _ = timed(mlx_run, mx.synchronize, args.runs, args.warmup)
         eager = {**summary(e_times), "peak_bytes": mx.get_peak_memory()}
         model.compile = None
+    queued = {}
+    for depth in (args.stages_in_flight or []) if compiled else []:  # the compiled forward, other bounds on stages queued
+        model.stages_in_flight = depth
+        mx.clear_cache()
+        mx.reset_peak_memory()
+        q_times, _ = timed(mlx_run, mx.synchronize, args.runs, args.warmup)
+        queued[str(depth)] = {**summary(q_times), "peak_bytes": mx.get_peak_memory()}
+    model.stages_in_flight = type(model).stages_in_flight
     row = {
         "kind": kind,
         "latent_fhw": [f, h, w],
@@ -149,6 +158,7 @@ def bench_one(kind, size, args, torch_device, tmp: Path) -> dict:
         "mlx": {**summary(m_times), "peak_bytes": m_peak, "peak_above_weights_bytes": m_peak - m_base,
                 "first_call_s": first_s, "compiled": compiled, **m_kernels},
         "mlx_uncompiled": eager if compiled else None,
+        "mlx_stages_in_flight": queued,
         "ltx_core": {**summary(t_times), "peak_bytes": t_peak, "first_call_s": first["ltx_core"], **t_kernels},
         "mlx_vs_fp32": {"max_rel_err": rel_err(reference, m_out), "psnr_db": psnr(reference, m_out)},
         "ltx_core_vs_fp32": {"max_rel_err": rel_err(reference, t_out), "psnr_db": psnr(reference, t_out)},
@@ -168,6 +178,8 @@ def bench_one(kind, size, args, torch_device, tmp: Path) -> dict:
             "max_rel_err_vs_one_shot": rel_err(m_out, c_out),
         }
     del model
+    gc.collect()  # the compiled stages and the model refer to each other: free its weights before the next row
+    mx.clear_cache()
     path.unlink()
     return row
 
@@ -192,6 +204,7 @@ def markdown(meta: dict, rows: list[dict]) -> str:
         f"- mlx {meta['mlx']}, torch {meta['torch']}, ltx-core {meta['ltx_core']}",
         f"- dtype {meta['dtype']}; {meta['runs']} timed runs after {meta['warmup']} warm-up, MLX and ltx-core "
         "interleaved; times are medians over the timed runs (range in brackets); batch 1",
+        f"- MLX compiled stages queued on the device at once: {meta.get('stages_in_flight_default', 'unbounded')}",
         "- MLX settings from the environment: "
         + (", ".join(f"{k}={v}" for k, v in sorted(meta.get("mlx_env", {}).items())) or "none (MLX's defaults)"),
         f"- command: `python benchmarks/{meta['command']}`",
@@ -225,6 +238,16 @@ def markdown(meta: dict, rows: list[dict]) -> str:
                 f"| {r['kind']} x2 | {'x'.join(map(str, r['latent_fhw']))} | {ms(m['kernel_s_per_call'])} | "
                 f"{m['kernels_per_call']:.0f} | {ms(t['kernel_s_per_call'])} | {t['kernels_per_call']:.0f} |"
             )
+    queued = [r for r in rows if r.get("mlx_stages_in_flight")]
+    if queued:
+        lines += ["", "The compiled MLX forward with other bounds on the stages queued on the device at once "
+                  "(`LatentUpsampler.stages_in_flight`; the table above uses the default):", "",
+                  "| upscaler | latent | stages queued | median (range) | peak |", "|---|---|---|---|---|"]
+        for r in queued:
+            for depth, q in r["mlx_stages_in_flight"].items():
+                lines.append(f"| {r['kind']} x2 | {'x'.join(map(str, r['latent_fhw']))} | {depth} | "
+                             f"{q['median_s'] * 1e3:.1f} ms ({q['min_s'] * 1e3:.1f}-{q['max_s'] * 1e3:.1f}) | "
+                             f"{mb(q['peak_bytes'])} |")
     chunked = [r for r in rows if "mlx_chunked" in r]
     if chunked:
         lines += ["", "Exact chunked mode (MLX, one pass per GroupNorm):", "",
@@ -266,6 +289,8 @@ def main(argv=None) -> int:
     p.add_argument("--chunk-frames", type=int, help="also time MLX's exact chunked mode with this chunk")
     p.add_argument("--kernel-time", action="store_true",
                    help="on CUDA, also measure each side's GPU time in kernels per call (CUPTI via torch.profiler)")
+    p.add_argument("--stages-in-flight", type=int, nargs="+", metavar="N",
+                   help="also time the compiled MLX forward with at most N stages queued on the device")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", metavar="NAME", help="write benchmarks/results/NAME.json and NAME.md")
     args = p.parse_args(argv)
@@ -284,6 +309,7 @@ def main(argv=None) -> int:
     import mlx.core as mx
     import torch
 
+    from ltx_ane.models.upscaler.model import LatentUpsampler
     from ltx_ane.reference import require_reference
 
     require_reference()
@@ -313,6 +339,7 @@ def main(argv=None) -> int:
         "warmup": args.warmup,
         "random_weights": True,
         "width_override": args.mid_channels,
+        "stages_in_flight_default": LatentUpsampler.stages_in_flight,
         "mlx_env": {k: v for k, v in os.environ.items() if k.startswith("MLX_")},
         "command": " ".join([Path(sys.argv[0]).name, *(argv if argv is not None else sys.argv[1:])]),
     }

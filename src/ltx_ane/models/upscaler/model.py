@@ -17,6 +17,7 @@ from functools import partial
 import mlx.core as mx
 import mlx.nn as nn
 
+from ltx_ane.models.queue import DeviceQueue
 from ltx_ane.models.upscaler.config import UpsamplerConfig
 from ltx_ane.errors import LtxAneError
 
@@ -204,6 +205,9 @@ class LatentUpsampler(nn.Module):
     on the CPU, where those builds take longer than the small runs that happen there.
     """
 
+    # Compiled stages queued on the device while the host builds the next (see models/queue.py).
+    stages_in_flight: int = 1
+
     def __init__(self, config: UpsamplerConfig, compile: bool | None = None):
         super().__init__()
         self.config = config
@@ -271,19 +275,21 @@ class LatentUpsampler(nn.Module):
         return self.compile if self.compile is not None else mx.default_device() == mx.gpu
 
     def _run_compiled(self, x: mx.array) -> mx.array:
-        # One compiled function per stage, each started with async_eval as soon as it is built: the GPU works
-        # on the first blocks while the host still encodes the later ones. One function for the whole pass
-        # leaves the GPU idle until the host has encoded a large part of it; on an H100 (MLX's CUDA backend)
-        # the temporal x2 pass took 6.4 ms that way and 5.3 ms this way, with a lower peak memory.
+        # One compiled function per stage, each started on the device as soon as it is built: the GPU works on the
+        # first blocks while the host still encodes the later ones. One function for the whole pass leaves the GPU
+        # idle until the host has encoded a large part of it; on an H100 (MLX's CUDA backend) the temporal x2 pass
+        # took 6.4 ms that way and 5.3 ms this way. At most ``stages_in_flight`` stages wait on the device: each
+        # queued convolution holds its buffers until it has run (see models/queue.py).
         if self._traced is None:
             # The traces hold the parameters as constants: passing them as inputs instead (``inputs=state``)
             # costs a tree walk over ~140 arrays on every call. ``update`` (which load_weights, apply and
             # set_dtype go through) drops the traces, so changed weights are never run with stale ones.
             self._traced = [mx.compile(stage) for stage in self.stages()]
         *stages, last = self._traced
+        queue = DeviceQueue(self.stages_in_flight)
         for stage in stages:
             x = stage(x)
-            mx.async_eval(x)
+            queue.push(x)
         return last(x)
 
     def update(self, parameters: dict, strict: bool = True):
