@@ -114,3 +114,19 @@ def test_half_precision_error(checkpoint, dtype):
     value = psnr(ref, out)
     print(f"{name} decoder {dtype}: PSNR {value:.1f} dB vs fp32")
     assert value > (35 if dtype == "bf16" else 45)
+
+
+@pytest.mark.parametrize("stride", [(1, 2, 2), (2, 1, 1), (2, 2, 2), (1, 1, 2)])
+@pytest.mark.parametrize("group_size", [1, 2, 4, 8])
+def test_grouped_mean_before_the_rearrangement_equals_averaging_after_it(stride, group_size):
+    """The encoder's downsampling skip averages runs of output channels before space-to-depth (on the smaller
+    tensor); runs that do not line up with the stride offsets take the direct route. Both equal the definition."""
+    from ltx_ane.models.layers import space_to_depth
+    from ltx_ane.models.video_vae.model import grouped_mean_space_to_depth
+
+    x = mx.random.normal((2, 4, 4, 6, 16), key=mx.random.key(0))
+    rearranged = space_to_depth(x, stride)
+    expected = rearranged.reshape(*rearranged.shape[:-1], -1, group_size).mean(axis=-1)
+    got = grouped_mean_space_to_depth(x, stride, group_size)
+    assert got.shape == expected.shape
+    np.testing.assert_allclose(np.array(got), np.array(expected), rtol=0, atol=1e-6)
