@@ -12,6 +12,7 @@ def hermetic_caches(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("HF_HOME", str(root / "hf"))
     monkeypatch.setenv("HF_HUB_CACHE", str(root / "hf" / "hub"))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("MLX_PTX_CACHE_DIR", str(root / "mlx-kernels"))
     try:
         import huggingface_hub.constants as hub
     except ImportError:
