@@ -370,3 +370,23 @@ def test_compiled_forward_follows_new_weights():
     model.update(other.parameters())
     np.testing.assert_allclose(np.array(model(x)), np.array(other(x)), atol=1e-5)
     assert np.abs(np.array(model(x)) - first).max() > 1e-3
+
+
+def test_by_default_a_gpu_compiles_from_a_shapes_second_call(monkeypatch):
+    """The compiled forward's kernel builds cost tens of seconds on a fresh machine and a generation upsamples
+    once: by default the first call of a shape runs op by op, later calls of that shape compiled."""
+    cfg = UpsamplerConfig.from_dict(small_config("temporal", mid=32, blocks=1))
+    model = LatentUpsampler(cfg)
+    ran = []
+    monkeypatch.setattr(model, "_run_compiled", lambda x: ran.append("compiled") or model.forward_channels_last(x))
+    monkeypatch.setattr(LatentUpsampler, "compiled",  # as on a GPU
+                        property(lambda self: True if self.compile is None else self.compile))
+    a, b = mx.zeros((1, 128, 2, 2, 3)), mx.zeros((1, 128, 3, 2, 3))
+    for x in (a, a, b, a, b):
+        model(x)
+        ran.append("-")
+    assert "".join("c" if r == "compiled" else r for r in ran) == "-c--c-c-"
+    model.compile = False
+    ran.clear()
+    model(a)
+    assert ran == []

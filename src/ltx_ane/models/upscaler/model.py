@@ -200,9 +200,13 @@ class LatentUpsampler(nn.Module):
 
     ``compile`` runs the forward pass through ``mx.compile`` (each stage traced once per input shape), which fuses
     each GroupNorm's elementwise steps into a few kernels. Most kernels here are small, and on a GPU their launch
-    cost rather than the convolutions decides the time (measured in benchmarks/results/upsampler_cuda.md). The
-    first call per shape pays for the traces and the kernel builds. None (the default) compiles on a GPU and not
-    on the CPU, where those builds take longer than the small runs that happen there.
+    cost rather than the convolutions decides the time: compiled, a call takes about half as long (7.8 against
+    16.5 ms at 16x8x12 on an H200, benchmarks/results/upsampler_cuda.md). But the compiled call's kernels are
+    built at their first use: ~40 of them, 40-50 s on a machine whose kernel cache is empty, 0.3-0.4 s once it holds
+    them (benchmarks/results/cold_start_cuda.md). A generation upsamples once, so the build would never pay for
+    itself there. None (the default) therefore compiles on a GPU from the second call of a shape on, when the model
+    is being reused; True compiles from the first call, False never (nor on the CPU by default, where builds take
+    longer than the small runs that happen there).
     """
 
     # Compiled stages queued on the device while the host builds the next (see models/queue.py).
@@ -213,6 +217,7 @@ class LatentUpsampler(nn.Module):
         self.config = config
         self.compile = compile
         self._traced = None
+        self._shapes_seen: set = set()
         c, mid, n = config.in_channels, config.mid_channels, config.num_blocks_per_stage
         self.initial_conv = nn.Conv3d(c, mid, kernel_size=3, padding=1)
         self.initial_norm = GroupNorm(mid)
@@ -266,13 +271,20 @@ class LatentUpsampler(nn.Module):
                 f"upscaler input must be (B, {self.config.in_channels}, F, h, w), got {list(latent.shape)}"
             )
         x = latent.transpose(0, 2, 3, 4, 1)
-        x = self._run_compiled(x) if self.compiled else self.forward_channels_last(x)
+        x = self._run_compiled(x) if self._compiles_call(tuple(x.shape)) else self.forward_channels_last(x)
         return x.transpose(0, 4, 1, 2, 3)
 
     @property
     def compiled(self) -> bool:
-        """Whether a call now runs the compiled forward (``compile``, or by default: on a GPU)."""
+        """Whether calls run the compiled forward: ``compile``, or by default on a GPU from a shape's second call."""
         return self.compile if self.compile is not None else mx.default_device() == mx.gpu
+
+    def _compiles_call(self, shape: tuple[int, ...]) -> bool:
+        if self.compile is not None or not self.compiled:
+            return self.compiled
+        seen = shape in self._shapes_seen
+        self._shapes_seen.add(shape)
+        return seen
 
     def _run_compiled(self, x: mx.array) -> mx.array:
         # One compiled function per stage, each started on the device as soon as it is built: the GPU works on the
