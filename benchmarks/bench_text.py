@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import gc
-import json
 import os
 import platform
 import sys
@@ -35,7 +34,6 @@ import numpy as np
 
 from ltx_ane.bench.timing import rel_err, summary, timed
 
-RESULTS = Path(__file__).resolve().parent / "results"
 LENGTH = 1024
 
 
@@ -241,11 +239,9 @@ def main(argv=None) -> int:
               f"peak {mb(r['peak_bytes'])}", flush=True)
     print("max rel. error vs ltx-core: " + ", ".join(f"{k} {v:.2e}" for k, v in row["errors"].items()))
     if args.out:
-        stem = Path(args.out) if Path(args.out).parent != Path(".") else RESULTS / args.out
-        stem.parent.mkdir(parents=True, exist_ok=True)
-        stem.with_suffix(".json").write_text(json.dumps({"meta": meta, "results": row}, indent=1) + "\n")
-        stem.with_suffix(".md").write_text(markdown(meta, row))
-        print(f"wrote {stem.with_suffix('.json')} and {stem.with_suffix('.md')}")
+        from ltx_ane.bench.timing import write_results
+
+        print("wrote", *write_results(args.out, {"meta": meta, "results": row}, markdown(meta, row)))
     return 0
 
 

@@ -16,33 +16,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-import numpy as np
-
-RESULTS = Path(__file__).parent / "results"
-
-
-def kernel_table(fn, sync, reps: int, top: int) -> dict:
-    import torch
-    from torch.profiler import ProfilerActivity, profile
-
-    if not torch.cuda.is_available():
-        return {"kernel_ms_per_call": 0.0, "kernels_per_call": 0, "top": []}
-    fn()
-    sync()
-    with profile(activities=[ProfilerActivity.CUDA]) as prof:
-        for _ in range(reps):
-            fn()
-        sync()
-    rows = [r for r in prof.key_averages() if str(r.device_type).endswith("CUDA")]
-    rows.sort(key=lambda r: r.self_device_time_total, reverse=True)
-    total = sum(r.self_device_time_total for r in rows)
-    return {
-        "kernel_ms_per_call": total / 1e3 / reps,
-        "kernels_per_call": sum(r.count for r in rows) / reps,
-        "top": [{"name": r.key[:110], "ms_per_call": r.self_device_time_total / 1e3 / reps,
-                 "calls": r.count / reps, "share": r.self_device_time_total / max(total, 1)} for r in rows[:top]],
-    }
-
+from ltx_ane.bench.timing import write_results
 
 def profile_case(case: str, reps: int, top: int, tmp: Path, torch_device: str) -> dict:
     import mlx.core as mx
@@ -50,7 +24,7 @@ def profile_case(case: str, reps: int, top: int, tmp: Path, torch_device: str) -
 
     from ltx_ane import reference as R
     from ltx_ane.bench.runner import Setup, identity_statistics, make_input, to_host_layout
-    from ltx_ane.bench.timing import summary, timed
+    from ltx_ane.bench.timing import cuda_kernel_time, summary, timed
     from ltx_ane.models import registry
     from ltx_ane.models.config import load_config_file
     from ltx_ane.models.loading import Source
@@ -82,8 +56,9 @@ def profile_case(case: str, reps: int, top: int, tmp: Path, torch_device: str) -
         backend.reset_peak()
         call()
         backend.sync()
-        out[name] = {**summary(times), "peak_bytes": backend.peak(),
-                     **kernel_table(call, backend.sync, reps, top)}
+        kernels = cuda_kernel_time(call, backend.sync, reps, top) if torch.cuda.is_available() else {}
+        out[name] = {**summary(times), "peak_bytes": backend.peak(), "kernel_s_per_call": 0.0, "kernels_per_call": 0,
+                     "top": [], **kernels}
         del backend, prepared
         gc.collect()
         mx.clear_cache()
@@ -99,7 +74,7 @@ def markdown(results: list[dict], command: str) -> str:
         for side in ("mlx", "ltx_core"):
             s = r[side]
             peak = f"{s['peak_bytes'] / 1e9:.2f}" if s["peak_bytes"] else "n/a"
-            lines.append(f"| {side} | {s['median_s'] * 1e3:.1f} | {s['kernel_ms_per_call']:.1f} | "
+            lines.append(f"| {side} | {s['median_s'] * 1e3:.1f} | {s['kernel_s_per_call'] * 1e3:.1f} | "
                          f"{s['kernels_per_call']:.0f} | {peak} |")
         for side in ("mlx", "ltx_core"):
             lines += ["", f"{side}: top kernels", "", "| kernel | ms/call | calls | share |", "|---|---|---|---|"]
@@ -132,9 +107,7 @@ def main(argv=None) -> int:
     text = markdown(results, command)
     print(text)
     if args.out:
-        stem = Path(args.out) if Path(args.out).parent != Path(".") else RESULTS / args.out
-        stem.with_suffix(".json").write_text(json.dumps({"command": command, "results": results}, indent=1) + "\n")
-        stem.with_suffix(".md").write_text(text)
+        write_results(args.out, {"command": command, "results": results}, text)
     return 0
 
 

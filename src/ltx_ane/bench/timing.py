@@ -6,8 +6,10 @@ are charged for their work; statistics are always median and range over several 
 
 from __future__ import annotations
 
+import json
 import statistics
 import time
+from pathlib import Path
 
 import numpy as np
 
@@ -54,8 +56,9 @@ def timed(fn, sync, runs: int, warmup: int) -> tuple[list[float], object]:
     return times, out
 
 
-def cuda_kernel_time(fn, sync, reps: int = 5) -> dict:
-    """GPU time per call spent in kernels, and kernels per call, as CUPTI records them (through torch.profiler).
+def cuda_kernel_time(fn, sync, reps: int = 5, top: int = 0) -> dict:
+    """GPU time per call spent in kernels, and kernels per call, as CUPTI records them (through torch.profiler);
+    with ``top``, also the ``top`` kernels by time, grouped by name.
 
     CUPTI sees every kernel on the device, so this also measures MLX's CUDA backend. Set against the wall
     time, it separates the work the GPU does from the time it waits for the host to launch it.
@@ -67,8 +70,23 @@ def cuda_kernel_time(fn, sync, reps: int = 5) -> dict:
         for _ in range(reps):
             fn()
         sync()
-    rows = [r for r in prof.key_averages() if str(r.device_type).endswith("CUDA")]
-    return {
-        "kernel_s_per_call": sum(r.self_device_time_total for r in rows) / 1e6 / reps,
-        "kernels_per_call": sum(r.count for r in rows) / reps,
-    }
+    rows = sorted((r for r in prof.key_averages() if str(r.device_type).endswith("CUDA")),
+                  key=lambda r: r.self_device_time_total, reverse=True)
+    total = sum(r.self_device_time_total for r in rows)
+    out = {"kernel_s_per_call": total / 1e6 / reps, "kernels_per_call": sum(r.count for r in rows) / reps}
+    if top:
+        out["top"] = [{"name": r.key[:110], "ms_per_call": r.self_device_time_total / 1e3 / reps,
+                       "calls": r.count / reps, "share": r.self_device_time_total / max(total, 1)} for r in rows[:top]]
+    return out
+
+
+def write_results(stem: str | Path, payload: dict, markdown: str) -> tuple[Path, Path]:
+    """``stem``.json (the payload) and ``stem``.md, a bare name going to benchmarks/results/ of the checkout."""
+    stem = Path(stem)
+    if stem.parent == Path("."):
+        stem = Path(__file__).resolve().parents[3] / "benchmarks" / "results" / stem
+    stem = stem.with_suffix("") if stem.suffix in (".json", ".md") else stem
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    stem.with_suffix(".json").write_text(json.dumps(payload, indent=1, default=str) + "\n")
+    stem.with_suffix(".md").write_text(markdown)
+    return stem.with_suffix(".json"), stem.with_suffix(".md")
