@@ -75,6 +75,21 @@ def test_random_weights_and_random_latent(tmp_path, capsys):
     assert "random weights" in stdout
 
 
+def test_a_batch_decodes_to_one_numbered_mp4_per_item(vae, tmp_path, capsys):
+    """Batch items are numbered from 1, as the videos of a prompt file are (``generate --prompts``)."""
+    path = tmp_path / "two.safetensors"
+    latent = np.random.default_rng(1).standard_normal((2, 16, 1, 2, 2), dtype=np.float32)
+    write_latent(path, LatentFile(latent=latent, fps=12.0))
+    code, _, err = run_cli(capsys, "decode", path, "--vae", vae, "-o", tmp_path / "v.mp4", "--quiet")
+    assert code == 0, err
+    assert sorted(p.name for p in tmp_path.glob("v*.mp4")) == ["v_1.mp4", "v_2.mp4"]
+    # LTX-2's decoder pads by reflection, which a one-pixel-wide latent cannot give: one line, no file.
+    write_latent(path, LatentFile(latent=latent[:, :, :, :1], fps=12.0))
+    code, _, err = run_cli(capsys, "decode", path, "--vae", vae, "-o", tmp_path / "w.mp4", "--quiet")
+    assert code == 2 and "too small" in err and len(err.strip().splitlines()) == 1
+    assert not list(tmp_path.glob("w*"))
+
+
 def json_config(tmp_path):
     path = tmp_path / "cfg.json"
     path.write_text(json.dumps(small_config("ltx23")))

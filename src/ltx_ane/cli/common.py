@@ -193,9 +193,9 @@ def to_pixels(chunk):
         return np.array(scaled.astype(mx.uint8))
 
 
-def batch_outputs(out: Path, batch: int) -> list[Path]:
-    """One output per batch item: ``out`` itself for one, else ``out_0``, ``out_1``, ..."""
-    return [out] if batch == 1 else [out.with_name(f"{out.stem}_{i}{out.suffix}") for i in range(batch)]
+def numbered_outputs(out: Path, count: int) -> list[Path]:
+    """One output per video (batch item or prompt): ``out`` itself for one, else ``out_1``, ``out_2``, ..."""
+    return [out] if count == 1 else [out.with_name(f"{out.stem}_{i + 1}{out.suffix}") for i in range(count)]
 
 
 def write_frames(chunks, out: Path, shape: tuple[int, ...], fps: float, crf: int, audio=None) -> list[Path]:
@@ -221,7 +221,7 @@ def _write_chunks(chunks, out: Path, shape, fps, crf, audio) -> list[Path]:
                     frames = np.array(chunk)
                 writer.write(frames.transpose(0, 4, 1, 2, 3))
         return [out]
-    outputs = batch_outputs(out, shape[0])
+    outputs = numbered_outputs(out, shape[0])
     with contextlib.ExitStack() as stack:
         writers = [stack.enter_context(Mp4Writer(o, fps, crf=crf, audio=audio[i] if audio else None))
                    for i, o in enumerate(outputs)]

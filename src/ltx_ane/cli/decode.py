@@ -106,7 +106,7 @@ def _write_audio_only(args, out: Path) -> None:
     if args.latent is None:
         raise LtxAneError("-o .wav decodes the audio_latent of a latent file; --random-latent has none")
     tracks = _audio_tracks(args, args.latent)
-    outputs = common.batch_outputs(out, len(tracks))
+    outputs = common.numbered_outputs(out, len(tracks))
     for path, track in zip(outputs, tracks):
         write_wav(path, track)
     print(f"wrote {', '.join(map(str, outputs))}: {len(tracks)}x {tracks[0].duration:.2f} s of audio at "

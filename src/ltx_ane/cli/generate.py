@@ -196,7 +196,7 @@ def run(args) -> None:
     request.check(spec)
     noise = _read_noise(args.noise)
     common.check_backend_flags(args, DECODE_COMPONENTS)
-    outputs = _output_paths(out, len(prompts))
+    outputs = common.numbered_outputs(out, len(prompts))
     for path in outputs:
         common.check_output_dir(path)
     if args.save_latents:
@@ -239,7 +239,7 @@ def run(args) -> None:
             result = _denoise(spec, request, context, models, NoiseSupply(args.seed + index, noise), args.quiet,
                               decode.step_lock())
             if args.save_latents:
-                _save_latents(Path(args.save_latents) if len(prompts) == 1 else _numbered(Path(args.save_latents), index),
+                _save_latents(common.numbered_outputs(Path(args.save_latents), len(prompts))[index],
                               result, request)
             print(_stage_line(path, result))
             decode.submit(result, request, path)
@@ -259,14 +259,6 @@ def upscaler_source(args, source, kind: str):
     if args.random_weights:
         config = (source.override() or {}).get(f"{kind}_upscaler")
     return Source(checkpoint=file or None, random_weights=args.random_weights, config=config)
-
-
-def _output_paths(out: Path, count: int) -> list[Path]:
-    return [out] if count == 1 else [_numbered(out, i) for i in range(count)]
-
-
-def _numbered(path: Path, index: int) -> Path:
-    return path.with_name(f"{path.stem}_{index + 1}{path.suffix}")
 
 
 def _contexts(args, prompts, source, guided: bool) -> list:

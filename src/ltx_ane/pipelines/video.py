@@ -18,11 +18,15 @@ from ltx_ane.runtime.tiling import auto_tile, make_plan, parse_tile_spec, run_ti
 DEFAULT_BUDGET_GB = 8.0
 
 
-def check_latent(latent_shape, channels: int) -> None:
+def check_latent(latent_shape, channels: int, spatial_padding_mode: str = "zeros") -> None:
     if len(latent_shape) != 5:
         raise LtxAneError(f"latent must be 5-D (B, C, F, h, w), got shape {list(latent_shape)}")
     if latent_shape[1] != channels:
         raise LtxAneError(f"latent has {latent_shape[1]} channels but the VAE expects {channels}")
+    if spatial_padding_mode == "reflect" and min(latent_shape[3:]) < 2:
+        # Reflection pads each side with the next row or column inward, which a single row or column lacks.
+        raise LtxAneError(f"a {latent_shape[3]}x{latent_shape[4]} latent is too small for this VAE decoder "
+                          "(reflect padding): at least 2x2")
 
 
 def check_video(video_shape, time_scale: int, space_scale: int, channels: int = 3) -> None:
@@ -91,7 +95,7 @@ def decode_frames(
     a backend takes fixed shapes only.
     """
     cfg = decoder.config
-    check_latent(latent.shape, cfg.latent_channels)
+    check_latent(latent.shape, cfg.latent_channels, cfg.spatial_padding_mode)
     x = to_channels_last(latent.astype(decoder.dtype))
 
     def run_tile(tile_latent):
