@@ -44,6 +44,8 @@ def parse_args():
                    "to show memory against video length")
     p.add_argument("--runs", type=int, default=3)
     p.add_argument("--warmup", type=int, default=1)
+    p.add_argument("--sync-depth", type=int, default=None, help="MLX: large intermediates allowed to wait on the "
+                   "device behind a sync point (VideoDecoder/VideoEncoder.sync_depth; default: the models' own)")
     p.add_argument("--smoke", "--small", action="store_true", help="reduced decoder width and a tiny size, "
                    "for a CPU")
     p.add_argument("--out", help="directory for <name>.json and <name>.md")
@@ -145,6 +147,10 @@ def main():
         raw["vae"]["latent_channels"] = 16
         args.sizes, args.tile, args.runs = ["41x64x128"], "33x96", 2
     tdtype = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[args.dtype]
+    from ltx_ane.models.video_vae.model import VideoDecoder, VideoEncoder
+
+    if args.sync_depth is not None:
+        VideoDecoder.sync_depth = VideoEncoder.sync_depth = args.sync_depth
     T, M = Torch(args.device), Mlx()
     tmp = Path(tempfile.mkdtemp())
     ckpt = R.write_checkpoint(tmp / "vae.safetensors", RV.vae_state_dict(RV.build_decoder(raw), RV.build_encoder(raw)), raw)
@@ -264,6 +270,7 @@ def main():
         out_dir.mkdir(parents=True, exist_ok=True)
         name = args.name or f"vae_{args.device}{'_smoke' if args.smoke else ''}"
         result = {"command": " ".join(sys.argv), "machine": machine, "weights": weights, "config": args.config,
+                  "sync_depth": VideoDecoder.sync_depth,
                   "rows": rows}
         (out_dir / f"{name}.json").write_text(json.dumps(result, indent=1))
         (out_dir / f"{name}.md").write_text(markdown(result))
@@ -276,8 +283,8 @@ def markdown(result) -> str:
         f"# VAE benchmark: MLX vs ltx-core ({m.get('gpu') or 'CPU'})",
         "",
         f"Command: `{result['command']}`  ",
-        f"Weights: {result['weights']}; config `{result['config']}`; MLX {m['mlx']} on {m['mlx_device']}, "
-        f"torch {m['torch']}.  ",
+        f"Weights: {result['weights']}; config `{result['config']}`; MLX {m['mlx']} on {m['mlx_device']} "
+        f"(sync depth {result.get('sync_depth', 0)}), torch {m['torch']}.  ",
         "Times: median of the timed runs after warm-up [min-max], each including synchronisation; MLX and torch "
         "interleaved. Peak: MLX `get_peak_memory`, torch `max_memory_allocated` (weights included). "
         "Error: PSNR of each bf16 output against ltx-core in fp32 (untiled rows). Tiled rows: both sides cut the "

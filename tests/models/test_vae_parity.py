@@ -130,3 +130,39 @@ def test_grouped_mean_before_the_rearrangement_equals_averaging_after_it(stride,
     got = grouped_mean_space_to_depth(x, stride, group_size)
     assert got.shape == expected.shape
     np.testing.assert_allclose(np.array(got), np.array(expected), rtol=0, atol=1e-6)
+
+
+def test_queued_sync_points_compute_the_same(checkpoint, monkeypatch):
+    """Letting large intermediates wait on the device (sync_depth 1, 2) changes when kernels run, not what they
+    compute; every intermediate counts as large here, so each sync point is exercised."""
+    from ltx_ane.models import layers
+
+    monkeypatch.setattr(layers, "EVAL_BYTES", 0)
+    _, _, path = checkpoint
+    decoder, encoder = load_decoder(Source(str(path)), "fp32"), load_encoder(Source(str(path)), "fp32")
+    latent = mx.random.normal((1, 16, 2, 2, 3), key=mx.random.key(3))
+    video = mx.random.uniform(-1, 1, (1, 3, 9, 64, 64), key=mx.random.key(4))
+    expected = np.array(decoder(latent)), np.array(encoder(video))
+    for depth in (1, 2):
+        monkeypatch.setattr(decoder, "sync_depth", depth)
+        monkeypatch.setattr(encoder, "sync_depth", depth)
+        np.testing.assert_array_equal(np.array(decoder(latent)), expected[0])
+        np.testing.assert_array_equal(np.array(encoder(video)), expected[1])
+
+
+def test_settle_evaluates_at_once_outside_a_queued_block_and_per_thread_inside():
+    import threading
+
+    from ltx_ane.models import queue
+
+    assert queue.settle(mx.ones(3)).tolist() == [1, 1, 1]
+    seen = {}
+    with queue.queued(1):
+        inner = queue._local.queue
+        thread = threading.Thread(target=lambda: seen.setdefault("other", getattr(queue._local, "queue", None)))
+        thread.start()
+        thread.join()
+        with queue.queued(0):
+            assert queue._local.queue is not inner and queue._local.queue.depth == 0
+        assert queue._local.queue is inner
+    assert getattr(queue._local, "queue", None) is None and seen["other"] is None

@@ -10,6 +10,8 @@ from __future__ import annotations
 import mlx.core as mx
 import mlx.nn as nn
 
+from ltx_ane.models.queue import settle
+
 
 def pixel_norm(x: mx.array, eps: float = 1e-8) -> mx.array:
     # rms_norm accumulates in fp32, so x**2 cannot overflow in fp16 the way the reference's formula would.
@@ -23,9 +25,8 @@ EVAL_BYTES = 16 * 2**20
 
 
 def eval_if_large(x: mx.array) -> mx.array:
-    if x.nbytes > EVAL_BYTES:
-        mx.eval(x)
-    return x
+    """A sync point for a large intermediate (``models.queue.settle``: at once, or queued within a forward pass)."""
+    return settle(x) if x.nbytes > EVAL_BYTES else x
 
 
 def pad_frames(x: mx.array, causal: bool, reflect_hw: bool) -> mx.array:

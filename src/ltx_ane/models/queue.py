@@ -10,7 +10,9 @@ caller evaluates one lazy graph itself).
 
 from __future__ import annotations
 
+import threading
 from collections import deque
+from contextlib import contextmanager
 
 import mlx.core as mx
 
@@ -28,3 +30,30 @@ class DeviceQueue:
         self._queued.append(arrays)
         while len(self._queued) > self.depth:
             mx.eval(self._queued.popleft())
+
+
+# The queue that ``settle`` feeds in this thread, set by ``queued`` for the length of a forward pass.
+_local = threading.local()
+
+
+@contextmanager
+def queued(depth: int | None):
+    """Within the block, ``settle(x)`` pushes ``x`` onto one ``DeviceQueue(depth)`` instead of evaluating it at once
+    (depth 0 is the same as evaluating at once). Per thread: tiles decoding on several threads keep their own."""
+    outer = getattr(_local, "queue", None)
+    _local.queue = DeviceQueue(depth)
+    try:
+        yield
+    finally:
+        _local.queue = outer
+
+
+def settle(x: mx.array) -> mx.array:
+    """A sync point inside a model: evaluate ``x`` now, or within ``queued`` let it wait on the device behind at most
+    the queue's depth of earlier sync points."""
+    queue = getattr(_local, "queue", None)
+    if queue is None:
+        mx.eval(x)
+    else:
+        queue.push(x)
+    return x

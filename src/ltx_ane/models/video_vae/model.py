@@ -9,6 +9,7 @@ from __future__ import annotations
 import mlx.core as mx
 import mlx.nn as nn
 
+from ltx_ane.models.queue import queued
 from ltx_ane.models.video_vae.config import Block, DecoderConfig, EncoderConfig
 from ltx_ane.models.layers import (
     CausalConv3d,
@@ -107,6 +108,10 @@ def grouped_mean_space_to_depth(x: mx.array, stride: tuple[int, int, int], group
 class VideoDecoder(nn.Module):
     """Latent (B, C, F, h, w) -> video (B, 3, time_scale*(F-1)+1, space_scale*h, space_scale*w)."""
 
+    # Large intermediates waiting on the device behind a sync point (layers.eval_if_large, models/queue.py): 0 waits
+    # for each (the host builds the next piece while the device idles), 1 lets one wait. Not yet measured on a GPU.
+    sync_depth: int = 0
+
     def __init__(self, config: DecoderConfig):
         super().__init__()
         self.config = config
@@ -126,11 +131,12 @@ class VideoDecoder(nn.Module):
     def decode_channels_last(self, latent: mx.array) -> mx.array:
         """(B, F, h, w, C) latent -> (B, F', H, W, 3) pixels, all channels-last."""
         causal = self.config.causal
-        x = self.per_channel_statistics.un_normalize(latent)
-        x = self.conv_in(x, causal)
-        for block in self.up_blocks:
-            x = block(x, causal)
-        x = self.conv_out(nn.silu(pixel_norm(x)), causal)
+        with queued(self.sync_depth):
+            x = self.per_channel_statistics.un_normalize(latent)
+            x = self.conv_in(x, causal)
+            for block in self.up_blocks:
+                x = block(x, causal)
+            x = self.conv_out(nn.silu(pixel_norm(x)), causal)
         return unpatchify(x, self.config.patch_size)
 
     @property
@@ -143,6 +149,10 @@ class VideoDecoder(nn.Module):
 
 class VideoEncoder(nn.Module):
     """Video (B, 3, 8k+1, H, W) in [-1, 1] -> normalized latent means (B, C, k+1, H/32, W/32)."""
+
+    # Large intermediates waiting on the device behind a sync point (layers.eval_if_large, models/queue.py): 0 waits
+    # for each (the host builds the next piece while the device idles), 1 lets one wait. Not yet measured on a GPU.
+    sync_depth: int = 0
 
     def __init__(self, config: EncoderConfig):
         super().__init__()
@@ -165,10 +175,11 @@ class VideoEncoder(nn.Module):
 
     def encode_channels_last(self, video: mx.array) -> mx.array:
         """(B, F, H, W, 3) pixels -> (B, F', h, w, C) normalized latent, all channels-last."""
-        x = self.conv_in(patchify(video, self.config.patch_size), True)
-        for block in self.down_blocks:
-            x = block(x, True)
-        x = self.conv_out(nn.silu(pixel_norm(x)), True)
+        with queued(self.sync_depth):
+            x = self.conv_in(patchify(video, self.config.patch_size), True)
+            for block in self.down_blocks:
+                x = block(x, True)
+            x = self.conv_out(nn.silu(pixel_norm(x)), True)
         means = x[..., : self.config.latent_channels]
         return self.per_channel_statistics.normalize(means)
 
