@@ -97,6 +97,15 @@ def load_into_mlx(model, path: Path, ops: KeyOps, dtype, what: str) -> None:
     apply_weights(model, tensors, dtype, source=f"{path} ({what})")
 
 
+def fill_weights(model, source: Source, path: Path | None, ops: KeyOps, dtype: str, seed: int, what: str):
+    """The model with seeded random weights (``source.random_weights``) or, strictly, its checkpoint's; returned."""
+    if source.random_weights:
+        randomize(model, mlx_dtype(dtype), seed)
+    else:
+        load_into_mlx(model, path, ops, mlx_dtype(dtype), what)
+    return model
+
+
 def load_into_torch(module, path: str | Path, ops: KeyOps) -> None:
     """The same tensors into an ltx-core module, strictly, in float32 (reference side of the parity tests)."""
     import torch

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from ltx_ane.models.audio_vae.config import AudioVaeConfig, VocoderConfig
 from ltx_ane.models.config import load_preset
-from ltx_ane.models.loading import KeyOps, Source, load_into_mlx, mlx_dtype, randomize, resolve_config
+from ltx_ane.models.loading import KeyOps, Source, fill_weights, mlx_dtype, resolve_config
 
 AUDIO_VAE_PREFIX = "audio_vae."
 STATS_PREFIX = "audio_vae.per_channel_statistics."
@@ -50,12 +50,8 @@ def vocoder_keys() -> KeyOps:
 
 def _load_audio_vae(model_class, part: str, source: Source, dtype: str, seed: int):
     raw, path = audio_config(source, "audio_vae")
-    model = model_class(AudioVaeConfig.from_dict(raw))
-    if source.random_weights:
-        randomize(model, mlx_dtype(dtype), seed)
-    else:
-        load_into_mlx(model, path, audio_vae_keys(part), mlx_dtype(dtype), f"audio VAE {part}")
-    return model
+    return fill_weights(model_class(AudioVaeConfig.from_dict(raw)), source, path, audio_vae_keys(part), dtype, seed,
+                        f"audio VAE {part}")
 
 
 def load_audio_decoder(source: Source, dtype: str = "bf16", seed: int = 0):
@@ -78,12 +74,9 @@ def load_vocoder(source: Source, dtype: str = "bf16", seed: int = 0):
 
     raw, path = audio_config(source, "vocoder")
     config = VocoderConfig.from_dict(raw)
-    model = build_vocoder(config)
+    model = fill_weights(build_vocoder(config), source, path, vocoder_keys(), dtype, seed, "vocoder")
     if source.random_weights:
-        randomize(model, mlx_dtype(dtype), seed)
         _reset_fixed_buffers(model, config, mlx_dtype(dtype))
-    else:
-        load_into_mlx(model, path, vocoder_keys(), mlx_dtype(dtype), "vocoder")
     return model
 
 

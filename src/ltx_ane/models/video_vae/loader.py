@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ltx_ane.models.config import load_preset
-from ltx_ane.models.loading import KeyOps, Source, load_into_mlx, mlx_dtype, randomize, resolve_config
+from ltx_ane.models.loading import KeyOps, Source, fill_weights, resolve_config
 
 VAE_PREFIX = "vae."
 STATS_PREFIX = "vae.per_channel_statistics."
@@ -34,12 +34,8 @@ def vae_config(source: Source) -> tuple[dict, Path | None]:
 
 def _load(model_class, config_class, part: str, source: Source, dtype: str, seed: int):
     raw, path = vae_config(source)
-    model = model_class(config_class.from_dict(raw))
-    if source.random_weights:
-        randomize(model, mlx_dtype(dtype), seed)
-    else:
-        load_into_mlx(model, path, vae_keys(part), mlx_dtype(dtype), f"VAE {part}")
-    return model
+    return fill_weights(model_class(config_class.from_dict(raw)), source, path, vae_keys(part), dtype, seed,
+                        f"VAE {part}")
 
 
 def load_decoder(source: Source, dtype: str = "bf16", seed: int = 0):
