@@ -11,7 +11,6 @@ def cache_root() -> Path:
     return Path(os.environ.get("LTX_ANE_CACHE", "~/.cache/ltx-ane")).expanduser()
 
 
-
 # MLX's CUDA backend keeps the cuDNN convolution plans, cuDNN attention plans and CUDA graphs it builds in caches of
 # fixed size (128, 256 and 400 entries), rebuilds an evicted entry at its next use, and raises "Cache thrashing" once
 # a cache has missed twice its size in a process. One tiled decode or encode meets tens of convolution shapes per

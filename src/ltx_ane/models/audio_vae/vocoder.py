@@ -15,7 +15,7 @@ import numpy as np
 from ltx_ane.errors import LtxAneError
 from ltx_ane.models.audio_vae.bigvgan import Activation1d, AMPBlock1, hann_sinc_filter, upsample
 from ltx_ane.models.audio_vae.config import BweConfig, GeneratorConfig, VocoderConfig
-from ltx_ane.models.queue import DeviceQueue
+from ltx_ane.models.queue import settle
 
 # HiFi-GAN's leaky ReLU slope inside the generator; its last activation is torch's default LeakyReLU (0.01).
 LRELU_SLOPE = 0.1
@@ -38,9 +38,6 @@ class ResBlock1(nn.Module):
 
 class Generator(nn.Module):
     """ltx-core's ``Vocoder``: conv_pre, upsampling stages each followed by averaged residual blocks, conv_post."""
-
-    # Residual blocks queued on the device at once (see models/queue.py).
-    blocks_in_flight: int = 0
 
     def __init__(self, config: GeneratorConfig):
         super().__init__()
@@ -71,12 +68,10 @@ class Generator(nn.Module):
             x = up(x if cfg.is_amp else nn.leaky_relu(x, LRELU_SLOPE))
             # ltx-core averages the blocks with a mean over a stacked tensor, which accumulates in fp32.
             total = 0.0
-            # A bounded number of blocks queued at once: a whole stage queued together would keep every block's
-            # full-length fp32 resampler buffers alive at the same time (see models/queue.py).
-            queue = DeviceQueue(self.blocks_in_flight)
             for block in self.resblocks[i * per_stage : (i + 1) * per_stage]:
-                total = total + block(x).astype(mx.float32)
-                queue.push(total)
+                # One block at a time: a whole stage queued at once would keep every block's full-length fp32
+                # resampler buffers alive together (see models/queue.py).
+                total = settle(total + block(x).astype(mx.float32))
             x = (total / per_stage).astype(x.dtype)
         x = self.act_post(x) if cfg.is_amp else nn.leaky_relu(x, POST_LRELU_SLOPE)
         x = self.conv_post(x)
