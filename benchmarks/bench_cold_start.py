@@ -158,7 +158,8 @@ def main(argv=None) -> int:
     if args.out:
         from ltx_ane.bench.timing import write_results
 
-        print("wrote", *write_results(args.out, {"meta": meta, "results": rows}, markdown(meta, rows)))
+        print("wrote", *write_results(args.out, {"meta": meta, "results": rows}, markdown(meta, rows),
+                                           Path(__file__).parent / "results"))
     return 0
 
 

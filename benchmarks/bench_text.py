@@ -241,7 +241,8 @@ def main(argv=None) -> int:
     if args.out:
         from ltx_ane.bench.timing import write_results
 
-        print("wrote", *write_results(args.out, {"meta": meta, "results": row}, markdown(meta, row)))
+        print("wrote", *write_results(args.out, {"meta": meta, "results": row}, markdown(meta, row),
+                                           Path(__file__).resolve().parent / "results"))
     return 0
 
 

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import gc
-import json
 import os
 import platform
 import sys
@@ -31,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ltx_ane.bench.timing import cuda_kernel_time, psnr, rel_err, summary, timed, timed_call
+from ltx_ane.bench.timing import cuda_kernel_time, psnr, rel_err, summary, timed, timed_call, write_results
 
 DEFAULT_SIZES = ("spatial:16x8x12", "spatial:16x11x20", "temporal:16x16x24")
 SMOKE_SIZES = ("spatial:2x3x4", "temporal:2x3x4")
@@ -266,14 +265,6 @@ def markdown(meta: dict, rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def out_paths(name: str) -> tuple[Path, Path]:
-    stem = Path(name)
-    if stem.parent == Path("."):
-        stem = RESULTS / stem
-    stem = stem.with_suffix("") if stem.suffix in (".json", ".md") else stem
-    return stem.with_suffix(".json"), stem.with_suffix(".md")
-
-
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--device", choices=("auto", "cpu", "gpu"), default="auto",
@@ -362,10 +353,7 @@ def main(argv=None) -> int:
                 print(f"  chunked ({c['chunk_frames']} frames): {c['median_s'] * 1e3:.1f} ms, peak {mb(c['peak_bytes'])}, "
                       f"max rel. diff vs one shot {c['max_rel_err_vs_one_shot']:.2e}", flush=True)
     if args.out:
-        json_path, md_path = out_paths(args.out)
-        json_path.parent.mkdir(parents=True, exist_ok=True)
-        json_path.write_text(json.dumps({"meta": meta, "results": rows}, indent=1) + "\n")
-        md_path.write_text(markdown(meta, rows))
+        json_path, md_path = write_results(args.out, {"meta": meta, "results": rows}, markdown(meta, rows), RESULTS)
         print(f"wrote {json_path} and {md_path}")
     return 0
 

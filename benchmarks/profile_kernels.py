@@ -107,7 +107,7 @@ def main(argv=None) -> int:
     text = markdown(results, command)
     print(text)
     if args.out:
-        write_results(args.out, {"command": command, "results": results}, text)
+        write_results(args.out, {"command": command, "results": results}, text, Path(__file__).parent / "results")
     return 0
 
 

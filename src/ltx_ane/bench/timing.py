@@ -80,11 +80,11 @@ def cuda_kernel_time(fn, sync, reps: int = 5, top: int = 0) -> dict:
     return out
 
 
-def write_results(stem: str | Path, payload: dict, markdown: str) -> tuple[Path, Path]:
-    """``stem``.json (the payload) and ``stem``.md, a bare name going to benchmarks/results/ of the checkout."""
+def write_results(stem: str | Path, payload: dict, markdown: str, results_dir: Path) -> tuple[Path, Path]:
+    """``stem``.json (the payload) and ``stem``.md; a bare name (no folder) goes to ``results_dir``."""
     stem = Path(stem)
     if stem.parent == Path("."):
-        stem = Path(__file__).resolve().parents[3] / "benchmarks" / "results" / stem
+        stem = results_dir / stem
     stem = stem.with_suffix("") if stem.suffix in (".json", ".md") else stem
     stem.parent.mkdir(parents=True, exist_ok=True)
     stem.with_suffix(".json").write_text(json.dumps(payload, indent=1, default=str) + "\n")
