@@ -10,10 +10,10 @@ from safetensors.numpy import save_file
 
 from ltx_ane import reference as R
 from ltx_ane.reference import video_vae as RV
-from ltx_ane.cli.main import main
 from ltx_ane.io.audio import read_wav
 from tests.models.audio_util import small_audio_config, write_audio_checkpoint
 from tests.vae_util import small_config
+from tests.cli_util import expect_error, run_cli
 
 FPS = 12.0
 LATENT = (1, 16, 2, 2, 3)  # 9 frames of 64x96 with the small video VAE: 0.75 s at 12 fps
@@ -36,12 +36,6 @@ def write_latents(path, audio_frames: int = 19, audio_channels: int = 2, audio_b
         tensors["audio_latent"] = rng.standard_normal((audio_batch, audio_channels, audio_frames, 16), dtype=np.float32)
     save_file(tensors, str(path), metadata={"fps": str(FPS)})
     return tensors.get("audio_latent")
-
-
-def run_cli(capsys, *argv):
-    code = main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def test_mp4_has_video_and_audio_of_the_video_duration(checkpoint, tmp_path, capsys):
@@ -76,16 +70,6 @@ def test_wav_matches_reference(checkpoint, tmp_path, capsys):
     assert track.sample_rate == {"ltx2": 24000, "ltx23": 48000}[preset]
     assert track.samples.shape == expected.shape == (2, (4 * 5 - 3) * track.sample_rate // 100)
     assert np.abs(track.samples - expected).max() <= 1.5 / 32767  # 16-bit rounding
-
-
-def expect_error(capsys, argv, needle, outputs):
-    code, _, err = run_cli(capsys, *argv)
-    assert code != 0
-    lines = err.strip().splitlines()
-    assert len(lines) == 1 and needle in lines[0], err
-    for path in outputs:
-        assert not path.exists()
-        assert not list(path.parent.glob(f".{path.name}*"))
 
 
 def test_bad_audio_inputs(checkpoint, tmp_path, capsys):

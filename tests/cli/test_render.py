@@ -10,7 +10,6 @@ import pytest
 
 from ltx_ane import reference as R
 from ltx_ane.reference import upscaler as RU
-from ltx_ane.cli.main import main
 from ltx_ane.models.config import load_preset
 from ltx_ane.io.latents import LatentFile, read_video_tensor, write_latent
 from ltx_ane.models.loading import Source
@@ -19,6 +18,7 @@ from ltx_ane.models.upscaler.loader import load_upscaler
 from ltx_ane.pipelines.video import decode_frames
 from ltx_ane.models.upscaler.upsample import LatentStatistics, upsample_latent
 from tests.vae_util import small_config, write_vae
+from tests.cli_util import run_cli
 
 
 def upscaler_config(kind):
@@ -43,12 +43,6 @@ def files(tmp_path_factory):
     write_latent(out["latent"], LatentFile(latent=latent, fps=12.0))
     out["latent_array"] = latent
     return out
-
-
-def run_cli(capsys, *argv):
-    code = main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def by_hand(files, latent):

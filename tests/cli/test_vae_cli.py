@@ -11,9 +11,9 @@ from safetensors.numpy import save_file
 
 from ltx_ane import reference as R
 from ltx_ane.reference import video_vae as RV
-from ltx_ane.cli.main import main
 from ltx_ane.io.latents import LatentFile, read_latent, read_video_tensor, write_latent
 from tests.vae_util import small_config, write_vae
+from tests.cli_util import expect_error, run_cli
 
 
 @pytest.fixture(scope="module")
@@ -27,12 +27,6 @@ def latent_file(tmp_path):
     latent = np.random.default_rng(0).standard_normal((1, 16, 2, 2, 3), dtype=np.float32)
     write_latent(path, LatentFile(latent=latent, fps=12.0))
     return path, latent
-
-
-def run_cli(capsys, *argv):
-    code = main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def test_decode_to_raw_frames_matches_reference(vae, latent_file, tmp_path, capsys):
@@ -100,16 +94,6 @@ def test_info(vae, capsys):
     code, out, _ = run_cli(capsys, "info", vae)
     assert code == 0
     assert "VAE decoder" in out and "VAE encoder" in out and "BF16" in out and "compress_all" in out
-
-
-def expect_error(capsys, argv, needle, outputs=()):
-    code, _, err = run_cli(capsys, *argv)
-    assert code != 0
-    lines = err.strip().splitlines()
-    assert len(lines) == 1 and needle in lines[0], err
-    for path in outputs:
-        assert not path.exists()
-        assert not list(path.parent.glob(f".{path.name}*"))
 
 
 def test_bad_inputs(vae, latent_file, tmp_path, capsys):

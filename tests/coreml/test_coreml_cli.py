@@ -12,14 +12,8 @@ import pytest
 
 from coreml_util import small_upscaler, write_json
 
-from ltx_ane.cli.main import main
 from ltx_ane.errors import LtxAneError
-
-
-def run_cli(capsys, *argv):
-    rc = main(list(argv))
-    out, err = capsys.readouterr()
-    return rc, out, err
+from tests.cli_util import run_cli
 
 
 @pytest.fixture(scope="module")

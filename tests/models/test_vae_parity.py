@@ -60,13 +60,7 @@ def test_causal_decoder_and_reflect_encoder(tmp_path):
     path = write_vae(tmp_path / "causal.safetensors", raw)
     latent = torch.randn(1, 16, 3, 2, 3, generator=torch.Generator().manual_seed(3))
     video = torch.rand(1, 3, 9, 64, 64, generator=torch.Generator().manual_seed(4)) * 2 - 1
-    with torch.no_grad():
-        dec_ref = RV.reference_decoder_from_checkpoint(path, raw)(latent).numpy()
-        enc_ref = RV.reference_encoder_from_checkpoint(path, raw)(video).numpy()
-    dec = np.array(load_decoder(Source(str(path)), "fp32")(mx.array(latent.numpy())))
-    enc = np.array(load_encoder(Source(str(path)), "fp32")(mx.array(video.numpy())))
-    assert rel_err(dec_ref, dec) <= TOL
-    assert rel_err(enc_ref, enc) <= TOL
+    assert_both_match_reference(path, raw, latent, video)
 
 
 def test_encoder_plain_strided_blocks_and_multiplier_one(tmp_path):
@@ -89,6 +83,11 @@ def test_full_width_decoder_and_encoder_on_tiny_input(tmp_path):
     path = write_vae(tmp_path / "full.safetensors", raw)
     latent = torch.randn(1, 128, 1, 2, 2, generator=torch.Generator().manual_seed(6))
     video = torch.rand(1, 3, 1, 32, 32, generator=torch.Generator().manual_seed(7)) * 2 - 1
+    assert_both_match_reference(path, raw, latent, video)
+
+
+def assert_both_match_reference(path, raw, latent, video):
+    """The checkpoint's decoder on ``latent`` and encoder on ``video``, MLX against ltx-core, both in fp32."""
     with torch.no_grad():
         dec_ref = RV.reference_decoder_from_checkpoint(path, raw)(latent).numpy()
         enc_ref = RV.reference_encoder_from_checkpoint(path, raw)(video).numpy()

@@ -80,15 +80,8 @@ def test_streamed_chunks_equal_whole_tiled_output(small_vae):
     tile = (4, 3, 3)
     chunks = list(decode_frames(decoder, latent, tile))
     streamed = np.array(mx.concatenate(chunks, axis=1))
-    plan = make_plan((7, 3, 4), tile, balance=True)
-    wt, wh, ww = plan.weights("pixel")
-    whole = np.zeros_like(streamed)
-    x = latent.transpose(0, 2, 3, 4, 1)
-    for job in plan.jobs():
-        ti, hi, wi = job.grid
-        out = np.array(decoder.decode_channels_last(x[:, job.latent_slices[0], job.latent_slices[1], job.latent_slices[2]]))
-        weight = wt[ti][:, None, None, None] * wh[hi][None, :, None, None] * ww[wi][None, None, :, None]
-        whole[:, job.pixel_slices[0], job.pixel_slices[1], job.pixel_slices[2]] += out * weight
+    whole = blend_by_hand(make_plan((7, 3, 4), tile, balance=True), decoder.decode_channels_last,
+                          latent.transpose(0, 2, 3, 4, 1), "decode", streamed.shape)
     assert len(chunks) > 1
     np.testing.assert_allclose(streamed, whole, atol=1e-5)
 
@@ -120,19 +113,29 @@ def test_tiled_encode_is_the_blend_of_its_tiles_and_close_to_the_untiled_encode(
     tiled = np.array(encode_video(encoder, video, tile))
     # Values: exactly the weighted sum of each tile's own encode, placed where its latents belong ...
     plan = make_plan((5, 2, 4), tile, balance=True)
-    wt, wh, ww = plan.weights("latent")
-    blended = np.zeros_like(tiled)
-    x = video.transpose(0, 2, 3, 4, 1)
-    for job in plan.jobs():
-        ti, hi, wi = job.grid
-        out = np.array(encoder.encode_channels_last(x[:, job.pixel_slices[0], job.pixel_slices[1], job.pixel_slices[2]]))
-        weight = wt[ti][:, None, None, None] * wh[hi][None, :, None, None] * ww[wi][None, None, :, None]
-        blended[:, :, job.latent_slices[0], job.latent_slices[1], job.latent_slices[2]] += (out * weight).transpose(0, 4, 1, 2, 3)
+    channels_last = (tiled.shape[0], *tiled.shape[2:], tiled.shape[1])
+    blended = blend_by_hand(plan, encoder.encode_channels_last, video.transpose(0, 2, 3, 4, 1), "encode",
+                            channels_last).transpose(0, 4, 1, 2, 3)
     assert plan.num_tiles > 1
     np.testing.assert_allclose(tiled, blended, atol=1e-5)
     # ... and close to the untiled encode: tiles see less context (random weights mix it strongly), so not equal,
     # but a tile blended into the wrong place would not correlate.
     assert np.corrcoef(tiled.ravel(), whole.ravel())[0, 1] > 0.9
+
+
+def blend_by_hand(plan, run, x, direction: str, out_shape) -> np.ndarray:
+    """The plain (non-streaming) weighted sum of every tile's own result, each placed where it belongs; channels-last
+    in and out. ``direction``: 'decode' (latent tiles in, pixels out) or 'encode'."""
+    in_side, out_side = ("latent", "pixel") if direction == "decode" else ("pixel", "latent")
+    wt, wh, ww = plan.weights(out_side)
+    out = np.zeros(out_shape, dtype=np.float32)
+    for job in plan.jobs():
+        ti, hi, wi = job.grid
+        src = job.latent_slices if in_side == "latent" else job.pixel_slices
+        dst = job.pixel_slices if out_side == "pixel" else job.latent_slices
+        weight = wt[ti][:, None, None, None] * wh[hi][None, :, None, None] * ww[wi][None, None, :, None]
+        out[:, dst[0], dst[1], dst[2]] += np.array(run(x[:, src[0], src[1], src[2]])) * weight
+    return out
 
 
 def test_tile_spec_and_auto_tile():

@@ -24,6 +24,19 @@ def to_mx(t: torch.Tensor) -> mx.array:
     return mx.array(t.detach().to(torch.float64 if t.dtype == torch.float64 else torch.float32).numpy()).astype(dtype)
 
 
+def to_ref_state(state):
+    """An MLX ``LatentState`` as ltx-core's, array for array."""
+    from ltx_core.types import LatentState as RefLatentState
+
+    return RefLatentState(
+        latent=to_torch(state.latent),
+        denoise_mask=to_torch(state.denoise_mask),
+        positions=to_torch(state.positions),
+        clean_latent=to_torch(state.clean_latent),
+        attention_mask=None if state.attention_mask is None else to_torch(state.attention_mask),
+    )
+
+
 def assert_close(actual: mx.array, expected: torch.Tensor, rel: float = 1e-5) -> float:
     """max|actual - expected| <= rel * max|expected|; returns the measured ratio."""
     a = np.array(actual.astype(mx.float32), dtype=np.float64)

@@ -3,7 +3,7 @@
 
 import mlx.core as mx
 import pytest
-from sampling_util import assert_close, to_torch, torch
+from sampling_util import assert_close, to_ref_state, to_torch, torch
 
 from ltx_ane.errors import LtxAneError
 from ltx_ane.sampling import (
@@ -178,23 +178,12 @@ def test_guided_denoise_matches_ltx_pipelines():
         video = video_tools.initial_state(mx.float32, mx.random.normal((1, 8, 2, 2, 3), key=mx.random.key(step)))
         audio_latent = mx.random.normal((1, 5, 16), key=mx.random.key(100 + step))
         audio = type(video)(audio_latent, mx.ones((1, 5, 1)), mx.zeros((1, 1, 5, 2)), audio_latent)
-        ref_video = _as_ref_state(video)
-        ref_audio = _as_ref_state(audio)
+        ref_video = to_ref_state(video)
+        ref_audio = to_ref_state(audio)
         out_video, out_audio = ours(video, audio, float(sigmas[step]), step)
         ref_out_video, ref_out_audio = ref(ref_video, ref_audio, torch_sigmas, step)
         assert_close(out_video, ref_out_video)
         assert_close(out_audio, ref_out_audio)
-
-
-def _as_ref_state(state):
-    from ltx_core.types import LatentState as RefLatentState
-
-    return RefLatentState(
-        latent=to_torch(state.latent),
-        denoise_mask=to_torch(state.denoise_mask),
-        positions=to_torch(state.positions),
-        clean_latent=to_torch(state.clean_latent),
-    )
 
 
 def test_guided_denoise_cannot_skip_without_a_previous_prediction():

@@ -4,7 +4,7 @@ of latent and sigma) with the same injected res2s noise on both sides."""
 import mlx.core as mx
 import numpy as np
 import pytest
-from sampling_util import assert_close, assert_equal, to_mx, to_torch, torch
+from sampling_util import assert_close, assert_equal, to_mx, to_ref_state, to_torch, torch
 
 from ltx_ane.sampling import (
     DISTILLED_SIGMAS,
@@ -101,18 +101,6 @@ def _states():
     return video, audio
 
 
-def _as_ref_state(state):
-    from ltx_core.types import LatentState as RefLatentState
-
-    return RefLatentState(
-        latent=to_torch(state.latent),
-        denoise_mask=to_torch(state.denoise_mask),
-        positions=to_torch(state.positions),
-        clean_latent=to_torch(state.clean_latent),
-        attention_mask=None if state.attention_mask is None else to_torch(state.attention_mask),
-    )
-
-
 @pytest.mark.parametrize(
     "sigmas", [DISTILLED_SIGMAS, STAGE_2_SIGMAS, ltx2_sigmas(12)], ids=["distilled", "stage2", "ltx2-12"]
 )
@@ -126,8 +114,8 @@ def test_euler_loop_matches_ltx_pipelines(sigmas):
     assert {s.total for s in steps} == {len(sigmas) - 1}
     ref_video, ref_audio = euler_denoising_loop(
         torch.tensor(np.asarray(sigmas, dtype=np.float32)),
-        _as_ref_state(video),
-        _as_ref_state(audio),
+        to_ref_state(video),
+        to_ref_state(audio),
         EulerDiffusionStep(),
         _ref_fake_denoise,
     )
@@ -162,8 +150,8 @@ def test_res2s_loop_matches_ltx_pipelines(sigmas):
 
     ref_video, ref_audio = res2s_audio_video_denoising_loop(
         torch.tensor(np.asarray(sigmas, dtype=np.float32)),
-        _as_ref_state(video),
-        _as_ref_state(audio),
+        to_ref_state(video),
+        to_ref_state(audio),
         Res2sDiffusionStep(),
         _ref_fake_denoise,
         noise_seed=1,
