@@ -7,9 +7,9 @@ parity is the tests' job. Inputs as the pipelines build them: 121 frames, audio 
 Median of --runs after --warmup; peak memory (mx.get_peak_memory, torch.cuda.max_memory_allocated); effective
 TFLOP/s from the analytic FLOP count (48.4 TFLOP at 1,536 video tokens, 200 at 6,144 for 19B). Optional
 quantised rows (--quantize 8 4) with their peak memory and velocity PSNR against the MLX bf16 model. Extra bf16
-rows on the same model: bounds on the blocks queued on the device ahead of the host (``blocks_in_flight``; the
-default is 1), "one lazy graph" builds the whole forward before running it (as before block-by-block evaluation),
-"text prepared once" is a denoising step's forward with the caption projection and text keys and values from
+rows on the same model: bounds on the pieces queued on the device ahead of the host (whole blocks or block
+stages: ``LTXModel.queue_unit`` and ``units_in_flight``; the default is 1 block), "one lazy graph" builds the
+whole forward before running it (as before block-by-block evaluation), "text prepared once" is a denoising step's forward with the caption projection and text keys and values from
 ``model.prepare_context`` (built outside the timing, its memory inside the peak).
 
     python benchmarks/bench_transformer.py                        # GPU machine, results/transformer-<device>.{json,md}
@@ -124,25 +124,31 @@ def bench_ltx_core(config: dict, sizes: dict, args, device) -> dict:
         if cuda:
             torch.cuda.empty_cache()
             torch.cuda.reset_peak_memory_stats()
+        resident = torch.cuda.memory_allocated() if cuda else None
         with torch.inference_mode():
             times, _ = timed(lambda: model(v, a, empty), sync, args.runs, args.warmup)
-        out[name] = {**summary(times), "peak_bytes": torch.cuda.max_memory_allocated() if cuda else None}
+        out[name] = {**summary(times), "peak_bytes": torch.cuda.max_memory_allocated() if cuda else None,
+                     "resident_bytes": resident}
     del model
     if cuda:
         torch.cuda.empty_cache()
     return out
 
 
-# Variants of the bf16 MLX row, timed on the same loaded model: the default forward (at most 1 block queued on the
-# device while the host builds the next), other bounds on the blocks queued (0: the host waits for every block; 48: no
-# bound), the forward built as one lazy graph before anything runs, and a denoising step's forward with the text
-# prepared once.
+# Variants of the bf16 MLX row, timed on the same loaded model: the default forward (LTXModel.queue_unit and
+# units_in_flight), other bounds on the blocks queued (0: the host waits for every block; 48: no bound), bounds on
+# block stages queued (three per block), the forward built as one lazy graph before anything runs, and a denoising
+# step's forward with the text prepared once.
 BF16_VARIANTS = {
     "MLX": {},
-    "MLX, 0 blocks queued": {"blocks_in_flight": 0},
-    "MLX, 2 blocks queued": {"blocks_in_flight": 2},
-    "MLX, no bound on blocks queued": {"blocks_in_flight": 48},
-    "MLX, one lazy graph": {"blocks_in_flight": None},
+    "MLX, 0 blocks queued": {"queue_unit": "block", "units_in_flight": 0},
+    "MLX, 1 block queued": {"queue_unit": "block", "units_in_flight": 1},
+    "MLX, 2 blocks queued": {"queue_unit": "block", "units_in_flight": 2},
+    "MLX, no bound on blocks queued": {"queue_unit": "block", "units_in_flight": 48},
+    "MLX, 1 stage queued": {"queue_unit": "stage", "units_in_flight": 1},
+    "MLX, 2 stages queued": {"queue_unit": "stage", "units_in_flight": 2},
+    "MLX, 3 stages queued": {"queue_unit": "stage", "units_in_flight": 3},
+    "MLX, one lazy graph": {"units_in_flight": None},
     "MLX, text prepared once": {"prepared_text": True},
 }
 
@@ -164,10 +170,12 @@ def bench_mlx(config_path: Path, config: dict, sizes: dict, args, quantize=None,
         video, audio = make_inputs(config["transformer"], grid, args.audio_tokens, args.text_tokens)
         v, a = mlx_modality(video), mlx_modality(audio)
         for label, variant in variants.items():
-            model.blocks_in_flight = variant.get("blocks_in_flight", LTXModel.blocks_in_flight)
+            model.queue_unit = variant.get("queue_unit", LTXModel.queue_unit)
+            model.units_in_flight = variant.get("units_in_flight", LTXModel.units_in_flight)
             mx.clear_cache()
             mx.reset_peak_memory()
             text = model.prepare_context(v.context, a.context) if variant.get("prepared_text") else None
+            resident = mx.get_active_memory()
 
             def forward():
                 result = model(v, a, text=text)
@@ -175,7 +183,7 @@ def bench_mlx(config_path: Path, config: dict, sizes: dict, args, quantize=None,
                 return result
 
             times, result = timed(forward, mx.synchronize, args.runs, args.warmup)
-            row = {**summary(times), "peak_bytes": mx.get_peak_memory()}
+            row = {**summary(times), "peak_bytes": mx.get_peak_memory(), "resident_bytes": resident}
             result = [np.array(r.astype(mx.float32)) for r in result]
             # The other bf16 variants are checked against the first (the same computation: PSNR inf or near).
             compare_to = reference[name] if reference is not None else velocities.get(name)
@@ -197,16 +205,22 @@ def markdown(meta: dict, rows: list[dict]) -> str:
         f"- **random weights**, {meta['architecture']}, bf16, audio {meta['audio_tokens']} tokens, text "
         f"{meta['text_tokens']} tokens; median of {meta['runs']} runs after {meta['warmup']} warm-up",
         "",
-        "| size | video tokens | model | median | range | peak memory | TFLOP/s | vs ltx-core | PSNR video / audio |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "Peak memory: the process's peak during the timed calls; above resident: that peak less the memory held "
+        "before the first call (weights, inputs, prepared text): what the forward itself adds.",
+        "",
+        "| size | video tokens | model | median | range | peak memory | above resident | TFLOP/s | vs ltx-core "
+        "| PSNR video / audio |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         gb = "-" if r["peak_bytes"] is None else f"{r['peak_bytes'] / 1e9:.1f} GB"
+        above = ("-" if r.get("resident_bytes") is None or r["peak_bytes"] is None
+                 else f"{(r['peak_bytes'] - r['resident_bytes']) / 1e9:.2f} GB")
         ratio = "-" if r.get("time_vs_ltx_core") is None else f"{r['time_vs_ltx_core']:.2f}x"
         quality = f"{r['psnr_video_db']:.1f} / {r['psnr_audio_db']:.1f} dB" if "psnr_video_db" in r else "-"
         lines.append(
             f"| {r['size']} | {r['video_tokens']} | {r['model']} | {r['median_s'] * 1e3:.1f} ms | "
-            f"{r['min_s'] * 1e3:.1f}-{r['max_s'] * 1e3:.1f} ms | {gb} | {r['tflops']:.1f} | {ratio} | {quality} |"
+            f"{r['min_s'] * 1e3:.1f}-{r['max_s'] * 1e3:.1f} ms | {gb} | {above} | {r['tflops']:.1f} | {ratio} | {quality} |"
         )
     return "\n".join(lines) + "\n"
 
@@ -221,6 +235,8 @@ def main() -> None:
     parser.add_argument("--text-tokens", type=int, default=1024)
     parser.add_argument("--quantize", nargs="*", default=[], help="extra MLX rows, e.g. 8 4 or 4:32")
     parser.add_argument("--skip-ltx-core", action="store_true")
+    parser.add_argument("--variants", nargs="+", choices=list(BF16_VARIANTS), default=list(BF16_VARIANTS),
+                        metavar="LABEL", help="bf16 MLX rows to time (default all; the first is the PSNR reference)")
     parser.add_argument("--out", default=None, help="results/<name>.{json,md} (default transformer-<device>)")
     args = parser.parse_args()
 
@@ -246,7 +262,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         config_path = Path(tmp) / "config.json"
         config_path.write_text(json.dumps(config))
-        mlx_rows, velocities = bench_mlx(config_path, config, sizes, args, variants=BF16_VARIANTS)
+        mlx_rows, velocities = bench_mlx(config_path, config, sizes, args,
+                                           variants={label: BF16_VARIANTS[label] for label in args.variants})
         quantised = {f"MLX {m.describe()}": bench_mlx(config_path, config, sizes, args, m, velocities)[0]["MLX"]
                      for m in modes}
     ref_rows = {} if args.skip_ltx_core else bench_ltx_core(config, sizes, args, device)

@@ -141,16 +141,20 @@ def test_adaln_per_distinct_timestep_equals_adaln_per_token(model, clean_first_f
         assert np.abs(np.array(e) - np.array(a)).max() <= 1e-6 * np.abs(np.array(e)).max()
 
 
-def test_block_by_block_evaluation_equals_one_lazy_graph(model):
-    """Bounding the blocks queued ahead (0: wait for each block, the default 1, 2) or building one lazy graph
-    (None) changes when kernels run, never what they compute."""
+def test_piecewise_evaluation_equals_one_lazy_graph(model):
+    """Bounding the pieces queued ahead (0: wait for each, the default 1, 2), whole blocks or block stages, or
+    building one lazy graph (None) changes when kernels run, never what they compute."""
     config, model = model
     video, audio = batch_of_two(config)
-    assert model.blocks_in_flight == 1
+    assert (model.queue_unit, model.units_in_flight) == ("block", 1)
     overlapped = model(video, audio)
     try:
-        for in_flight in (None, 0, 2):
-            model.blocks_in_flight = in_flight
+        for unit, in_flight in (("block", None), ("block", 0), ("block", 2), ("stage", 0), ("stage", 1),
+                                ("stage", None)):
+            model.queue_unit, model.units_in_flight = unit, in_flight
             assert_equal(model(video, audio), overlapped)
+        model.queue_unit = "layer"
+        with pytest.raises(ValueError, match="queue_unit"):
+            model(video, audio)
     finally:
-        model.blocks_in_flight = 1
+        model.queue_unit, model.units_in_flight = "block", 1

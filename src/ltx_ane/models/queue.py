@@ -48,9 +48,9 @@ def queued(depth: int | None):
         _local.queue = outer
 
 
-def settle(x: mx.array) -> mx.array:
-    """A sync point inside a model: evaluate ``x`` now, or within ``queued`` let it wait on the device behind at most
-    the queue's depth of earlier sync points."""
+def settle(x):
+    """A sync point inside a model: evaluate ``x`` (an array or a list of them) now, or within ``queued`` let it
+    wait on the device behind at most the queue's depth of earlier sync points."""
     queue = getattr(_local, "queue", None)
     if queue is None:
         mx.eval(x)

@@ -13,6 +13,7 @@ import mlx.core as mx
 import mlx.nn as nn
 
 from ltx_ane.models.layers import FeedForward
+from ltx_ane.models.queue import settle
 from ltx_ane.models.transformer.attention import Attention
 from ltx_ane.models.transformer.config import TransformerConfig
 from ltx_ane.models.transformer.fused import gated_residual, modulate
@@ -117,7 +118,10 @@ class BasicAVTransformerBlock(nn.Module):
         video: TransformerArgs | None,
         audio: TransformerArgs | None,
         perturbations: BatchedPerturbationConfig | None = None,
+        settle_stages: bool = False,
     ) -> tuple[TransformerArgs | None, TransformerArgs | None]:
+        """``settle_stages``: a sync point (``models.queue.settle``) after the video attention and after the audio
+        and audio-video attention, so that a caller's queue bounds pieces smaller than a block."""
         if video is None and audio is None:
             raise ValueError("at least one of video or audio must be given")
         if perturbations is None:
@@ -137,6 +141,8 @@ class BasicAVTransformerBlock(nn.Module):
                                       PerturbationType.SKIP_VIDEO_SELF_ATTN)
             vx = self._text_cross_attention(self.attn2, video_rows,
                                             getattr(self, "prompt_scale_shift_table", None), vx, video)
+            if settle_stages:
+                settle(vx)
         if run_ax:
             ax = self._self_attention(self.audio_attn1, audio_rows, ax, audio, perturbations,
                                       PerturbationType.SKIP_AUDIO_SELF_ATTN)
@@ -156,6 +162,8 @@ class BasicAVTransformerBlock(nn.Module):
                     self.video_to_audio_attn, ax, audio, video, ax_norm, vx_norm,
                     (self.scale_shift_table_a2v_ca_audio, self.scale_shift_table_a2v_ca_video), 2,
                     perturbations.mask_like(v2a, self.idx, ax) if perturbations.any_in_batch(v2a, self.idx) else None)
+        if settle_stages and (run_ax or run_a2v or run_v2a):
+            settle([x for x in (vx, ax) if x is not None])
 
         if run_vx:
             vx = self._feed_forward(self.ff, video_rows, vx, video)

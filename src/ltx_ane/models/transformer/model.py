@@ -15,7 +15,7 @@ import mlx.nn as nn
 import numpy as np
 
 from ltx_ane.errors import LtxAneError
-from ltx_ane.models.queue import DeviceQueue
+from ltx_ane.models.queue import queued, settle
 from ltx_ane.models.transformer.block import BasicAVTransformerBlock, TransformerArgs, split_rows
 from ltx_ane.models.transformer.config import TransformerConfig
 from ltx_ane.models.transformer.embeddings import AdaLayerNormSingle, PixArtAlphaTextProjection
@@ -36,11 +36,15 @@ class LTXModel(nn.Module):
     # Up to this many distinct timestep values per forward, AdaLN runs per value instead of per token (0: always
     # per token, as ltx-core).
     max_distinct_timesteps = 16
-    # Blocks queued on the device while the host builds the next (see models/queue.py). On an H200 at 19B and 6,144
-    # video tokens: 1 is as fast as any larger bound at 41.3 GB peak, 2 holds 42.4 GB, no bound 56.4 GB, and 0 (the
-    # device idle while the host builds each block) is 1.21x slower at 39.8 GB (benchmarks/results/transformer-cuda.md).
-    # None: one lazy graph for the whole forward (e.g. to wrap the forward in a transform).
-    blocks_in_flight: int | None = 1
+    # Pieces of the forward queued on the device while the host builds the next (see models/queue.py); a piece is a
+    # block ("block") or one of a block's three stages ("stage": video attention, audio attention with the
+    # audio-video cross-attention, feed-forwards). Every queued piece holds all its intermediates until it has run.
+    # On an H200 at 19B and 6,144 video tokens, whole blocks: 1 queued is as fast as any larger bound at 41.1 GB
+    # peak, 2 hold 43.1 GB, no bound 56.4 GB, and 0 (the device idle while the host builds each block) is 1.19x
+    # slower at 39.8 GB (benchmarks/results/transformer-cuda.md). None: one lazy graph for the whole forward (e.g.
+    # to wrap the forward in a transform).
+    queue_unit: str = "block"
+    units_in_flight: int | None = 1
     # Set by ``load_transformer(..., stream_blocks=True)``: the blocks then hold weights only while they run.
     block_streamer: BlockStreamer | None = None
 
@@ -75,13 +79,17 @@ class LTXModel(nn.Module):
     ) -> tuple[mx.array | None, mx.array | None]:
         video_args = self.prepare("video", video, audio, text) if video is not None else None
         audio_args = self.prepare("audio", audio, video, text) if audio is not None else None
-        # Each block starts on the device while Python builds the next one's graph: otherwise the whole forward's
+        # Each piece starts on the device while Python builds the next one's graph: otherwise the whole forward's
         # graph (~2,000 Python-level operations at 48 blocks) is built before any kernel runs. A streamed model
         # waits for each block before its weights are released.
-        queue = DeviceQueue(0 if self.block_streamer is not None else self.blocks_in_flight)
-        for block in self.resident_blocks():
-            video_args, audio_args = block(video_args, audio_args, perturbations)
-            queue.push([args.x for args in (video_args, audio_args) if args is not None])
+        streamed = self.block_streamer is not None
+        if self.queue_unit not in ("block", "stage"):
+            raise ValueError(f"queue_unit must be 'block' or 'stage', not {self.queue_unit!r}")
+        with queued(0 if streamed else self.units_in_flight):
+            for block in self.resident_blocks():
+                video_args, audio_args = block(video_args, audio_args, perturbations,
+                                               settle_stages=self.queue_unit == "stage" and not streamed)
+                settle([args.x for args in (video_args, audio_args) if args is not None])
         return (
             self.process_output("video", video_args) if video_args is not None else None,
             self.process_output("audio", audio_args) if audio_args is not None else None,
