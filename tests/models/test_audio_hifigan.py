@@ -63,3 +63,21 @@ def test_checkpoint_without_vocoder(tmp_path):
     write_audio_checkpoint(path, raw, parts=("decoder",))
     with pytest.raises(LtxAneError, match="holds no vocoder"):
         load_vocoder(Source(str(path)))
+
+
+@pytest.mark.parametrize("preset", ["ltx2", "ltx23"])
+def test_vocoder_steps_in_flight_change_nothing(preset):
+    """Queueing residual steps on the device (Generator.steps_in_flight) changes when kernels run, not what they
+    compute: 0 (the default), 2 and one lazy graph (None) give the same waveform, bit for bit."""
+    from ltx_ane.models.audio_vae.vocoder import Generator
+
+    vocoder = load_vocoder(Source(random_weights=True, config_file=preset), "fp32")
+    mel = mx.array(mel_input(3, seed=1).numpy())
+    assert Generator.steps_in_flight == 0
+    expected = np.array(vocoder(mel))
+    try:
+        for in_flight in (2, None):
+            Generator.steps_in_flight = in_flight
+            np.testing.assert_array_equal(np.array(vocoder(mel)), expected)
+    finally:
+        Generator.steps_in_flight = 0

@@ -16,6 +16,8 @@ import mlx.core as mx
 import mlx.nn as nn
 import numpy as np
 
+from ltx_ane.models.queue import settle
+
 # ltx-core's Activation1d: x2 up and down, 12-tap filters.
 RATIO = 2
 KERNEL = 12
@@ -154,5 +156,5 @@ class AMPBlock1(nn.Module):
 
     def __call__(self, x: mx.array) -> mx.array:
         for conv1, conv2, act1, act2 in zip(self.convs1, self.convs2, self.acts1, self.acts2):
-            x = x + conv2(act2(conv1(act1(x))))
+            x = settle(x + conv2(act2(conv1(act1(x)))))  # a sync point of the generator's queue
         return x

@@ -15,7 +15,7 @@ import numpy as np
 from ltx_ane.errors import LtxAneError
 from ltx_ane.models.audio_vae.bigvgan import Activation1d, AMPBlock1, hann_sinc_filter, upsample
 from ltx_ane.models.audio_vae.config import BweConfig, GeneratorConfig, VocoderConfig
-from ltx_ane.models.queue import settle
+from ltx_ane.models.queue import queued, settle
 
 # HiFi-GAN's leaky ReLU slope inside the generator; its last activation is torch's default LeakyReLU (0.01).
 LRELU_SLOPE = 0.1
@@ -32,12 +32,17 @@ class ResBlock1(nn.Module):
 
     def __call__(self, x: mx.array) -> mx.array:
         for conv1, conv2 in zip(self.convs1, self.convs2):
-            x = x + conv2(nn.leaky_relu(conv1(nn.leaky_relu(x, LRELU_SLOPE)), LRELU_SLOPE))
+            x = settle(x + conv2(nn.leaky_relu(conv1(nn.leaky_relu(x, LRELU_SLOPE)), LRELU_SLOPE)))
         return x
 
 
 class Generator(nn.Module):
     """ltx-core's ``Vocoder``: conv_pre, upsampling stages each followed by averaged residual blocks, conv_post."""
+
+    # Residual steps queued on the device while the host builds the next (models/queue.py): each step of a
+    # residual block is a sync point, so a queued step holds its full-length (fp32 resampler) buffers until it
+    # has run. 0: the host waits for every step.
+    steps_in_flight: int | None = 0
 
     def __init__(self, config: GeneratorConfig):
         super().__init__()
@@ -63,18 +68,17 @@ class Generator(nn.Module):
         """(B, T, 2 * mel_bins) mel frames, the two channels' bins side by side -> (B, N, 2) waveform."""
         cfg = self.config
         per_stage = len(cfg.resblock_kernel_sizes)
-        x = self.conv_pre(frames)
-        for i, up in enumerate(self.ups):
-            x = up(x if cfg.is_amp else nn.leaky_relu(x, LRELU_SLOPE))
-            # ltx-core averages the blocks with a mean over a stacked tensor, which accumulates in fp32.
-            total = 0.0
-            for block in self.resblocks[i * per_stage : (i + 1) * per_stage]:
-                # One block at a time: a whole stage queued at once would keep every block's full-length fp32
-                # resampler buffers alive together (see models/queue.py).
-                total = settle(total + block(x).astype(mx.float32))
-            x = (total / per_stage).astype(x.dtype)
-        x = self.act_post(x) if cfg.is_amp else nn.leaky_relu(x, POST_LRELU_SLOPE)
-        x = self.conv_post(x)
+        with queued(self.steps_in_flight):
+            x = self.conv_pre(frames)
+            for i, up in enumerate(self.ups):
+                x = up(x if cfg.is_amp else nn.leaky_relu(x, LRELU_SLOPE))
+                # ltx-core averages the blocks with a mean over a stacked tensor, which accumulates in fp32.
+                total = 0.0
+                for block in self.resblocks[i * per_stage : (i + 1) * per_stage]:
+                    total = settle(total + block(x).astype(mx.float32))
+                x = (total / per_stage).astype(x.dtype)
+            x = self.act_post(x) if cfg.is_amp else nn.leaky_relu(x, POST_LRELU_SLOPE)
+            x = self.conv_post(x)
         if cfg.apply_final_activation:
             x = mx.tanh(x) if cfg.use_tanh_at_final else mx.clip(x, -1, 1)
         return x
