@@ -8,9 +8,9 @@ Median of --runs after --warmup; peak memory (mx.get_peak_memory, torch.cuda.max
 TFLOP/s from the analytic FLOP count (48.4 TFLOP at 1,536 video tokens, 200 at 6,144 for 19B). Optional
 quantised rows (--quantize 8 4) with their peak memory and velocity PSNR against the MLX bf16 model. Extra bf16
 rows on the same model: bounds on the pieces queued on the device ahead of the host (whole blocks or block
-stages: ``LTXModel.queue_unit`` and ``units_in_flight``; the default is 1 block), "one lazy graph" builds the
-whole forward before running it (as before block-by-block evaluation), "text prepared once" is a denoising step's forward with the caption projection and text keys and values from
-``model.prepare_context`` (built outside the timing, its memory inside the peak).
+stages: ``LTXModel.queue_unit``, ``blocks_in_flight``, ``stages_in_flight``), "one lazy graph" builds the
+whole forward before running it (as before block-by-block evaluation), "text prepared once" is a denoising
+step's forward with the caption projection and text keys and values from ``model.prepare_context`` (built outside the timing, its memory inside the peak).
 
     python benchmarks/bench_transformer.py                        # GPU machine, results/transformer-<device>.{json,md}
     python benchmarks/bench_transformer.py --quantize 8 4
@@ -135,20 +135,21 @@ def bench_ltx_core(config: dict, sizes: dict, args, device) -> dict:
     return out
 
 
-# Variants of the bf16 MLX row, timed on the same loaded model: the default forward (LTXModel.queue_unit and
-# units_in_flight), other bounds on the blocks queued (0: the host waits for every block; 48: no bound), bounds on
+# Variants of the bf16 MLX row, timed on the same loaded model: the default forward (LTXModel.queue_unit "auto"),
+# other bounds on the blocks queued (0: the host waits for every block; 48: no bound), bounds on
 # block stages queued (three per block), the forward built as one lazy graph before anything runs, and a denoising
 # step's forward with the text prepared once.
 BF16_VARIANTS = {
     "MLX": {},
-    "MLX, 0 blocks queued": {"queue_unit": "block", "units_in_flight": 0},
-    "MLX, 1 block queued": {"queue_unit": "block", "units_in_flight": 1},
-    "MLX, 2 blocks queued": {"queue_unit": "block", "units_in_flight": 2},
-    "MLX, no bound on blocks queued": {"queue_unit": "block", "units_in_flight": 48},
-    "MLX, 1 stage queued": {"queue_unit": "stage", "units_in_flight": 1},
-    "MLX, 2 stages queued": {"queue_unit": "stage", "units_in_flight": 2},
-    "MLX, 3 stages queued": {"queue_unit": "stage", "units_in_flight": 3},
-    "MLX, one lazy graph": {"units_in_flight": None},
+    "MLX, 0 blocks queued": {"queue_unit": "block", "blocks_in_flight": 0},
+    "MLX, 1 block queued": {"queue_unit": "block", "blocks_in_flight": 1},
+    "MLX, 2 blocks queued": {"queue_unit": "block", "blocks_in_flight": 2},
+    "MLX, no bound on blocks queued": {"queue_unit": "block", "blocks_in_flight": 48},
+    "MLX, 1 stage queued": {"queue_unit": "stage", "stages_in_flight": 1},
+    "MLX, 2 stages queued": {"queue_unit": "stage", "stages_in_flight": 2},
+    "MLX, 3 stages queued": {"queue_unit": "stage", "stages_in_flight": 3},
+    "MLX, 4 stages queued": {"queue_unit": "stage", "stages_in_flight": 4},
+    "MLX, one lazy graph": {"queue_unit": "graph"},
     "MLX, text prepared once": {"prepared_text": True},
 }
 
@@ -170,8 +171,8 @@ def bench_mlx(config_path: Path, config: dict, sizes: dict, args, quantize=None,
         video, audio = make_inputs(config["transformer"], grid, args.audio_tokens, args.text_tokens)
         v, a = mlx_modality(video), mlx_modality(audio)
         for label, variant in variants.items():
-            model.queue_unit = variant.get("queue_unit", LTXModel.queue_unit)
-            model.units_in_flight = variant.get("units_in_flight", LTXModel.units_in_flight)
+            for setting in ("queue_unit", "blocks_in_flight", "stages_in_flight"):
+                setattr(model, setting, variant.get(setting, getattr(LTXModel, setting)))
             mx.clear_cache()
             mx.reset_peak_memory()
             text = model.prepare_context(v.context, a.context) if variant.get("prepared_text") else None

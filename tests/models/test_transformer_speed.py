@@ -142,19 +142,33 @@ def test_adaln_per_distinct_timestep_equals_adaln_per_token(model, clean_first_f
 
 
 def test_piecewise_evaluation_equals_one_lazy_graph(model):
-    """Bounding the pieces queued ahead (0: wait for each, the default 1, 2), whole blocks or block stages, or
-    building one lazy graph (None) changes when kernels run, never what they compute."""
+    """Bounding the pieces queued ahead (0: wait for each, 1, 2, 3), whole blocks or block stages, or building
+    one lazy graph changes when kernels run, never what they compute."""
     config, model = model
     video, audio = batch_of_two(config)
-    assert (model.queue_unit, model.units_in_flight) == ("block", 1)
+    assert (model.queue_unit, model.blocks_in_flight, model.stages_in_flight) == ("auto", 1, 3)
     overlapped = model(video, audio)
     try:
-        for unit, in_flight in (("block", None), ("block", 0), ("block", 2), ("stage", 0), ("stage", 1),
-                                ("stage", None)):
-            model.queue_unit, model.units_in_flight = unit, in_flight
+        for unit, blocks, stages in (("graph", 1, 3), ("block", 0, 3), ("block", 2, 3), ("stage", 1, 0),
+                                     ("stage", 1, 1), ("stage", 1, 3)):
+            model.queue_unit, model.blocks_in_flight, model.stages_in_flight = unit, blocks, stages
             assert_equal(model(video, audio), overlapped)
         model.queue_unit = "layer"
         with pytest.raises(ValueError, match="queue_unit"):
             model(video, audio)
     finally:
-        model.queue_unit, model.units_in_flight = "block", 1
+        model.queue_unit, model.blocks_in_flight, model.stages_in_flight = "auto", 1, 3
+
+
+def test_auto_queue_unit_follows_the_video_token_count(model, monkeypatch):
+    """Stages from STAGE_UNIT_MIN_TOKENS video tokens (times batch), whole blocks below; audio alone: blocks."""
+    from ltx_ane.models.transformer import model as transformer_model
+
+    config, model = model
+    video, audio = batch_of_two(config)
+    tokens = video.latent.shape[0] * video.latent.shape[1]
+    monkeypatch.setattr(transformer_model, "STAGE_UNIT_MIN_TOKENS", tokens)
+    assert model.resolved_queue_unit(video) == "stage"
+    monkeypatch.setattr(transformer_model, "STAGE_UNIT_MIN_TOKENS", tokens + 1)
+    assert model.resolved_queue_unit(video) == "block"
+    assert model.resolved_queue_unit(None) == "block"

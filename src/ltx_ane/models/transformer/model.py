@@ -28,6 +28,9 @@ from ltx_ane.models.transformer.text_context import ContextCache, TextContext
 if TYPE_CHECKING:
     from ltx_ane.models.transformer.streaming import BlockStreamer
 
+# With LTXModel.queue_unit "auto", from this many video tokens (times batch) the forward is queued by block stage.
+STAGE_UNIT_MIN_TOKENS = 4096
+
 # Attribute-name prefix of each modality's own modules.
 PREFIX = {"video": "", "audio": "audio_"}
 
@@ -36,15 +39,18 @@ class LTXModel(nn.Module):
     # Up to this many distinct timestep values per forward, AdaLN runs per value instead of per token (0: always
     # per token, as ltx-core).
     max_distinct_timesteps = 16
-    # Pieces of the forward queued on the device while the host builds the next (see models/queue.py); a piece is a
-    # block ("block") or one of a block's three stages ("stage": video attention, audio attention with the
-    # audio-video cross-attention, feed-forwards). Every queued piece holds all its intermediates until it has run.
-    # On an H200 at 19B and 6,144 video tokens, whole blocks: 1 queued is as fast as any larger bound at 41.1 GB
-    # peak, 2 hold 43.1 GB, no bound 56.4 GB, and 0 (the device idle while the host builds each block) is 1.19x
-    # slower at 39.8 GB (benchmarks/results/transformer-cuda.md). None: one lazy graph for the whole forward (e.g.
-    # to wrap the forward in a transform).
-    queue_unit: str = "block"
-    units_in_flight: int | None = 1
+    # The forward runs piece by piece, each piece started on the device while the host builds the next, at most
+    # a bound of pieces queued (see models/queue.py): a piece holds all its intermediates until it has run. A piece
+    # is a block or one of a block's three stages (video attention; audio attention with the audio-video
+    # cross-attention; feed-forwards). Measured on an H200, 19B (benchmarks/results/transformer-cuda.md): at
+    # 6,144 video tokens 3 stages queued are as fast as 1 block (414 vs 410 ms) and add 3.2 GB to the resident
+    # weights instead of 3.9 (ltx-core 1.2); 1-2 stages add 2.3 GB but cost 1.05-1.10x. At 1,536 tokens a stage is
+    # too short for the host to keep ahead: 3 stages cost 1.14x over 1 block for 0.4 GB less. "auto" therefore
+    # queues stages from STAGE_UNIT_MIN_TOKENS video tokens (per batch) and whole blocks below; "graph" builds
+    # one lazy graph for the whole forward (e.g. to wrap the forward in a transform).
+    queue_unit: str = "auto"
+    blocks_in_flight: int = 1
+    stages_in_flight: int = 3
     # Set by ``load_transformer(..., stream_blocks=True)``: the blocks then hold weights only while they run.
     block_streamer: BlockStreamer | None = None
 
@@ -82,18 +88,26 @@ class LTXModel(nn.Module):
         # Each piece starts on the device while Python builds the next one's graph: otherwise the whole forward's
         # graph (~2,000 Python-level operations at 48 blocks) is built before any kernel runs. A streamed model
         # waits for each block before its weights are released.
-        streamed = self.block_streamer is not None
-        if self.queue_unit not in ("block", "stage"):
-            raise ValueError(f"queue_unit must be 'block' or 'stage', not {self.queue_unit!r}")
-        with queued(0 if streamed else self.units_in_flight):
+        unit = "block" if self.block_streamer is not None else self.resolved_queue_unit(video)
+        depth = {"block": 0 if self.block_streamer is not None else self.blocks_in_flight,
+                 "stage": self.stages_in_flight, "graph": None}[unit]
+        with queued(depth):
             for block in self.resident_blocks():
-                video_args, audio_args = block(video_args, audio_args, perturbations,
-                                               settle_stages=self.queue_unit == "stage" and not streamed)
+                video_args, audio_args = block(video_args, audio_args, perturbations, settle_stages=unit == "stage")
                 settle([args.x for args in (video_args, audio_args) if args is not None])
         return (
             self.process_output("video", video_args) if video_args is not None else None,
             self.process_output("audio", audio_args) if audio_args is not None else None,
         )
+
+    def resolved_queue_unit(self, video: Modality | None) -> str:
+        """``queue_unit`` with "auto" decided for this forward's video token count."""
+        if self.queue_unit not in ("auto", "block", "stage", "graph"):
+            raise ValueError(f"queue_unit must be 'auto', 'block', 'stage' or 'graph', not {self.queue_unit!r}")
+        if self.queue_unit != "auto":
+            return self.queue_unit
+        tokens = 0 if video is None else video.latent.shape[0] * video.latent.shape[1]
+        return "stage" if tokens >= STAGE_UNIT_MIN_TOKENS else "block"
 
     def resident_blocks(self) -> Iterator[BasicAVTransformerBlock]:
         """The blocks in order, each with its weights while the caller uses it (a streamed model releases a block's
