@@ -36,10 +36,8 @@ def parse_args():
     p.add_argument("--runs", type=int, default=5)
     p.add_argument("--warmup", type=int, default=1)
     p.add_argument("--small", action="store_true", help="reduced widths and a 0.4 s clip, for a CPU in about a minute")
-    p.add_argument("--steps-in-flight", type=int, default=None, help="MLX vocoders: residual steps queued on the "
-                   "device ahead of the host (Generator.steps_in_flight; default: the library's)")
-    p.add_argument("--kernels", type=int, default=0, metavar="N", help="on CUDA: also the N kernels that take most "
-                   "GPU time in each backend's call (CUPTI through torch.profiler)")
+    p.add_argument("--steps-in-flight", type=int, default=None, help="MLX vocoders, both kinds: residual steps "
+                   "queued on the device ahead of the host (default: the library's Generator.steps_in_flight)")
     p.add_argument("--out", help="directory for <name>.json and <name>.md")
     p.add_argument("--name", default=None, help="result file stem (default audio_<device>[_small])")
     return p.parse_args()
@@ -70,11 +68,10 @@ def main():
     from ltx_ane.reference import write_checkpoint
     from ltx_ane.reference import audio as RA
 
-    from ltx_ane.bench.timing import cuda_kernel_time
     from ltx_ane.models.audio_vae.vocoder import Generator
 
     if args.steps_in_flight is not None:
-        Generator.steps_in_flight = args.steps_in_flight
+        Generator.steps_in_flight = dict.fromkeys(Generator.steps_in_flight, args.steps_in_flight)
     if args.small:
         args.seconds, args.runs = [0.4], min(args.runs, 2)
     tdtype = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[args.dtype]
@@ -141,9 +138,6 @@ def main():
                     row[backend] = {**summary(times[backend]), "peak_gb": peaks[backend] / 1e9,
                                     "snr_vs_fp32_db": snr_db(expected[part], outs[backend])}
                 row["mlx_over_torch_time"] = row["mlx"]["median_s"] / row["torch"]["median_s"]
-                if args.kernels and args.device == "cuda":
-                    for backend, fn, wait in (("mlx", run_mlx, mx.synchronize), ("torch", run_torch, sync)):
-                        row[backend]["kernels"] = cuda_kernel_time(fn, wait, 3, args.kernels)
                 print(json.dumps(row), flush=True)
                 rows.append(row)
                 del model_t, x_t, outs
@@ -187,17 +181,6 @@ def markdown(result) -> str:
             f"| {r['mlx_over_torch_time']:.2f} | {gigabytes(a['peak_gb'])} | {gigabytes(b['peak_gb'])} "
             f"| {a['snr_vs_fp32_db']:.1f} | {b['snr_vs_fp32_db']:.1f} |"
         )
-    for r in result["rows"]:
-        if "kernels" not in r["mlx"]:
-            continue
-        lines += ["", f"## Kernels: {r['preset']} {r['part']}, {r['seconds']:g} s", ""]
-        for backend, label in (("mlx", "MLX"), ("torch", "ltx-core")):
-            k = r[backend]["kernels"]
-            lines.append(f"{label}: {k['kernel_s_per_call'] * 1e3:.1f} ms in {k['kernels_per_call']:.0f} kernels per "
-                         f"call (wall {r[backend]['median_s'] * 1e3:.1f} ms)  ")
-            lines += [f"- {t['ms_per_call']:.2f} ms ({t['share']:.0%}, {t['calls']:.0f} calls) `{t['name']}`"
-                      for t in k["top"]]
-            lines.append("")
     return "\n".join(lines) + "\n"
 
 
