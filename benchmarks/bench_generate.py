@@ -34,10 +34,8 @@ APPLE_EFFECTIVE_TFLOPS = {"M3 Max (measured effective by a port)": 5.5}
 
 def configs(small: bool):
     from ltx_ane.models.config import load_preset
-    from ltx_ane.models.transformer.presets import PRESETS
 
     full = copy.deepcopy(load_preset("ltx2"))
-    full["transformer"] = copy.deepcopy(PRESETS["ltx2"])
     upscaler = load_preset("spatial-x2")
     if small:
         full["transformer"].update(num_layers=2, num_attention_heads=4, attention_head_dim=16, cross_attention_dim=64,
@@ -49,9 +47,7 @@ def configs(small: bool):
 
 
 def _audio_config(full: dict) -> dict:
-    from ltx_ane.models.audio_vae.config import load_audio_preset
-
-    return {**load_audio_preset("ltx2"), **{k: full[k] for k in ("audio_vae", "vocoder") if k in full}}
+    return {k: full[k] for k in ("audio_vae", "vocoder")}
 
 
 # ------------------------------------------------------------------------------------------------ MLX
