@@ -43,11 +43,11 @@ class LTXModel(nn.Module):
     # a bound of pieces queued (see models/queue.py): a piece holds all its intermediates until it has run. A piece
     # is a block or one of a block's three stages (video attention; audio attention with the audio-video
     # cross-attention; feed-forwards). Measured on an H200, 19B (benchmarks/results/transformer-cuda.md): at
-    # 6,144 video tokens 3 stages queued are as fast as 1 block (414 vs 410 ms) and add 3.2 GB to the resident
-    # weights instead of 3.9 (ltx-core 1.2); 1-2 stages add 2.3 GB but cost 1.05-1.10x. At 1,536 tokens a stage is
-    # too short for the host to keep ahead: 3 stages cost 1.14x over 1 block for 0.4 GB less. "auto" therefore
-    # queues stages from STAGE_UNIT_MIN_TOKENS video tokens (per batch) and whole blocks below; "graph" builds
-    # one lazy graph for the whole forward (e.g. to wrap the forward in a transform).
+    # 6,144 video tokens 3 stages queued are as fast as 1 block (409.7 vs 404.0 ms) and add 2.78 GB to the resident
+    # weights instead of 3.56 (ltx-core 1.20); 1-2 stages add 1.65-2.16 GB but cost 1.07-1.09x. At 1,536 tokens a
+    # stage is too short for the host to keep ahead: 3 stages cost 1.15x over 1 block for 0.39 GB less. "auto"
+    # therefore queues stages from STAGE_UNIT_MIN_TOKENS video tokens (per batch) and whole blocks below; "graph"
+    # builds one lazy graph for the whole forward (e.g. to wrap the forward in a transform).
     queue_unit: str = "auto"
     blocks_in_flight: int = 1
     stages_in_flight: int = 3

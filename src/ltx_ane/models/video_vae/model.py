@@ -109,7 +109,9 @@ class VideoDecoder(nn.Module):
     """Latent (B, C, F, h, w) -> video (B, 3, time_scale*(F-1)+1, space_scale*h, space_scale*w)."""
 
     # Large intermediates waiting on the device behind a sync point (layers.eval_if_large, models/queue.py): 0 waits
-    # for each (the host builds the next piece while the device idles), 1 lets one wait. Not yet measured on a GPU.
+    # for each (the host builds the next piece while the device idles), 1 lets one wait. H200, 121x512x768: 1 is
+    # 5-13 % faster but peaks 24-62 % higher untiled (LTX-2.3 10.0 vs 6.2 GB; benchmarks/results/vae_cuda_sync*.md);
+    # runtime.tiling.estimate_decode_bytes is fitted to 0.
     sync_depth: int = 0
 
     def __init__(self, config: DecoderConfig):
@@ -150,8 +152,8 @@ class VideoDecoder(nn.Module):
 class VideoEncoder(nn.Module):
     """Video (B, 3, 8k+1, H, W) in [-1, 1] -> normalized latent means (B, C, k+1, H/32, W/32)."""
 
-    # Large intermediates waiting on the device behind a sync point (layers.eval_if_large, models/queue.py): 0 waits
-    # for each (the host builds the next piece while the device idles), 1 lets one wait. Not yet measured on a GPU.
+    # As the decoder's. H200, 121x512x768: 1 is 5-9 % faster but peaks 50-56 % higher untiled (LTX-2 11.4 vs
+    # 7.6 GB), above ltx-core's 7.05 GB (benchmarks/results/vae_cuda_sync*.md).
     sync_depth: int = 0
 
     def __init__(self, config: EncoderConfig):
