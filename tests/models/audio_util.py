@@ -44,19 +44,19 @@ def snr_db(ref: np.ndarray, out: np.ndarray) -> float:
     return float(10 * np.log10(np.sum(ref.astype(np.float64) ** 2) / np.sum((ref - out).astype(np.float64) ** 2)))
 
 
-def assert_vocoder_half_precision(path, reference, mel, fp16_min_snr_db: float, bf16_margin_db: float) -> None:
-    """The MLX vocoder from ``path`` in bf16 is within ``bf16_margin_db`` of ltx-core's own bf16 SNR against fp32,
-    and in fp16 (3 more mantissa bits) above ``fp16_min_snr_db``."""
+def assert_half_precision(load, path, reference, x, fp16_min_snr_db: float, bf16_margin_db: float) -> None:
+    """The MLX model ``load(Source(path), dtype)`` (an audio loader) in bf16 is within ``bf16_margin_db`` of
+    ltx-core's own bf16 SNR against fp32 on input ``x``, and in fp16 (3 more mantissa bits) above
+    ``fp16_min_snr_db``."""
     import mlx.core as mx
     import torch
 
-    from ltx_ane.models.audio_vae.loader import load_vocoder
     from ltx_ane.models.loading import Source
 
     with torch.no_grad():
-        expected = reference(mel).numpy()
-        reference_bf16 = copy.deepcopy(reference).to(torch.bfloat16)(mel.bfloat16()).float().numpy()
-    out = {dtype: np.array(load_vocoder(Source(str(path)), dtype)(mx.array(mel.numpy())).astype(mx.float32))
+        expected = reference(x).numpy()
+        reference_bf16 = copy.deepcopy(reference).to(torch.bfloat16)(x.bfloat16()).float().numpy()
+    out = {dtype: np.array(load(Source(str(path)), dtype)(mx.array(x.numpy())).astype(mx.float32))
            for dtype in ("bf16", "fp16")}
     assert snr_db(expected, out["bf16"]) >= snr_db(expected, reference_bf16) - bf16_margin_db
     assert snr_db(expected, out["fp16"]) >= fp16_min_snr_db

@@ -15,7 +15,7 @@ from ltx_ane.models.audio_vae.loader import load_vocoder
 from ltx_ane.models.config import load_preset
 from ltx_ane.models.loading import Source
 from ltx_ane.reference import require_reference
-from tests.models.audio_util import TOL, assert_vocoder_half_precision, rel_err, write_audio_checkpoint
+from tests.models.audio_util import TOL, assert_half_precision, rel_err, write_audio_checkpoint
 from tests.models.test_audio_hifigan import BF16_MARGIN_DB, mel_input
 
 # Measured 60 dB on the 48 kHz waveform in fp16 (bf16: as ltx-core's own, ~40 dB).
@@ -73,7 +73,7 @@ def test_vocoder_with_bwe_matches_reference(bigvgan, frames, batch):
 def test_vocoder_with_bwe_half_precision_snr(bigvgan):
     path, reference = bigvgan
     mel = mel_input(1, seed=5)
-    assert_vocoder_half_precision(path, reference, mel, FP16_MIN_SNR_DB, BF16_MARGIN_DB)
+    assert_half_precision(load_vocoder, path, reference, mel, FP16_MIN_SNR_DB, BF16_MARGIN_DB)
 
 
 def test_random_weights_vocoder_with_bwe():

@@ -12,7 +12,7 @@ from ltx_ane.errors import LtxAneError
 from ltx_ane.models.audio_vae.loader import load_vocoder
 from ltx_ane.models.config import load_preset
 from ltx_ane.models.loading import Source
-from tests.models.audio_util import TOL, assert_vocoder_half_precision, rel_err, write_audio_checkpoint
+from tests.models.audio_util import TOL, assert_half_precision, rel_err, write_audio_checkpoint
 
 # As for the decoder: MLX bf16 within 1 dB of ltx-core's own bf16 error (both ~48 dB on the waveform);
 # fp16, 3 more mantissa bits: measured 66 dB, bound 60 dB.
@@ -47,7 +47,7 @@ def test_vocoder_matches_reference(hifigan, frames, batch):
 def test_vocoder_half_precision_snr(hifigan):
     path, reference = hifigan
     mel = mel_input(3, seed=5)
-    assert_vocoder_half_precision(path, reference, mel, FP16_MIN_SNR_DB, BF16_MARGIN_DB)
+    assert_half_precision(load_vocoder, path, reference, mel, FP16_MIN_SNR_DB, BF16_MARGIN_DB)
 
 
 @pytest.mark.parametrize("shape", [(1, 2, 3, 80), (1, 1, 3, 64), (2, 3, 64), (1, 2, 0, 64)])

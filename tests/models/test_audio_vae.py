@@ -14,7 +14,7 @@ from ltx_ane.models.audio_vae.config import AudioVaeConfig
 from ltx_ane.models.audio_vae.loader import load_audio_decoder, load_audio_encoder
 from ltx_ane.models.config import load_preset
 from ltx_ane.models.loading import Source
-from tests.models.audio_util import TOL, rel_err, snr_db, write_audio_checkpoint
+from tests.models.audio_util import TOL, assert_half_precision, rel_err, write_audio_checkpoint
 
 # MLX in bf16 must be as close to the fp32 reference as ltx-core itself in bf16 (within 1 dB; both measured
 # ~35.7 dB on the mel). fp16 keeps 3 more mantissa bits, ~18 dB more: measured 53.6 dB, bound 48 dB.
@@ -60,13 +60,7 @@ def test_encoder_matches_reference(ltx2, mel_frames):
 def test_decoder_half_precision_snr(ltx2):
     path, reference, _ = ltx2
     latent = torch.randn(1, 8, 3, 16, generator=torch.Generator().manual_seed(7))
-    with torch.no_grad():
-        expected = reference(latent).numpy()
-        reference_bf16 = copy.deepcopy(reference).to(torch.bfloat16)(latent.bfloat16()).float().numpy()
-    out = {dtype: np.array(load_audio_decoder(Source(str(path)), dtype)(mx.array(latent.numpy())).astype(mx.float32))
-           for dtype in ("bf16", "fp16")}
-    assert snr_db(expected, out["bf16"]) >= snr_db(expected, reference_bf16) - BF16_MARGIN_DB
-    assert snr_db(expected, out["fp16"]) >= FP16_MIN_SNR_DB
+    assert_half_precision(load_audio_decoder, path, reference, latent, FP16_MIN_SNR_DB, BF16_MARGIN_DB)
 
 
 @pytest.mark.parametrize("axis", [None, "width", "width-compatibility"])
