@@ -63,12 +63,11 @@ def main():
     import torch
 
     from ltx_ane.models.audio_vae.loader import load_audio_decoder, load_vocoder
+    from ltx_ane.models.audio_vae.vocoder import Generator
     from ltx_ane.models.config import load_preset
     from ltx_ane.models.loading import Source
     from ltx_ane.reference import write_checkpoint
     from ltx_ane.reference import audio as RA
-
-    from ltx_ane.models.audio_vae.vocoder import Generator
 
     if args.steps_in_flight is not None:
         Generator.steps_in_flight = dict.fromkeys(Generator.steps_in_flight, args.steps_in_flight)
