@@ -4,11 +4,13 @@ Random weights at the real architecture (timing does not depend on values). Per 
 ``--runs`` timed calls after a warm-up, MLX and torch interleaved A/B/A/B, each call including its
 synchronisation; peak memory per backend; max error and PSNR against ltx-core in fp32.
 
-Tiled rows cut the same tiles on both sides: ``--tile FxS`` is ltx-core's ``TilingConfig`` (temporal tiles of
+Tiled rows give both sides the same tile size: ``--tile FxS`` is ltx-core's ``TilingConfig`` (temporal tiles of
 F-1 frames, which its causal split extends to F after the first, spatial tiles of S px, overlaps 24 frames and
-64 px, its defaults), and MLX runs exactly the tile ltx-core cuts from each video (decode: S px on the long
-side, the short side scaled by the aspect ratio as ltx-core does; encode: S x S), unbalanced, with the same
-minimum overlaps. Each row is labelled with that tile in pixels.
+64 px, its defaults), and MLX gets the largest tile ltx-core cuts from each video (decode: S px on the long side,
+the short side scaled by the aspect ratio as ltx-core does; encode: S x S) with the same minimum overlaps. Each
+side then cuts tiles its own way: ltx-core shortens the last tile of an axis, MLX spreads equal tiles (its
+default, ``balance``). Each row gives the tile count and the volume each side decodes or encodes (latent units
+summed over tiles), which must match for the times to compare the same work.
 
   python benchmarks/bench_vae.py --device cuda --out benchmarks/results      # the lent GPU machine
   python benchmarks/bench_vae.py --smoke                                     # a few minutes on a CPU
@@ -44,8 +46,9 @@ def parse_args():
                    "to show memory against video length")
     p.add_argument("--runs", type=int, default=3)
     p.add_argument("--warmup", type=int, default=1)
-    p.add_argument("--sync-depth", type=int, default=None, help="MLX: large intermediates allowed to wait on the "
-                   "device behind a sync point (VideoDecoder/VideoEncoder.sync_depth; default: the models' own)")
+    p.add_argument("--sync-depth", default="model",
+                   help="MLX: large intermediates allowed to wait on the device behind a sync point "
+                   "(VideoDecoder/VideoEncoder.sync_depth; 'none': one lazy graph; default: the models' own)")
     p.add_argument("--smoke", "--small", action="store_true", help="reduced decoder width and a tiny size, "
                    "for a CPU")
     p.add_argument("--out", help="directory for <name>.json and <name>.md")
@@ -123,6 +126,42 @@ def shared_tile(part: str, grid, text: str) -> tuple[int, int, int]:
     return min((frames - 1) // 8 + 1, f), min(th, h), min(tw, w)
 
 
+def ltx_core_tiles(ref, part: str, x, tiling) -> list:
+    """The tiles ltx-core cuts (its own functions, as its tiled_decode / tiled_encode call them)."""
+    if part == "decode":
+        return ref._prepare_tiles(x, tiling)
+    from ltx_core.model.video_vae.video_vae import prepare_tiles_for_encoding
+
+    return prepare_tiles_for_encoding(x, tiling)
+
+
+def _volume(slices) -> int:
+    volume = 1
+    for s in slices:
+        volume *= s.stop - s.start
+    return volume
+
+
+def torch_tile_volume(tiles, part: str) -> float:
+    """Latent units summed over tiles (encode: pixel volume over 8 x 32 x 32, the latent's share)."""
+    total = sum(_volume(t.in_coords[2:]) for t in tiles)
+    return total if part == "decode" else total / (8 * 32 * 32)
+
+
+def mlx_tile_volume(plan, part: str) -> float:
+    jobs = plan.jobs()
+    if part == "decode":
+        return sum(_volume(j.latent_slices) for j in jobs)
+    return sum(_volume(j.pixel_slices) for j in jobs) / (8 * 32 * 32)
+
+
+def tile_pair(row: dict, key: str, fmt: str) -> str:
+    """'MLX / ltx-core' of a tiled row's count or volume ('-' for untiled rows and older files)."""
+    if row["mode"] == "untiled" or key not in row:
+        return "-"
+    return f"{fmt.format(row[key]['mlx'])} / {fmt.format(row[key]['torch'])}"
+
+
 def tile_px(tile) -> str:
     f, h, w = tile
     return f"{(f - 1) * 8 + 1}x{h * 32}x{w * 32}"
@@ -149,8 +188,9 @@ def main():
     tdtype = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[args.dtype]
     from ltx_ane.models.video_vae.model import VideoDecoder, VideoEncoder
 
-    if args.sync_depth is not None:
-        VideoDecoder.sync_depth = VideoEncoder.sync_depth = args.sync_depth
+    if args.sync_depth != "model":
+        depth = None if args.sync_depth == "none" else int(args.sync_depth)
+        VideoDecoder.sync_depth = VideoEncoder.sync_depth = depth
     T, M = Torch(args.device), Mlx()
     tmp = Path(tempfile.mkdtemp())
     ckpt = R.write_checkpoint(tmp / "vae.safetensors", RV.vae_state_dict(RV.build_decoder(raw), RV.build_encoder(raw)), raw)
@@ -199,12 +239,12 @@ def main():
                 def run_mlx(keep=False):
                     if part == "decode":
                         chunks = []
-                        for c in decode_frames(model, x_mx, tile, balance=False):
+                        for c in decode_frames(model, x_mx, tile):
                             mx.eval(c)
                             if keep:
                                 chunks.append(c)
                         return mx.concatenate(chunks, axis=1) if keep else None
-                    return encode_video(model, x_mx, tile, balance=False)
+                    return encode_video(model, x_mx, tile)
 
                 def run_torch(keep=False):
                     with torch.no_grad():
@@ -234,11 +274,16 @@ def main():
                     mlx_out = mlx_out.transpose(0, 4, 1, 2, 3)
                 torch_out = outs["torch"].float().cpu().numpy()
                 del outs
-                used = make_plan(grid, tile).latent_tile_shape if tile else None
+                plan = make_plan(grid, tile, balance=True) if tile else None
+                used = plan.latent_tile_shape if tile else None
                 row = {"part": part, "size": size, "latent": list(grid), "mode": mode, "dtype": args.dtype,
                        "tile_latents": list(used) if used else None,
                        "tile_px": tile_px(used) if used else None,
                        "ltx_core_tiling": args.tile if tile else None}
+                if tile:
+                    row["tiles"] = {"mlx": plan.num_tiles, "torch": len(ltx_core_tiles(ref, part, x_t, tiling))}
+                    row["tile_volume"] = {"mlx": mlx_tile_volume(plan, part),
+                                          "torch": torch_tile_volume(ltx_core_tiles(ref, part, x_t, tiling), part)}
                 for name, out in (("mlx", mlx_out), ("torch", torch_out)):
                     ts = times[name]
                     row[name] = {
@@ -287,17 +332,20 @@ def markdown(result) -> str:
         f"(sync depth {result.get('sync_depth', 0)}), torch {m['torch']}.  ",
         "Times: median of the timed runs after warm-up [min-max], each including synchronisation; MLX and torch "
         "interleaved. Peak: MLX `get_peak_memory`, torch `max_memory_allocated` (weights included). "
-        "Error: PSNR of each bf16 output against ltx-core in fp32 (untiled rows). Tiled rows: both sides cut the "
-        "tile shown, from ltx-core's TilingConfig of `--tile` (F-1 frames, S px; overlaps 24 frames, 64 px); MLX "
-        "runs that tile unbalanced.",
+        "Error: PSNR of each bf16 output against ltx-core in fp32 (untiled rows). Tiled rows: both sides get the "
+        "same tile size from ltx-core's TilingConfig of `--tile` (F-1 frames, S px; overlaps 24 frames, 64 px) and "
+        "cut their own tiles (ltx-core shortens each axis's last tile, MLX spreads equal ones, the tile shown); "
+        "tiles and volume (latent units summed over the tiles) per side, MLX / ltx-core.",
         "",
-        "| part | size | mode | MLX s | torch s | MLX/torch | MLX peak GB | torch peak GB | MLX PSNR | torch PSNR |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| part | size | mode | tiles | volume | MLX s | torch s | MLX/torch | MLX peak GB | torch peak GB | MLX PSNR "
+        "| torch PSNR |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in result["rows"]:
         a, b = r["mlx"], r["torch"]
         lines.append(
             f"| {r['part']} | {r['size']} | {r['mode']}{' ' + r['tile_px'] + ' px' if r['tile_px'] else ''} "
+            f"| {tile_pair(r, 'tiles', '{:d}')} | {tile_pair(r, 'tile_volume', '{:.0f}')} "
             f"| {a['median_s']:.3f} [{a['min_s']:.3f}-{a['max_s']:.3f}] | {b['median_s']:.3f} [{b['min_s']:.3f}-{b['max_s']:.3f}] "
             f"| {r['mlx_over_torch_time']:.2f} | {a['peak_gb']:.2f} | {b['peak_gb']:.2f} "
             f"| {a.get('psnr_vs_fp32_db', float('nan')):.1f} | {b.get('psnr_vs_fp32_db', float('nan')):.1f} |"
