@@ -2,8 +2,8 @@
 
 Random weights at the real architecture (timing does not depend on values). Per preset (LTX-2: HiFi-GAN to
 24 kHz; LTX-2.3: BigVGAN + bandwidth extension to 48 kHz) and clip length: median and range of ``--runs`` timed
-calls of each stage after warm-up, MLX and torch interleaved, each call including its synchronisation; peak
-memory per backend; SNR of each output against ltx-core in fp32.
+calls of each stage after warm-up, MLX and torch interleaved, each call including its synchronisation and
+starting with both allocators' caches emptied; peak memory per backend; SNR of each output against ltx-core in fp32.
 
   python benchmarks/bench_audio.py --device cuda --out benchmarks/results      # the lent GPU machine
   python benchmarks/bench_audio.py --small --out benchmarks/results            # reduced widths, on a CPU
@@ -37,7 +37,7 @@ def parse_args():
     p.add_argument("--warmup", type=int, default=1)
     p.add_argument("--small", action="store_true", help="reduced widths and a 0.4 s clip, for a CPU in about a minute")
     p.add_argument("--steps-in-flight", type=int, default=None, help="MLX vocoders, both kinds: residual steps "
-                   "queued on the device ahead of the host (default: the library's Generator.steps_in_flight)")
+                   "queued on the device ahead of the host, both kinds (default: the library's Generator.steps_in_flight)")
     p.add_argument("--out", help="directory for <name>.json and <name>.md")
     p.add_argument("--name", default=None, help="result file stem (default audio_<device>[_small])")
     return p.parse_args()
@@ -70,7 +70,7 @@ def main():
     from ltx_ane.reference import audio as RA
 
     if args.steps_in_flight is not None:
-        Generator.steps_in_flight = dict.fromkeys(Generator.steps_in_flight, args.steps_in_flight)
+        Generator.steps_in_flight = args.steps_in_flight
     if args.small:
         args.seconds, args.runs = [0.4], min(args.runs, 2)
     tdtype = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[args.dtype]
@@ -80,6 +80,7 @@ def main():
         "mlx_device": str(mx.default_device()), "torch": torch.__version__,
         "gpu": torch.cuda.get_device_name() if args.device == "cuda" else None,
         "vocoder_steps_in_flight": Generator.steps_in_flight,
+        "caches_emptied": "both",
     }
     print(json.dumps(machine))
     rows = []
@@ -118,10 +119,13 @@ def main():
                 for i in range(args.warmup + args.runs):
                     for backend, fn, wait in (("mlx", run_mlx, lambda: None), ("torch", run_torch, sync)):
                         gc.collect()
+                        # Both allocators' caches are emptied before every call (as bench_vae and bench_upsampler
+                        # do), so neither side reuses the other calls' buffers: until 2026-12 only MLX's was.
                         if backend == "mlx":
                             mx.clear_cache()
                             mx.reset_peak_memory()
                         elif args.device == "cuda":
+                            torch.cuda.empty_cache()
                             torch.cuda.reset_peak_memory_stats()
                         dt, out = timed_call(fn, wait)
                         if i >= args.warmup:
@@ -166,7 +170,8 @@ def markdown(result) -> str:
         f"Weights: {result['weights']}; MLX {m['mlx']} on {m['mlx_device']}, torch {m['torch']}; MLX vocoder "
         f"residual steps queued ahead of the host: {m.get('vocoder_steps_in_flight', 'not recorded')}.  ",
         "Times: median of the timed runs after warm-up [min-max], each including synchronisation; MLX and torch "
-        "interleaved. Peak: MLX `get_peak_memory`, torch `max_memory_allocated` (weights included; n/a on a CPU). "
+        f"interleaved; allocator caches emptied before each call: {m.get('caches_emptied', 'MLX only')}. "
+        "Peak: MLX `get_peak_memory`, torch `max_memory_allocated` (weights included; n/a on a CPU). "
         "SNR: each output against ltx-core in fp32 (vocoder rows: on ltx-core's fp32 mel).",
         "",
         "| model | clip s | part | output | MLX s | torch s | MLX/torch | MLX peak GB | torch peak GB | MLX SNR dB | torch SNR dB |",
