@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 
 import mlx.core as mx
@@ -9,8 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from ltx_ane.models.audio_vae.bigvgan import (KERNEL, RATIO, Activation1d, _anti_aliased_snake, hann_sinc_filter,
-                                              kaiser_sinc_filter, lowpass_downsample, upsample)
+from ltx_ane.models.audio_vae.bigvgan import (EDGE_WINDOW, KERNEL, RATIO, Activation1d, _anti_aliased_snake,
+                                              hann_sinc_filter, kaiser_sinc_filter, lowpass_downsample, upsample)
 from ltx_ane.models.audio_vae.loader import load_vocoder
 from ltx_ane.models.config import load_preset
 from ltx_ane.models.loading import Source
@@ -105,4 +106,28 @@ def test_activation_with_literal_taps_equals_array_taps(dtype):
         x, activation.act.alpha, activation.act.beta,
         up_taps=activation.upsample.filter.reshape(-1), down_taps=activation.downsample.lowpass.filter.reshape(-1),
     )
-    np.testing.assert_array_equal(np.array(activation(x).astype(mx.float32)), np.array(with_arrays.astype(mx.float32)))
+    with_literals = mx.compile(functools.partial(
+        _anti_aliased_snake, up_taps=activation.upsample.taps(), down_taps=activation.downsample.lowpass.taps()))
+    np.testing.assert_array_equal(np.array(with_literals(x, activation.act.alpha, activation.act.beta).astype(mx.float32)),
+                                  np.array(with_arrays.astype(mx.float32)))
+
+
+@pytest.mark.parametrize("dtype", [mx.float32, mx.bfloat16])
+def test_one_kernel_activation_equals_the_step_by_step_form(dtype):
+    """The activation as one expression of shifted views (edges from the step-by-step form on a short window)
+    equals the step-by-step upsample, SnakeBeta, downsample up to fp32 summation order, at lengths below, at
+    and above the window where the two forms meet."""
+    activation = Activation1d(6)
+    activation.set_dtype(dtype)
+    key = iter(mx.random.split(mx.random.key(5), 8))
+    activation.act.alpha = 0.3 * mx.random.normal((6,), key=next(key)).astype(dtype)
+    activation.act.beta = 0.3 * mx.random.normal((6,), key=next(key)).astype(dtype)
+    taps = activation.upsample.taps(), activation.downsample.lowpass.taps()
+    for length in (EDGE_WINDOW, 2 * EDGE_WINDOW - 1, 2 * EDGE_WINDOW, 97, 600):
+        x = mx.random.normal((2, length, 6), key=next(key)).astype(dtype)
+        expected = np.array(_anti_aliased_snake(x, activation.act.alpha, activation.act.beta, *taps).astype(mx.float32))
+        out = np.array(activation(x).astype(mx.float32))
+        assert out.shape == expected.shape
+        # fp32: summation order only; bf16: the same fp32 values rounded once, so at most one bf16 step apart.
+        bound = 1e-6 if dtype == mx.float32 else 2.0**-7
+        assert np.abs(out - expected).max() <= bound * np.abs(expected).max()

@@ -75,5 +75,5 @@ def test_vocoder_steps_in_flight_change_nothing(preset, monkeypatch):
     mel = mx.array(mel_input(3, seed=1).numpy())
     expected = np.array(vocoder(mel))
     for in_flight in (0, 2, None):
-        monkeypatch.setattr(Generator, "steps_in_flight", {"hifigan": in_flight, "bigvgan": in_flight})
+        monkeypatch.setattr(Generator, "steps_in_flight", in_flight)
         np.testing.assert_array_equal(np.array(vocoder(mel)), expected)

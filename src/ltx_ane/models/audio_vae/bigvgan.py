@@ -85,16 +85,83 @@ def snake_beta(x: mx.array, alpha: mx.array, beta: mx.array) -> mx.array:
 
 def _anti_aliased_snake(x, alpha, beta, up_taps, down_taps):
     # In fp32 whatever the model dtype: the filters sum 6 and 12 products, which half precision would round
-    # at every step (a conv accumulates in fp32). Fused into one kernel, this costs no extra memory traffic.
+    # at every step (a conv accumulates in fp32).
     pad = KERNEL // RATIO - 1
     y = upsample(x.astype(mx.float32), up_taps, RATIO, pad, pad * RATIO + (KERNEL - RATIO) // 2)
     return lowpass_downsample(snake_beta(y, alpha, beta), down_taps).astype(x.dtype)
 
 
+# Outputs within this many samples of either end read the replicate padding of the upsampled signal, which the
+# shifted-view form below cannot express; they take the step-by-step form on a short window.
+EDGE = 3
+EDGE_WINDOW = 16
+
+
+def _tree_sum(terms: list) -> mx.array:
+    # Pairwise, so the fused expression stays shallow (MLX's compile fuses expressions up to a bounded depth).
+    while len(terms) > 1:
+        terms = [terms[i] + terms[i + 1] if i + 1 < len(terms) else terms[i] for i in range(0, len(terms), 2)]
+    return terms[0]
+
+
+def _snake_phases(padded, scale, inverse, up_taps):
+    """SnakeBeta of the x2-upsampled signal as its two phases, ``z_p[m] = snake(y[2m + p])``, from the edge-padded
+    input: phase p of sample 2m + p is a 6-tap sum of the padded input read backwards from m + start_p. Each
+    phase is one fused expression of shifted views (nothing at the doubled rate but the two phases is written)."""
+    pad = KERNEL // RATIO - 1
+    length = padded.shape[1] - 2 * pad
+    crop_left = pad * RATIO + (KERNEL - RATIO) // 2
+    phases = []
+    for phase in range(RATIO):
+        start, first = divmod(phase + crop_left, RATIO)
+        # RATIO (2) times each tap is exact, so this equals upsample's ``ratio * sum``.
+        y = _tree_sum([padded[:, start - i : start - i + length].astype(mx.float32) * (RATIO * up_taps[tap])
+                       for i, tap in enumerate(range(first, len(up_taps), RATIO))])
+        phases.append(y + inverse * mx.sin(y * scale) ** 2)
+    return phases
+
+
+def _downsample_interior(even, odd, down_taps, dtype):
+    """Outputs ``EDGE .. L - EDGE - 1`` of the x2 low-pass downsampling: output s sums the 12 taps over samples
+    2s - 5 .. 2s + 6 of the signal whose phases are ``even`` and ``odd``, one fused expression of shifted views."""
+    count = even.shape[1] - 2 * EDGE
+    terms = []
+    for k, tap in enumerate(down_taps):
+        half, phase = divmod(k - (KERNEL // 2 - 1), RATIO)
+        source = odd if phase else even
+        terms.append(source[:, EDGE + half : EDGE + half + count] * tap)
+    return _tree_sum(terms).astype(dtype)
+
+
 @functools.lru_cache
 def anti_aliased_snake(up_taps: tuple[float, ...], down_taps: tuple[float, ...]):
-    """The fused activation ``(x, alpha, beta) -> y`` for one pair of filters (every layer shares the same pair)."""
-    return mx.compile(functools.partial(_anti_aliased_snake, up_taps=up_taps, down_taps=down_taps))
+    """The activation ``(x, alpha, beta) -> y`` for one pair of filters (every layer shares the same pair).
+
+    The step-by-step form (upsample, SnakeBeta, pad, downsample) writes and reads five fp32 signals at twice the
+    input's length; this writes the two phases of the activated signal once and reads them once. Equal to the
+    step-by-step form up to fp32 summation order."""
+    step_by_step = mx.compile(functools.partial(_anti_aliased_snake, up_taps=up_taps, down_taps=down_taps))
+    snake_phases = mx.compile(functools.partial(_snake_phases, up_taps=up_taps))
+    downsample_interior = functools.cache(  # per output dtype, a constant of the compiled function
+        lambda dtype: mx.compile(functools.partial(_downsample_interior, down_taps=down_taps, dtype=dtype)))
+
+    def shifted_views(x, alpha, beta):
+        pad = KERNEL // RATIO - 1
+        # The per-channel factors once, not per sample inside the kernel.
+        scale, inverse = mx.exp(alpha).astype(mx.float32), (1.0 / (mx.exp(beta) + 1e-9)).astype(mx.float32)
+        even, odd = snake_phases(mx.pad(x, [(0, 0), (pad, pad), (0, 0)], mode="edge"), scale, inverse)
+        body = downsample_interior(x.dtype)(even, odd)
+        head = step_by_step(x[:, :EDGE_WINDOW], alpha, beta)[:, :EDGE]
+        tail = step_by_step(x[:, -EDGE_WINDOW:], alpha, beta)[:, -EDGE:]
+        return mx.concatenate([head, body, tail], axis=1)
+
+    # Compiled as a whole too: about twenty operations per call, and a vocoder calls it hundreds of times.
+    shifted_views = mx.compile(shifted_views)
+
+    def activation(x, alpha, beta):
+        return (step_by_step if x.shape[1] < 2 * EDGE_WINDOW else shifted_views)(x, alpha, beta)
+
+    return activation
 
 
 class SnakeBeta(nn.Module):

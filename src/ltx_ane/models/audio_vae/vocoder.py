@@ -39,14 +39,13 @@ class ResBlock1(nn.Module):
 class Generator(nn.Module):
     """ltx-core's ``Vocoder``: conv_pre, upsampling stages each followed by averaged residual blocks, conv_post."""
 
-    # Residual steps queued on the device while the host builds the next (models/queue.py), per generator kind:
-    # each step of a residual block is a sync point, and a queued step holds its full-length buffers (BigVGAN's
-    # fp32 resamplers) until it has run; 0 waits for every step, None builds one lazy graph. H200, bf16
-    # (benchmarks/results/audio_cuda_steps{0,1,2}.md), against ltx-core, 5 s / 20 s clips: HiFi-GAN with 2 queued
-    # 1.23x / 1.06x the time at 0.33 / 0.64 GB (0 queued: 1.96x / 1.68x); BigVGAN with 0 queued 1.45x / 1.22x at
-    # 1.15 / 2.84 GB, with 2 queued 1.27x / 1.05x but 1.87 / 6.06 GB (ltx-core 0.40 / 0.73 GB): BigVGAN keeps
-    # the memory.
-    steps_in_flight: dict[str, int | None] = {"hifigan": 2, "bigvgan": 0}
+    # Residual steps queued on the device while the host builds the next (models/queue.py): each step of a
+    # residual block is a sync point, and a queued step holds its full-length buffers until it has run; 0 waits
+    # for every step, None builds one lazy graph. H200, bf16, against ltx-core, 5 s / 20 s clips
+    # (benchmarks/results/audio_cuda*.md): HiFi-GAN with 2 queued 1.14x / 1.04x the time at 0.28 / 0.64 GB;
+    # BigVGAN (with the shifted-view activation) with 2 queued 1.82x / 0.96x at 0.68 / 2.97 GB, with 0 queued
+    # 2.12x / 1.17x at 0.68 / 1.71 GB (ltx-core 0.40 / 0.73 GB).
+    steps_in_flight: int | None = 2
 
     def __init__(self, config: GeneratorConfig):
         super().__init__()
@@ -72,7 +71,7 @@ class Generator(nn.Module):
         """(B, T, 2 * mel_bins) mel frames, the two channels' bins side by side -> (B, N, 2) waveform."""
         cfg = self.config
         per_stage = len(cfg.resblock_kernel_sizes)
-        with queued(self.steps_in_flight["bigvgan" if cfg.is_amp else "hifigan"]):
+        with queued(self.steps_in_flight):
             x = self.conv_pre(frames)
             for i, up in enumerate(self.ups):
                 x = up(x if cfg.is_amp else nn.leaky_relu(x, LRELU_SLOPE))
