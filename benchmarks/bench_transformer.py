@@ -7,8 +7,9 @@ parity is the tests' job. Inputs as the pipelines build them: 121 frames, audio 
 Median of --runs after --warmup; peak memory (mx.get_peak_memory, torch.cuda.max_memory_allocated); effective
 TFLOP/s from the analytic FLOP count (48.4 TFLOP at 1,536 video tokens, 200 at 6,144 for 19B). Optional
 quantised rows (--quantize 8 4) with their peak memory and velocity PSNR against the MLX bf16 model. Extra bf16
-rows on the same model: bounds on the pieces queued on the device ahead of the host (whole blocks or block
-stages: ``LTXModel.queue_unit``, ``blocks_in_flight``, ``stages_in_flight``), "one lazy graph" builds the
+rows on the same model: bounds on the pieces queued on the device ahead of the host (whole blocks or the layers
+between a block's sync points: ``LTXModel.queue_unit``, ``blocks_in_flight``, ``layers_in_flight``,
+``layer_sync_points``), "one lazy graph" builds the
 whole forward before running it (as before block-by-block evaluation), "text prepared once" is a denoising
 step's forward with the caption projection and text keys and values from ``model.prepare_context`` (built outside the timing, its memory inside the peak).
 
@@ -22,11 +23,15 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import os
+import shlex
 import sys
 import tempfile
 from pathlib import Path
 
 import numpy as np
+
+from ltx_ane.models.transformer.block import SYNC_POINTS
 
 RESULTS = Path(__file__).parent / "results"
 # name -> (latent frames, height, width): 121 frames at 256x384 and 512x768.
@@ -139,16 +144,21 @@ def bench_ltx_core(config: dict, sizes: dict, args, device) -> dict:
 # other bounds on the blocks queued (0: the host waits for every block; 48: no bound), bounds on
 # block stages queued (three per block), the forward built as one lazy graph before anything runs, and a denoising
 # step's forward with the text prepared once.
+WITHOUT_FF_HIDDEN = tuple(p for p in SYNC_POINTS if p != "video_feed_forward_hidden")
 BF16_VARIANTS = {
     "MLX": {},
     "MLX, 0 blocks queued": {"queue_unit": "block", "blocks_in_flight": 0},
     "MLX, 1 block queued": {"queue_unit": "block", "blocks_in_flight": 1},
     "MLX, 2 blocks queued": {"queue_unit": "block", "blocks_in_flight": 2},
     "MLX, no bound on blocks queued": {"queue_unit": "block", "blocks_in_flight": 48},
-    "MLX, 1 stage queued": {"queue_unit": "stage", "stages_in_flight": 1},
-    "MLX, 2 stages queued": {"queue_unit": "stage", "stages_in_flight": 2},
-    "MLX, 3 stages queued": {"queue_unit": "stage", "stages_in_flight": 3},
-    "MLX, 4 stages queued": {"queue_unit": "stage", "stages_in_flight": 4},
+    "MLX, 1 layer queued": {"queue_unit": "layer", "layers_in_flight": 1},
+    "MLX, 2 layers queued": {"queue_unit": "layer", "layers_in_flight": 2},
+    "MLX, 3 layers queued": {"queue_unit": "layer", "layers_in_flight": 3},
+    "MLX, 4 layers queued": {"queue_unit": "layer", "layers_in_flight": 4},
+    "MLX, 2 layers queued, no sync inside the feed-forward": {
+        "queue_unit": "layer", "layers_in_flight": 2, "layer_sync_points": WITHOUT_FF_HIDDEN},
+    "MLX, 3 layers queued, no sync inside the feed-forward": {
+        "queue_unit": "layer", "layers_in_flight": 3, "layer_sync_points": WITHOUT_FF_HIDDEN},
     "MLX, one lazy graph": {"queue_unit": "graph"},
     "MLX, text prepared once": {"prepared_text": True},
 }
@@ -166,13 +176,16 @@ def bench_mlx(config_path: Path, config: dict, sizes: dict, args, quantize=None,
 
     model = load_transformer(Source(None, str(config_path), random_weights=True), dtype="bf16", quantize=quantize)
     variants = variants or {"MLX": {}}
+    defaults = {k: getattr(LTXModel, k) for k in ("queue_unit", "blocks_in_flight", "layers_in_flight",
+                                                    "layer_sync_points")}
     out, velocities = {label: {} for label in variants}, {}
     for name, grid in sizes.items():
         video, audio = make_inputs(config["transformer"], grid, args.audio_tokens, args.text_tokens)
         v, a = mlx_modality(video), mlx_modality(audio)
         for label, variant in variants.items():
-            for setting in ("queue_unit", "blocks_in_flight", "stages_in_flight"):
-                setattr(model, setting, variant.get(setting, getattr(LTXModel, setting)))
+            # Set on the class: an nn.Module instance would keep a tuple attribute among its parameters.
+            for setting in ("queue_unit", "blocks_in_flight", "layers_in_flight", "layer_sync_points"):
+                setattr(LTXModel, setting, variant.get(setting, defaults[setting]))
             mx.clear_cache()
             mx.reset_peak_memory()
             text = model.prepare_context(v.context, a.context) if variant.get("prepared_text") else None
@@ -194,6 +207,8 @@ def bench_mlx(config_path: Path, config: dict, sizes: dict, args, quantize=None,
             velocities.setdefault(name, result)
             out[label][name] = row
             del text
+    for setting, value in defaults.items():
+        setattr(LTXModel, setting, value)
     del model
     mx.clear_cache()
     return out, velocities
@@ -203,8 +218,10 @@ def markdown(meta: dict, rows: list[dict]) -> str:
     lines = [
         f"# Transformer forward, MLX vs ltx-core ({meta['device']})",
         "",
+        *([f"Command: `{meta['command']}`", ""] if "command" in meta else []),
         f"- **random weights**, {meta['architecture']}, bf16, audio {meta['audio_tokens']} tokens, text "
         f"{meta['text_tokens']} tokens; median of {meta['runs']} runs after {meta['warmup']} warm-up",
+        f"- MLX environment: {' '.join(f'{k}={v}' for k, v in meta.get('mlx_environment', {}).items()) or 'defaults'}",
         "",
         "Peak memory: the process's peak during the timed calls; above resident: that peak less the memory held "
         "before the first call (weights, inputs, prepared text): what the forward itself adds.",
@@ -283,10 +300,12 @@ def main() -> None:
                          "time_vs_ltx_core": r["median_s"] / base["median_s"] if base else None, **r})
     from ltx_ane.bench.machine import machine_info
 
-    meta = {"device": machine_info()["chip"],
+    meta = {"device": machine_info()["chip"], "command": "python " + shlex.join(sys.argv),
             "architecture": f"{args.version} ({t['num_layers']} blocks{', tiny widths' if args.small else ''})",
             "weights": "random weights", "audio_tokens": args.audio_tokens, "text_tokens": args.text_tokens,
-            "runs": args.runs, "warmup": args.warmup, "machine": machine_info()}
+            "runs": args.runs, "warmup": args.warmup, "machine": machine_info(),
+            # MLX_MAX_OPS_PER_BUFFER and the like change when the GPU backend frees buffers: part of the conditions.
+            "mlx_environment": {k: v for k, v in sorted(os.environ.items()) if k.startswith("MLX_")}}
     name = args.out or f"transformer-{'small-cpu' if args.small else device.type}"
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / f"{name}.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2, default=str))

@@ -141,34 +141,46 @@ def test_adaln_per_distinct_timestep_equals_adaln_per_token(model, clean_first_f
         assert np.abs(np.array(e) - np.array(a)).max() <= 1e-6 * np.abs(np.array(e)).max()
 
 
-def test_piecewise_evaluation_equals_one_lazy_graph(model):
-    """Bounding the pieces queued ahead (0: wait for each, 1, 2, 3), whole blocks or block stages, or building
-    one lazy graph changes when kernels run, never what they compute."""
+def test_piecewise_evaluation_equals_one_lazy_graph(model, monkeypatch):
+    """Bounding the pieces queued ahead (0: wait for each, 1, 2, 3), whole blocks or the layers between a block's
+    sync points (all of them, or some), or building one lazy graph changes when kernels run, never what they
+    compute."""
+    from ltx_ane.models.transformer.block import SYNC_POINTS
+    from ltx_ane.models.transformer.model import LTXModel
+
     config, model = model
     video, audio = batch_of_two(config)
-    assert (model.queue_unit, model.blocks_in_flight, model.stages_in_flight) == ("auto", 1, 3)
+    assert (LTXModel.queue_unit, LTXModel.blocks_in_flight, LTXModel.layers_in_flight) == ("layer", 1, None)
+    assert LTXModel.layer_sync_points == SYNC_POINTS
     overlapped = model(video, audio)
-    try:
-        for unit, blocks, stages in (("graph", 1, 3), ("block", 0, 3), ("block", 2, 3), ("stage", 1, 0),
-                                     ("stage", 1, 1), ("stage", 1, 3)):
-            model.queue_unit, model.blocks_in_flight, model.stages_in_flight = unit, blocks, stages
-            assert_equal(model(video, audio), overlapped)
-        model.queue_unit = "layer"
-        with pytest.raises(ValueError, match="queue_unit"):
-            model(video, audio)
-    finally:
-        model.queue_unit, model.blocks_in_flight, model.stages_in_flight = "auto", 1, 3
+    for unit, depth, points in (("graph", 1, SYNC_POINTS), ("block", 0, SYNC_POINTS), ("block", 2, SYNC_POINTS),
+                                ("layer", 0, SYNC_POINTS), ("layer", 1, SYNC_POINTS), ("layer", 3, SYNC_POINTS),
+                                ("layer", 1, SYNC_POINTS[1::2])):
+        # On the class: an nn.Module instance would keep a tuple attribute among its parameters.
+        for name, value in (("queue_unit", unit), ("blocks_in_flight", depth), ("layers_in_flight", depth),
+                            ("layer_sync_points", points)):
+            monkeypatch.setattr(LTXModel, name, value)
+        assert_equal(model(video, audio), overlapped)
+    monkeypatch.setattr(LTXModel, "queue_unit", "stage")
+    with pytest.raises(ValueError, match="queue_unit"):
+        model(video, audio)
+    monkeypatch.setattr(LTXModel, "queue_unit", "layer")
+    monkeypatch.setattr(LTXModel, "layer_sync_points", ("video_self_attention", "after_everything"))
+    with pytest.raises(ValueError, match="after_everything"):
+        model(video, audio)
 
 
-def test_auto_queue_unit_follows_the_video_token_count(model, monkeypatch):
-    """Stages from STAGE_UNIT_MIN_TOKENS video tokens (times batch), whole blocks below; audio alone: blocks."""
+def test_layers_queued_follow_the_video_token_count(model, monkeypatch):
+    """3 layers queued below LONG_FORWARD_TOKENS video tokens (times batch), 2 from there; a set bound wins."""
     from ltx_ane.models.transformer import model as transformer_model
 
     config, model = model
-    video, audio = batch_of_two(config)
+    video, _ = batch_of_two(config)
     tokens = video.latent.shape[0] * video.latent.shape[1]
-    monkeypatch.setattr(transformer_model, "STAGE_UNIT_MIN_TOKENS", tokens)
-    assert model.resolved_queue_unit(video) == "stage"
-    monkeypatch.setattr(transformer_model, "STAGE_UNIT_MIN_TOKENS", tokens + 1)
-    assert model.resolved_queue_unit(video) == "block"
-    assert model.resolved_queue_unit(None) == "block"
+    monkeypatch.setattr(transformer_model, "LONG_FORWARD_TOKENS", tokens)
+    assert model.resolved_layers_in_flight(video) == 2
+    monkeypatch.setattr(transformer_model, "LONG_FORWARD_TOKENS", tokens + 1)
+    assert model.resolved_layers_in_flight(video) == 3
+    assert model.resolved_layers_in_flight(None) == 3
+    monkeypatch.setattr(transformer_model.LTXModel, "layers_in_flight", 1)
+    assert model.resolved_layers_in_flight(video) == 1

@@ -156,7 +156,9 @@ class FeedForward(nn.Module):
         super().__init__()
         self.net = [GELUApprox(dim, dim * mult), nn.Identity(), nn.Linear(dim * mult, dim_out or dim)]
 
-    def __call__(self, x: mx.array) -> mx.array:
-        for layer in self.net:
-            x = layer(x)
-        return x
+    def __call__(self, x: mx.array, settle_hidden: bool = False) -> mx.array:
+        """``settle_hidden``: a sync point (``models.queue.settle``) on the GELU output, the widest intermediate."""
+        hidden = self.net[0](x)
+        if settle_hidden:
+            settle(hidden)
+        return self.net[2](hidden)

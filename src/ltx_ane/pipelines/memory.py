@@ -4,8 +4,8 @@ The phases never overlap: the text encoder is freed before the transformer loads
 VAE decodes. The transformer phase decides: its weights (bf16, or 8-/4-bit with a bf16 scale and bias per group)
 plus the activations of one forward, which grow with the token count, plus the prepared text of each prompt the
 loop reuses (two with a negative prompt). The activation rule is fitted to the measured peaks in
-``benchmarks/results/transformer-cuda.md`` (38.8 GB at 1,536 video tokens, 40.4 GB at 6,144, with 37.8 GB of
-weights, at the default queue bound; 39.8 / 41.6 GB with a prompt's text prepared) and rounded up. When even 4-bit
+``benchmarks/results/transformer-cuda.md`` (38.2 GB at 1,536 video tokens, 39.1 GB at 6,144, with 37.8 GB of
+weights, at the default queue bound; 39.3 / 40.2 GB with a prompt's text prepared) and rounded up. When even 4-bit
 weights do not fit, the last resort streams the blocks: bf16 non-block weights plus one block resident, every
 block read from disk again at every forward (slow, but it runs).
 """
@@ -20,7 +20,7 @@ from ltx_ane.errors import LtxAneError
 
 GB = 1e9
 ACTIVATION_BASE_BYTES = 1.0 * GB
-ACTIVATION_BYTES_PER_TOKEN = 0.6e6
+ACTIVATION_BYTES_PER_TOKEN = 0.25e6
 # Text encoding in the same process: Gemma's weights as stored (bf16 23.5 GB, an mlx-lm 4-bit copy ~6.6 GB) plus the
 # activations of its 1,024-token pass.
 GEMMA_ACTIVATION_BYTES = 1.5 * GB

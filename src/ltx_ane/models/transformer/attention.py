@@ -10,6 +10,7 @@ import math
 import mlx.core as mx
 import mlx.nn as nn
 
+from ltx_ane.models.queue import settle
 from ltx_ane.models.transformer.fused import gate_heads
 from ltx_ane.models.transformer.rope import apply_rotary_emb
 
@@ -48,13 +49,15 @@ class Attention(nn.Module):
         perturbation_mask: mx.array | None = None,
         all_perturbed: bool = False,
         keys_values: tuple[mx.array, mx.array] | None = None,
+        settle_projections: bool = False,
     ) -> mx.array:
         """(B, T, query_dim) -> (B, T, query_dim).
 
         ``mask`` is an additive bias broadcastable to (B, heads, T, S). A ``perturbation_mask`` (B, 1, 1) of 0 replaces
         that batch item's attention by its value projection (STG); ``all_perturbed`` does so for the whole batch
         without computing queries and keys. ``keys_values`` are ``self.keys_values(context)`` computed earlier
-        (text cross-attention: the context is the same for every denoising step).
+        (text cross-attention: the context is the same for every denoising step). ``settle_projections``: a sync
+        point (``models.queue.settle``) on the queries, keys and values before the attention itself.
         """
         context = x if context is None else context
         if all_perturbed:
@@ -65,6 +68,8 @@ class Attention(nn.Module):
             if pe is not None:
                 q = apply_rotary_emb(q, pe)
                 k = apply_rotary_emb(k, pe if k_pe is None else k_pe)
+            if settle_projections:
+                settle([q, k, v])
             out = self._attend(q, k, v, mask)
             if perturbation_mask is not None:
                 out = out * perturbation_mask + v * (1 - perturbation_mask)

@@ -7,6 +7,7 @@ Residual gates, shifts and scales come from the block's scale-shift tables plus 
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass, replace
 
 import mlx.core as mx
@@ -37,6 +38,14 @@ class TransformerArgs:
     enabled: bool
     prompt_timestep: tuple[mx.array, ...] | None = None  # 2 x (B, 1, D), LTX-2.3 text cross-attention AdaLN
     self_attention_mask: mx.array | None = None  # (B, 1, T, T) additive
+
+
+# Sync points inside a block, in order: after the video self-attention's projections (before its attention), after
+# the video self-attention, after the video text cross-attention, after the audio attention, after the audio-video
+# cross-attention, after the video feed-forward's hidden layer, after the video feed-forward. Between two of them
+# the video work is one to three matmuls wide; the block's end is the last.
+SYNC_POINTS = ("video_projections", "video_self_attention", "video_attention", "audio_attention", "audio_video",
+               "video_feed_forward_hidden", "video_feed_forward")
 
 
 def rms_norm(x: mx.array, eps: float) -> mx.array:
@@ -88,14 +97,15 @@ class BasicAVTransformerBlock(nn.Module):
             self.prompt_scale_shift_table = mx.zeros((2, c.inner_dim))
             self.audio_prompt_scale_shift_table = mx.zeros((2, c.audio_inner_dim))
 
-    def _self_attention(self, attn, rows, x, args: TransformerArgs, perturbations, kind: PerturbationType):
+    def _self_attention(self, attn, rows, x, args: TransformerArgs, perturbations, kind: PerturbationType,
+                        settle_projections: bool = False):
         shift, scale, gate = zip(rows[0:3], args.timesteps[0:3])
         normed = modulate(rms_norm(x, self.norm_eps), *scale, *shift)
         all_perturbed = perturbations.all_in_batch(kind, self.idx)
         partly = perturbations.any_in_batch(kind, self.idx) and not all_perturbed
         mask = perturbations.mask_like(kind, self.idx, x) if partly else None
         out = attn(normed, pe=args.positional_embeddings, mask=args.self_attention_mask,
-                   perturbation_mask=mask, all_perturbed=all_perturbed)
+                   perturbation_mask=mask, all_perturbed=all_perturbed, settle_projections=settle_projections)
         return gated_residual(x, out, *gate)
 
     def _text_cross_attention(self, attn, rows, prompt_table, x, args: TransformerArgs):
@@ -109,19 +119,28 @@ class BasicAVTransformerBlock(nn.Module):
         context = modulate(args.context, *scale_kv, *shift_kv)
         return gated_residual(x, attn(query, context=context, mask=args.context_mask), *gate)
 
-    def _feed_forward(self, ff, rows, x, args: TransformerArgs):
+    def _feed_forward(self, ff, rows, x, args: TransformerArgs, settle_hidden: bool = False):
         shift, scale, gate = zip(rows[3:6], args.timesteps[3:6])
-        return gated_residual(x, ff(modulate(rms_norm(x, self.norm_eps), *scale, *shift)), *gate)
+        return gated_residual(x, ff(modulate(rms_norm(x, self.norm_eps), *scale, *shift), settle_hidden), *gate)
 
     def __call__(
         self,
         video: TransformerArgs | None,
         audio: TransformerArgs | None,
         perturbations: BatchedPerturbationConfig | None = None,
-        settle_stages: bool = False,
+        sync: Collection[str] = (),
     ) -> tuple[TransformerArgs | None, TransformerArgs | None]:
-        """``settle_stages``: a sync point (``models.queue.settle``) after the video attention and after the audio
-        and audio-video attention, so that a caller's queue bounds pieces smaller than a block."""
+        """``sync``: names of sync points (``models.queue.settle``) inside the block (``SYNC_POINTS``), so that a
+        caller's queue bounds pieces smaller than a block; none: the caller settles the block's output."""
+        unknown = set(sync) - set(SYNC_POINTS)
+        if unknown:
+            raise ValueError(f"unknown sync points {sorted(unknown)}; known: {SYNC_POINTS}")
+
+        def sync_point(name: str, *xs):
+            present = [x for x in xs if x is not None]
+            if present and name in sync:
+                settle(present)
+
         if video is None and audio is None:
             raise ValueError("at least one of video or audio must be given")
         if perturbations is None:
@@ -138,16 +157,18 @@ class BasicAVTransformerBlock(nn.Module):
         audio_rows = table_rows(self.audio_scale_shift_table, ax.dtype) if run_ax else None
         if run_vx:
             vx = self._self_attention(self.attn1, video_rows, vx, video, perturbations,
-                                      PerturbationType.SKIP_VIDEO_SELF_ATTN)
+                                      PerturbationType.SKIP_VIDEO_SELF_ATTN,
+                                      settle_projections="video_projections" in sync)
+            sync_point("video_self_attention", vx)
             vx = self._text_cross_attention(self.attn2, video_rows,
                                             getattr(self, "prompt_scale_shift_table", None), vx, video)
-            if settle_stages:
-                settle(vx)
+            sync_point("video_attention", vx)
         if run_ax:
             ax = self._self_attention(self.audio_attn1, audio_rows, ax, audio, perturbations,
                                       PerturbationType.SKIP_AUDIO_SELF_ATTN)
             ax = self._text_cross_attention(self.audio_attn2, audio_rows,
                                             getattr(self, "audio_prompt_scale_shift_table", None), ax, audio)
+            sync_point("audio_attention", ax)
 
         if run_a2v or run_v2a:
             vx_norm, ax_norm = rms_norm(vx, self.norm_eps), rms_norm(ax, self.norm_eps)
@@ -162,11 +183,12 @@ class BasicAVTransformerBlock(nn.Module):
                     self.video_to_audio_attn, ax, audio, video, ax_norm, vx_norm,
                     (self.scale_shift_table_a2v_ca_audio, self.scale_shift_table_a2v_ca_video), 2,
                     perturbations.mask_like(v2a, self.idx, ax) if perturbations.any_in_batch(v2a, self.idx) else None)
-        if settle_stages and (run_ax or run_a2v or run_v2a):
-            settle([x for x in (vx, ax) if x is not None])
+        if run_ax or run_a2v or run_v2a:
+            sync_point("audio_video", vx, ax)
 
         if run_vx:
-            vx = self._feed_forward(self.ff, video_rows, vx, video)
+            vx = self._feed_forward(self.ff, video_rows, vx, video, "video_feed_forward_hidden" in sync)
+            sync_point("video_feed_forward", vx)
         if run_ax:
             ax = self._feed_forward(self.audio_ff, audio_rows, ax, audio)
         return (replace(video, x=vx) if video is not None else None,

@@ -16,7 +16,7 @@ import numpy as np
 
 from ltx_ane.errors import LtxAneError
 from ltx_ane.models.queue import queued, settle
-from ltx_ane.models.transformer.block import BasicAVTransformerBlock, TransformerArgs, split_rows
+from ltx_ane.models.transformer.block import SYNC_POINTS, BasicAVTransformerBlock, TransformerArgs, split_rows
 from ltx_ane.models.transformer.config import TransformerConfig
 from ltx_ane.models.transformer.embeddings import AdaLayerNormSingle, PixArtAlphaTextProjection
 from ltx_ane.models.transformer.fused import modulate
@@ -28,8 +28,8 @@ from ltx_ane.models.transformer.text_context import ContextCache, TextContext
 if TYPE_CHECKING:
     from ltx_ane.models.transformer.streaming import BlockStreamer
 
-# With LTXModel.queue_unit "auto", from this many video tokens (times batch) the forward is queued by block stage.
-STAGE_UNIT_MIN_TOKENS = 4096
+# From this many video tokens (times batch) LTXModel queues 2 layers ahead, below it 3 (see LTXModel.queue_unit).
+LONG_FORWARD_TOKENS = 4096
 
 # Attribute-name prefix of each modality's own modules.
 PREFIX = {"video": "", "audio": "audio_"}
@@ -40,17 +40,20 @@ class LTXModel(nn.Module):
     # per token, as ltx-core).
     max_distinct_timesteps = 16
     # The forward runs piece by piece, each piece started on the device while the host builds the next, at most
-    # a bound of pieces queued (see models/queue.py): a piece holds all its intermediates until it has run. A piece
-    # is a block or one of a block's three stages (video attention; audio attention with the audio-video
-    # cross-attention; feed-forwards). Measured on an H200, 19B (benchmarks/results/transformer-cuda.md): at
-    # 6,144 video tokens 3 stages queued are as fast as 1 block (409.7 vs 404.0 ms) and add 2.78 GB to the resident
-    # weights instead of 3.56 (ltx-core 1.20); 1-2 stages add 1.65-2.16 GB but cost 1.07-1.09x. At 1,536 tokens a
-    # stage is too short for the host to keep ahead: 3 stages cost 1.15x over 1 block for 0.39 GB less. "auto"
-    # therefore queues stages from STAGE_UNIT_MIN_TOKENS video tokens (per batch) and whole blocks below; "graph"
-    # builds one lazy graph for the whole forward (e.g. to wrap the forward in a transform).
-    queue_unit: str = "auto"
+    # a bound of pieces queued (see models/queue.py): a GPU backend keeps every buffer a queued piece uses until
+    # the piece has run, so the pieces queued set the memory above the weights. A piece is the stretch between
+    # two of ``layer_sync_points`` ("layer", block.SYNC_POINTS) or a whole block ("block"); "graph" builds one
+    # lazy graph for the whole forward (e.g. to wrap the forward in a transform). Measured on an H200, 19B, against
+    # ltx-core 1.0.0 in the same process (benchmarks/results/transformer-cuda*.md), what a forward adds above the
+    # weights: at 6,144 video tokens 2 layers queued +1.27 GB at 0.97-1.00x ltx-core's time (ltx-core +1.20 GB),
+    # 1 layer +1.13 GB at 1.16-1.23x, 3 layers +1.44 GB, 1 block +3.56 GB at 0.94-0.96x; at 1,536 tokens, where a
+    # layer is short, 3 layers queued keep the host ahead (0.66-0.71x, +0.36-0.40 GB; 2 layers 0.85x, ltx-core
+    # +0.35 GB). Memory is held until a command buffer completes (MLX's CUDA backend), so a piece costs its
+    # intermediates in full where torch reuses them in stream order.
+    queue_unit: str = "layer"
     blocks_in_flight: int = 1
-    stages_in_flight: int = 3
+    layers_in_flight: int | None = None  # None: 3 below LONG_FORWARD_TOKENS video tokens (times batch), 2 from there
+    layer_sync_points: tuple[str, ...] = SYNC_POINTS
     # Set by ``load_transformer(..., stream_blocks=True)``: the blocks then hold weights only while they run.
     block_streamer: BlockStreamer | None = None
 
@@ -88,26 +91,27 @@ class LTXModel(nn.Module):
         # Each piece starts on the device while Python builds the next one's graph: otherwise the whole forward's
         # graph (~2,000 Python-level operations at 48 blocks) is built before any kernel runs. A streamed model
         # waits for each block before its weights are released.
-        unit = "block" if self.block_streamer is not None else self.resolved_queue_unit(video)
+        if self.queue_unit not in ("block", "layer", "graph"):
+            raise ValueError(f"queue_unit must be 'block', 'layer' or 'graph', not {self.queue_unit!r}")
+        unit = "block" if self.block_streamer is not None else self.queue_unit
         depth = {"block": 0 if self.block_streamer is not None else self.blocks_in_flight,
-                 "stage": self.stages_in_flight, "graph": None}[unit]
+                 "layer": self.resolved_layers_in_flight(video), "graph": None}[unit]
+        sync = self.layer_sync_points if unit == "layer" else ()
         with queued(depth):
             for block in self.resident_blocks():
-                video_args, audio_args = block(video_args, audio_args, perturbations, settle_stages=unit == "stage")
+                video_args, audio_args = block(video_args, audio_args, perturbations, sync=sync)
                 settle([args.x for args in (video_args, audio_args) if args is not None])
         return (
             self.process_output("video", video_args) if video_args is not None else None,
             self.process_output("audio", audio_args) if audio_args is not None else None,
         )
 
-    def resolved_queue_unit(self, video: Modality | None) -> str:
-        """``queue_unit`` with "auto" decided for this forward's video token count."""
-        if self.queue_unit not in ("auto", "block", "stage", "graph"):
-            raise ValueError(f"queue_unit must be 'auto', 'block', 'stage' or 'graph', not {self.queue_unit!r}")
-        if self.queue_unit != "auto":
-            return self.queue_unit
+    def resolved_layers_in_flight(self, video: Modality | None) -> int:
+        """``layers_in_flight``, with None decided for this forward's video token count."""
+        if self.layers_in_flight is not None:
+            return self.layers_in_flight
         tokens = 0 if video is None else video.latent.shape[0] * video.latent.shape[1]
-        return "stage" if tokens >= STAGE_UNIT_MIN_TOKENS else "block"
+        return 2 if tokens >= LONG_FORWARD_TOKENS else 3
 
     def resident_blocks(self) -> Iterator[BasicAVTransformerBlock]:
         """The blocks in order, each with its weights while the caller uses it (a streamed model releases a block's
