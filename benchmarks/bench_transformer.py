@@ -140,10 +140,10 @@ def bench_ltx_core(config: dict, sizes: dict, args, device) -> dict:
     return out
 
 
-# Variants of the bf16 MLX row, timed on the same loaded model: the default forward (LTXModel.queue_unit "auto"),
-# other bounds on the blocks queued (0: the host waits for every block; 48: no bound), bounds on
-# block stages queued (three per block), the forward built as one lazy graph before anything runs, and a denoising
-# step's forward with the text prepared once.
+# Variants of the bf16 MLX row, timed on the same loaded model: the default forward (layers queued, their number
+# from the token count), whole blocks queued (0: the host waits for every block; 48: no bound), fixed bounds on
+# the layers queued, with all of a block's sync points or without the one inside the feed-forward, the forward
+# built as one lazy graph before anything runs, and a denoising step's forward with the text prepared once.
 WITHOUT_FF_HIDDEN = tuple(p for p in SYNC_POINTS if p != "video_feed_forward_hidden")
 BF16_VARIANTS = {
     "MLX": {},
