@@ -86,8 +86,8 @@ def test_streamed_chunks_equal_whole_tiled_output(small_vae):
     np.testing.assert_allclose(streamed, whole, atol=1e-5)
 
 
-def test_unbalanced_tiles_are_the_tile_asked(small_vae, monkeypatch):
-    """``balance=False`` runs every tile at the shape asked (a benchmark matching another tiler's tile)."""
+def test_tiles_are_balanced(small_vae, monkeypatch):
+    """Every tile is shrunk to the smallest that needs no more tiles (equal tiles, no oversized edge tiles)."""
     decoder, encoder = small_vae
     seen = []
     for model, method in ((decoder, "decode_channels_last"), (encoder, "encode_channels_last")):
@@ -95,13 +95,10 @@ def test_unbalanced_tiles_are_the_tile_asked(small_vae, monkeypatch):
         monkeypatch.setattr(model, method, lambda x, run=run: seen.append(tuple(x.shape[1:4])) or run(x))
     latent = mx.random.normal((1, 16, 7, 3, 6), key=mx.random.key(4))
     list(decode_frames(decoder, latent, (6, 3, 5)))
-    assert set(seen) == {(5, 3, 4)}  # balanced: the smallest tile with as many tiles
+    assert set(seen) == {(5, 3, 4)}  # asked 6x3x5: the smallest tile with as many tiles
     seen.clear()
-    list(decode_frames(decoder, latent, (6, 3, 5), balance=False))
-    assert set(seen) == {(6, 3, 5)}
-    seen.clear()
-    encode_video(encoder, mx.random.uniform(-1, 1, (1, 3, 49, 64, 64), key=mx.random.key(5)), (6, 2, 2), balance=False)
-    assert set(seen) == {(41, 64, 64)}  # balanced, it would be 33x64x64
+    encode_video(encoder, mx.random.uniform(-1, 1, (1, 3, 49, 64, 64), key=mx.random.key(5)), (6, 2, 2))
+    assert set(seen) == {(33, 64, 64)}  # asked 41x64x64
 
 
 def test_tiled_encode_is_the_blend_of_its_tiles_and_close_to_the_untiled_encode(small_vae):

@@ -85,14 +85,13 @@ def _scheduled(backends, plan, x, direction: str, progress, max_in_flight, throu
 
 def decode_frames(
     decoder: VideoDecoder, latent: mx.array, tile: tuple[int, int, int] | None, quiet: bool = True,
-    backends=None, max_in_flight: int | None = None, throughput=None, log=None, balance: bool = True,
+    backends=None, max_in_flight: int | None = None, throughput=None, log=None,
 ) -> Iterator[mx.array]:
     """Decode a (B, C, F, h, w) latent; yield (B, f, H, W, 3) chunks (float32 or float16) in time order.
 
     ``backends`` (``backends.Backend`` objects, see ``scheduler``) run the tiles instead of ``decoder`` itself,
     all at once when there are several; ``decoder`` then only supplies the config and dtype. The tile is shrunk to
-    the smallest that needs no more tiles, unless ``balance`` is off (a benchmark against another tiler's tile) or
-    a backend takes fixed shapes only.
+    the smallest that needs no more tiles, unless a backend takes fixed shapes only.
     """
     cfg = decoder.config
     check_latent(latent.shape, cfg.latent_channels, cfg.spatial_padding_mode)
@@ -104,7 +103,7 @@ def decode_frames(
         return out
 
     grid = tuple(latent.shape[2:])
-    balance = balance and (not backends or all(getattr(b, "any_shape", True) for b in backends))
+    balance = not backends or all(getattr(b, "any_shape", True) for b in backends)
     plan = make_plan(grid, tile, cfg.time_scale, cfg.space_scale, balance=balance)
     progress = _Progress(plan.num_tiles, "decode", quiet)
     try:
@@ -124,9 +123,9 @@ def decode_frames(
 
 def encode_video(
     encoder: VideoEncoder, video: mx.array, tile: tuple[int, int, int] | None, quiet: bool = True,
-    backends=None, max_in_flight: int | None = None, throughput=None, log=None, balance: bool = True,
+    backends=None, max_in_flight: int | None = None, throughput=None, log=None,
 ) -> mx.array:
-    """Encode (B, 3, F, H, W) in [-1, 1] to a (B, C, f, h, w) float32 latent (``backends`` and ``balance`` as in
+    """Encode (B, 3, F, H, W) in [-1, 1] to a (B, C, f, h, w) float32 latent (``backends`` and the tile as in
     decode_frames)."""
     cfg = encoder.config
     check_video(video.shape, cfg.time_scale, cfg.space_scale, cfg.in_channels)
@@ -139,7 +138,7 @@ def encode_video(
 
     b, _, f, h, w = video.shape
     grid = ((f - 1) // cfg.time_scale + 1, h // cfg.space_scale, w // cfg.space_scale)
-    balance = balance and (not backends or all(getattr(b, "any_shape", True) for b in backends))
+    balance = not backends or all(getattr(b, "any_shape", True) for b in backends)
     plan = make_plan(grid, tile, cfg.time_scale, cfg.space_scale, balance=balance)
     progress = _Progress(plan.num_tiles, "encode", quiet)
     try:
