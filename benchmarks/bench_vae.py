@@ -8,9 +8,9 @@ Tiled rows give both sides the same tile size: ``--tile FxS`` is ltx-core's ``Ti
 F-1 frames, which its causal split extends to F after the first, spatial tiles of S px, overlaps 24 frames and
 64 px, its defaults), and MLX gets the largest tile ltx-core cuts from each video (decode: S px on the long side,
 the short side scaled by the aspect ratio as ltx-core does; encode: S x S) with the same minimum overlaps. Each
-side then cuts tiles its own way: ltx-core shortens the last tile of an axis, MLX spreads equal tiles (its
-default, ``balance``). Each row gives the tile count and the volume each side decodes or encodes (latent units
-summed over tiles), which must match for the times to compare the same work.
+side then cuts tiles its own way: ltx-core shortens the last tile of an axis, MLX spreads equal tiles. Each row
+gives the tile count and the volume each side decodes or encodes (latent units summed over tiles), which must
+match for the times to compare the same work.
 
   python benchmarks/bench_vae.py --device cuda --out benchmarks/results      # the lent GPU machine
   python benchmarks/bench_vae.py --smoke                                     # a few minutes on a CPU
@@ -115,7 +115,8 @@ def ltx_core_tiling(text: str):
 
 def shared_tile(part: str, grid, text: str) -> tuple[int, int, int]:
     """The latent tile ltx-core cuts from ``grid`` for ``--tile`` (its ``_prepare_tiles`` for the decoder,
-    ``prepare_tiles_for_encoding`` for the encoder), clipped to the grid, which MLX then runs unbalanced."""
+    ``prepare_tiles_for_encoding`` for the encoder), clipped to the grid: the tile size MLX gets (it then cuts
+    equal tiles of at most that size)."""
     frames, side = parse_shared_tile(text)
     f, h, w = grid
     s = side // 32
