@@ -282,9 +282,10 @@ def main():
                        "tile_px": tile_px(used) if used else None,
                        "ltx_core_tiling": args.tile if tile else None}
                 if tile:
-                    row["tiles"] = {"mlx": plan.num_tiles, "torch": len(ltx_core_tiles(ref, part, x_t, tiling))}
+                    torch_tiles = ltx_core_tiles(ref, part, x_t, tiling)
+                    row["tiles"] = {"mlx": plan.num_tiles, "torch": len(torch_tiles)}
                     row["tile_volume"] = {"mlx": mlx_tile_volume(plan, part),
-                                          "torch": torch_tile_volume(ltx_core_tiles(ref, part, x_t, tiling), part)}
+                                          "torch": torch_tile_volume(torch_tiles, part)}
                 for name, out in (("mlx", mlx_out), ("torch", torch_out)):
                     ts = times[name]
                     row[name] = {

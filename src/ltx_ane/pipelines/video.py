@@ -13,7 +13,7 @@ import mlx.core as mx
 
 from ltx_ane.errors import LtxAneError
 from ltx_ane.models.video_vae.model import VideoDecoder, VideoEncoder, to_channels_first, to_channels_last
-from ltx_ane.runtime.tiling import auto_tile, make_plan, parse_tile_spec, run_tiled, sequential
+from ltx_ane.runtime.tiling import TilePlan, auto_tile, make_plan, parse_tile_spec, run_tiled, sequential
 
 DEFAULT_BUDGET_GB = 8.0
 
@@ -51,6 +51,12 @@ def choose_tile(
     if tiling == "auto":
         return auto_tile(latent_grid, int(budget_gb * 1e9), base_channels, dtype_bytes)
     return parse_tile_spec(tiling, time_scale, space_scale)
+
+
+def _tile_plan(grid, tile, cfg, backends) -> TilePlan:
+    """Tiles shrunk to the smallest that needs no more of them, unless a backend takes fixed shapes only."""
+    balance = not backends or all(getattr(b, "any_shape", True) for b in backends)
+    return make_plan(grid, tile, cfg.time_scale, cfg.space_scale, balance=balance)
 
 
 class _Progress:
@@ -103,8 +109,7 @@ def decode_frames(
         return out
 
     grid = tuple(latent.shape[2:])
-    balance = not backends or all(getattr(b, "any_shape", True) for b in backends)
-    plan = make_plan(grid, tile, cfg.time_scale, cfg.space_scale, balance=balance)
+    plan = _tile_plan(grid, tile, cfg, backends)
     progress = _Progress(plan.num_tiles, "decode", quiet)
     try:
         if backends:
@@ -138,8 +143,7 @@ def encode_video(
 
     b, _, f, h, w = video.shape
     grid = ((f - 1) // cfg.time_scale + 1, h // cfg.space_scale, w // cfg.space_scale)
-    balance = not backends or all(getattr(b, "any_shape", True) for b in backends)
-    plan = make_plan(grid, tile, cfg.time_scale, cfg.space_scale, balance=balance)
+    plan = _tile_plan(grid, tile, cfg, backends)
     progress = _Progress(plan.num_tiles, "encode", quiet)
     try:
         if backends:

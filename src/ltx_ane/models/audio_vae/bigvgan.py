@@ -18,9 +18,11 @@ import numpy as np
 
 from ltx_ane.models.queue import settle
 
-# ltx-core's Activation1d: x2 up and down, 12-tap filters.
+# ltx-core's Activation1d: x2 up and down, 12-tap filters; its upsampler's replicate padding and output crop.
 RATIO = 2
 KERNEL = 12
+UP_PAD = KERNEL // RATIO - 1
+UP_CROP_LEFT = UP_PAD * RATIO + (KERNEL - RATIO) // 2
 
 
 def kaiser_sinc_filter(cutoff: float, half_width: float, kernel_size: int) -> np.ndarray:
@@ -86,8 +88,7 @@ def snake_beta(x: mx.array, alpha: mx.array, beta: mx.array) -> mx.array:
 def _anti_aliased_snake(x, alpha, beta, up_taps, down_taps):
     # In fp32 whatever the model dtype: the filters sum 6 and 12 products, which half precision would round
     # at every step (a conv accumulates in fp32).
-    pad = KERNEL // RATIO - 1
-    y = upsample(x.astype(mx.float32), up_taps, RATIO, pad, pad * RATIO + (KERNEL - RATIO) // 2)
+    y = upsample(x.astype(mx.float32), up_taps, RATIO, UP_PAD, UP_CROP_LEFT)
     return lowpass_downsample(snake_beta(y, alpha, beta), down_taps).astype(x.dtype)
 
 
@@ -108,12 +109,10 @@ def _snake_phases(padded, scale, inverse, up_taps):
     """SnakeBeta of the x2-upsampled signal as its two phases, ``z_p[m] = snake(y[2m + p])``, from the edge-padded
     input: phase p of sample 2m + p is a 6-tap sum of the padded input read backwards from m + start_p. Each
     phase is one fused expression of shifted views (nothing at the doubled rate but the two phases is written)."""
-    pad = KERNEL // RATIO - 1
-    length = padded.shape[1] - 2 * pad
-    crop_left = pad * RATIO + (KERNEL - RATIO) // 2
+    length = padded.shape[1] - 2 * UP_PAD
     phases = []
     for phase in range(RATIO):
-        start, first = divmod(phase + crop_left, RATIO)
+        start, first = divmod(phase + UP_CROP_LEFT, RATIO)
         # RATIO (2) times each tap is exact, so this equals upsample's ``ratio * sum``.
         y = _tree_sum([padded[:, start - i : start - i + length].astype(mx.float32) * (RATIO * up_taps[tap])
                        for i, tap in enumerate(range(first, len(up_taps), RATIO))])
@@ -146,10 +145,9 @@ def anti_aliased_snake(up_taps: tuple[float, ...], down_taps: tuple[float, ...])
         lambda dtype: mx.compile(functools.partial(_downsample_interior, down_taps=down_taps, dtype=dtype)))
 
     def shifted_views(x, alpha, beta):
-        pad = KERNEL // RATIO - 1
         # The per-channel factors once, not per sample inside the kernel.
         scale, inverse = mx.exp(alpha).astype(mx.float32), (1.0 / (mx.exp(beta) + 1e-9)).astype(mx.float32)
-        even, odd = snake_phases(mx.pad(x, [(0, 0), (pad, pad), (0, 0)], mode="edge"), scale, inverse)
+        even, odd = snake_phases(mx.pad(x, [(0, 0), (UP_PAD, UP_PAD), (0, 0)], mode="edge"), scale, inverse)
         body = downsample_interior(x.dtype)(even, odd)
         head = step_by_step(x[:, :EDGE_WINDOW], alpha, beta)[:, :EDGE]
         tail = step_by_step(x[:, -EDGE_WINDOW:], alpha, beta)[:, -EDGE:]

@@ -97,6 +97,9 @@ class LTXModel(nn.Module):
         depth = {"block": 0 if self.block_streamer is not None else self.blocks_in_flight,
                  "layer": self.resolved_layers_in_flight(video), "graph": None}[unit]
         sync = self.layer_sync_points if unit == "layer" else ()
+        unknown = set(sync) - set(SYNC_POINTS)
+        if unknown:
+            raise ValueError(f"unknown sync points {sorted(unknown)}; known: {SYNC_POINTS}")
         with queued(depth):
             for block in self.resident_blocks():
                 video_args, audio_args = block(video_args, audio_args, perturbations, sync=sync)
