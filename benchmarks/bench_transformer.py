@@ -247,6 +247,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--version", choices=("ltx2", "ltx23"), default="ltx2")
     parser.add_argument("--small", action="store_true", help="tiny model and sizes on the CPU (checks the script)")
+    parser.add_argument("--sizes", nargs="+", choices=list(SIZES), default=list(SIZES))
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--audio-tokens", type=int, default=126)
@@ -266,7 +267,7 @@ def main() -> None:
 
     require_reference()
     t = copy.deepcopy(load_preset(args.version)["transformer"])
-    sizes = SIZES
+    sizes = {name: SIZES[name] for name in args.sizes}
     if args.small:
         t.update(num_layers=2, num_attention_heads=4, attention_head_dim=32, cross_attention_dim=128,
                  audio_num_attention_heads=4, audio_attention_head_dim=16, audio_cross_attention_dim=64,

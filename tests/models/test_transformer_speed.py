@@ -184,3 +184,27 @@ def test_layers_queued_follow_the_video_token_count(model, monkeypatch):
     assert model.resolved_layers_in_flight(None) == 3
     monkeypatch.setattr(transformer_model.LTXModel, "layers_in_flight", 1)
     assert model.resolved_layers_in_flight(video) == 1
+
+
+def test_gelu_rounds_once_as_torch_and_writes_over_its_input():
+    """The feed-forward's GELU (tanh) is torch's in bf16 (float32 inside, one rounding) and, after a linear layer,
+    needs no second buffer of the hidden layer's size."""
+    torch = pytest.importorskip("torch")
+    from ltx_ane.models.layers import gelu_tanh
+
+    values = (np.random.default_rng(0).standard_normal(1 << 16) * 3).astype(np.float32)
+    for dtype, torch_dtype, most in ((mx.float32, torch.float32, 0.0), (mx.bfloat16, torch.bfloat16, 0.01)):
+        ours = np.array(gelu_tanh(mx.array(values).astype(dtype)).astype(mx.float32))
+        theirs = torch.nn.functional.gelu(torch.from_numpy(values).to(torch_dtype), approximate="tanh").float().numpy()
+        np.testing.assert_allclose(ours, theirs, rtol=1e-5, atol=1e-6 if dtype == mx.float32 else 0.04)
+        assert np.mean(ours != theirs) <= most if dtype == mx.bfloat16 else True
+
+    x, w, b = (mx.random.normal(shape).astype(mx.bfloat16) for shape in ((1, 256, 128), (1024, 128), (1024,)))
+    mx.eval(x, w, b)
+    hidden_bytes = 256 * 1024 * 2
+    mx.synchronize()
+    mx.clear_cache()
+    base = mx.get_active_memory()
+    mx.reset_peak_memory()
+    mx.eval(gelu_tanh(mx.addmm(b, x, w.T)))
+    assert mx.get_peak_memory() - base <= hidden_bytes * 1.1

@@ -7,6 +7,8 @@ names follow ltx-core one-to-one, so checkpoint keys map onto them by stripping 
 
 from __future__ import annotations
 
+import math
+
 import mlx.core as mx
 import mlx.nn as nn
 
@@ -139,13 +141,27 @@ class PerChannelStatistics(nn.Module):
         return x * self["std-of-means"].astype(x.dtype) + self["mean-of-means"].astype(x.dtype)
 
 
+@mx.compile
+def gelu_tanh(x: mx.array) -> mx.array:
+    """GELU, tanh approximation, computed in float32 and rounded once to x's dtype, as torch's
+    ``gelu(approximate="tanh")`` (ltx-core's) computes half-precision inputs. MLX's ``nn.gelu_approx`` computes
+    in the input's dtype: on random bf16 inputs 42 % of its outputs differ from torch's, against 0.4 % here.
+
+    Traced per shape rather than shapeless: the shapeless trace writes the result to a new buffer (and, on the
+    CPU, the float32 intermediate too), while this one writes over its input when nothing else holds it, as
+    after a linear layer. A GPU backend keeps a queued kernel's buffers until it has run, so the second buffer
+    would cost the width of the feed-forward's hidden layer (201 MB per block at 6,144 tokens and 19B)."""
+    y = x.astype(mx.float32)
+    return (0.5 * y * (1 + mx.tanh(math.sqrt(2 / math.pi) * (y + 0.044715 * (y * y * y))))).astype(x.dtype)
+
+
 class GELUApprox(nn.Module):
     def __init__(self, dim_in: int, dim_out: int):
         super().__init__()
         self.proj = nn.Linear(dim_in, dim_out)
 
     def __call__(self, x: mx.array) -> mx.array:
-        return nn.gelu_approx(self.proj(x))
+        return gelu_tanh(self.proj(x))
 
 
 class FeedForward(nn.Module):

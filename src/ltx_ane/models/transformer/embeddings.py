@@ -8,6 +8,8 @@ import mlx.core as mx
 import mlx.nn as nn
 import numpy as np
 
+from ltx_ane.models.layers import gelu_tanh
+
 TIMESTEP_CHANNELS = 256
 MAX_PERIOD = 10000
 
@@ -65,4 +67,4 @@ class PixArtAlphaTextProjection(nn.Module):
         self.linear_2 = nn.Linear(hidden_size, hidden_size)
 
     def __call__(self, caption: mx.array) -> mx.array:
-        return self.linear_2(nn.gelu_approx(self.linear_1(caption)))
+        return self.linear_2(gelu_tanh(self.linear_1(caption)))

@@ -45,11 +45,11 @@ class LTXModel(nn.Module):
     # two of ``layer_sync_points`` ("layer", block.SYNC_POINTS) or a whole block ("block"); "graph" builds one
     # lazy graph for the whole forward (e.g. to wrap the forward in a transform). Measured on an H200, 19B, against
     # ltx-core 1.0.0 in the same process (benchmarks/results/transformer-cuda*.md), what a forward adds above the
-    # weights: at 6,144 video tokens 2 layers queued +1.27 GB at 0.97-1.00x ltx-core's time (ltx-core +1.20 GB),
-    # 1 layer +1.13 GB at 1.16-1.23x, 3 layers +1.44 GB, 1 block +3.56 GB at 0.94-0.96x; at 1,536 tokens, where a
-    # layer is short, 3 layers queued keep the host ahead (0.66-0.71x, +0.36-0.40 GB; 2 layers 0.85x, ltx-core
-    # +0.35 GB). Memory is held until a command buffer completes (MLX's CUDA backend), so a piece costs its
-    # intermediates in full where torch reuses them in stream order.
+    # weights: at 6,144 video tokens 2 layers queued +1.07 GB at 0.93x ltx-core's time (ltx-core +1.20 GB), 1 layer
+    # +1.03 GB at 1.05x, 3 layers +1.33 GB, 1 block +3.56 GB (an earlier run); at 1,536 tokens, where a layer is
+    # short, 3 layers queued keep the host ahead (0.4-0.7x, +0.31-0.50 GB from run to run; ltx-core +0.35 GB).
+    # Memory is held until a command buffer completes (MLX's CUDA backend), so a piece costs its intermediates in
+    # full where torch reuses them in stream order.
     queue_unit: str = "layer"
     blocks_in_flight: int = 1
     layers_in_flight: int | None = None  # None: 3 below LONG_FORWARD_TOKENS video tokens (times batch), 2 from there
