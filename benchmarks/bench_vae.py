@@ -49,6 +49,9 @@ def parse_args():
     p.add_argument("--sync-depth", default="model",
                    help="MLX: large intermediates allowed to wait on the device behind a sync point "
                    "(VideoDecoder/VideoEncoder.sync_depth; 'none': one lazy graph; default: the models' own)")
+    p.add_argument("--queue-fraction", default="model",
+                   help="MLX decoder: only pieces at most this fraction of the last stage's activation wait behind a "
+                   "sync point (VideoDecoder.queue_fraction; 'none': all may; default: the model's own)")
     p.add_argument("--smoke", "--small", action="store_true", help="reduced decoder width and a tiny size, "
                    "for a CPU")
     p.add_argument("--out", help="directory for <name>.json and <name>.md")
@@ -192,6 +195,8 @@ def main():
     if args.sync_depth != "model":
         depth = None if args.sync_depth == "none" else int(args.sync_depth)
         VideoDecoder.sync_depth = VideoEncoder.sync_depth = depth
+    if args.queue_fraction != "model":
+        VideoDecoder.queue_fraction = None if args.queue_fraction == "none" else float(args.queue_fraction)
     T, M = Torch(args.device), Mlx()
     tmp = Path(tempfile.mkdtemp())
     ckpt = R.write_checkpoint(tmp / "vae.safetensors", RV.vae_state_dict(RV.build_decoder(raw), RV.build_encoder(raw)), raw)
@@ -317,7 +322,7 @@ def main():
         out_dir.mkdir(parents=True, exist_ok=True)
         name = args.name or f"vae_{args.device}{'_smoke' if args.smoke else ''}"
         result = {"command": " ".join(sys.argv), "machine": machine, "weights": weights, "config": args.config,
-                  "sync_depth": VideoDecoder.sync_depth,
+                  "sync_depth": VideoDecoder.sync_depth, "queue_fraction": VideoDecoder.queue_fraction,
                   "rows": rows}
         (out_dir / f"{name}.json").write_text(json.dumps(result, indent=1))
         (out_dir / f"{name}.md").write_text(markdown(result))
@@ -331,7 +336,7 @@ def markdown(result) -> str:
         "",
         f"Command: `{result['command']}`  ",
         f"Weights: {result['weights']}; config `{result['config']}`; MLX {m['mlx']} on {m['mlx_device']} "
-        f"(sync depth {result.get('sync_depth', 0)}), torch {m['torch']}.  ",
+        f"(sync depth {result.get('sync_depth', 0)}, decoder queue fraction {result.get('queue_fraction')}), torch {m['torch']}.  ",
         "Times: median of the timed runs after warm-up [min-max], each including synchronisation; MLX and torch "
         "interleaved. Peak: MLX `get_peak_memory`, torch `max_memory_allocated` (weights included). "
         "Error: PSNR of each bf16 output against ltx-core in fp32 (untiled rows). Tiled rows: both sides get the "

@@ -142,11 +142,41 @@ def test_queued_sync_points_compute_the_same(checkpoint, monkeypatch):
     latent = mx.random.normal((1, 16, 2, 2, 3), key=mx.random.key(3))
     video = mx.random.uniform(-1, 1, (1, 3, 9, 64, 64), key=mx.random.key(4))
     expected = np.array(decoder(latent)), np.array(encoder(video))
-    for depth in (1, 2):
+    for depth, fraction in ((1, None), (2, None), (1, 0.5), (2, 0.1)):
         monkeypatch.setattr(decoder, "sync_depth", depth)
+        monkeypatch.setattr(decoder, "queue_fraction", fraction)
         monkeypatch.setattr(encoder, "sync_depth", depth)
         np.testing.assert_array_equal(np.array(decoder(latent)), expected[0])
         np.testing.assert_array_equal(np.array(encoder(video)), expected[1])
+
+
+def test_queue_waits_at_once_for_pieces_above_its_byte_bound(monkeypatch):
+    """Small pieces are queued up to the depth; a piece above ``max_bytes`` is evaluated at once, with everything
+    queued before it (the decoder's last stage, which sets its peak, never overlaps)."""
+    from ltx_ane.models import queue
+
+    started, waited = [], []
+    monkeypatch.setattr(queue.mx, "async_eval", lambda arrays: started.append(arrays))
+    monkeypatch.setattr(queue.mx, "eval", lambda arrays: waited.append(arrays))
+    q = queue.DeviceQueue(depth=1, max_bytes=100)
+    small, small2, large = mx.zeros(10), mx.zeros(20), mx.zeros(100)  # 40, 80 and 400 bytes
+    q.push(small)
+    q.push(small2)
+    assert started == [small, small2] and waited == [small]
+    q.push(large)
+    assert waited == [small, large] and len(q._queued) == 0
+    q.push([small, small])
+    assert started[-1] == [small, small] and len(q._queued) == 1
+
+
+def test_decoder_last_stage_bytes_follow_the_output_size(checkpoint):
+    _, _, path = checkpoint
+    decoder = load_decoder(Source(str(path)), "fp32")
+    c = decoder.config
+    latent = mx.zeros((1, 2, 2, 3, c.latent_channels))
+    pixels = decoder.decode_channels_last(latent)  # (B, F', H, W, 3)
+    per_pixel = decoder.conv_out.conv.weight.shape[-1] * 4 / c.patch_size**2
+    assert decoder.last_stage_bytes(latent) == int(pixels.shape[1] * pixels.shape[2] * pixels.shape[3] * per_pixel)
 
 
 def test_settle_evaluates_at_once_outside_a_queued_block_and_per_thread_inside():

@@ -5,7 +5,8 @@ device run it while the host builds the next one; building the whole graph first
 host is done. But a GPU backend keeps every buffer that a queued kernel reads or writes allocated until the kernel
 has run, so a host far ahead of the device holds the intermediates of every queued piece at once. The queue waits
 for the oldest piece once more than ``depth`` are unfinished: 0 waits for each piece, None queues nothing (the
-caller evaluates one lazy graph itself).
+caller evaluates one lazy graph itself). With ``max_bytes`` only pieces whose result is at most that large are
+queued; a larger one is waited for at once, so that the largest pieces, which set the peak, never overlap.
 """
 
 from __future__ import annotations
@@ -18,14 +19,21 @@ import mlx.core as mx
 
 
 class DeviceQueue:
-    def __init__(self, depth: int | None):
-        self.depth = depth
+    def __init__(self, depth: int | None, max_bytes: int | None = None):
+        self.depth, self.max_bytes = depth, max_bytes
         self._queued: deque = deque()
 
     def push(self, arrays) -> None:
-        """Start ``arrays`` (an array or a list of them) on the device; wait for the oldest beyond ``depth``."""
+        """Start ``arrays`` (an array or a list of them) on the device; wait for the oldest beyond ``depth``, and
+        for all of them if ``arrays`` are larger than ``max_bytes``."""
         if self.depth is None:
             return
+        if self.max_bytes is not None:
+            size = sum(a.nbytes for a in arrays) if isinstance(arrays, (list, tuple)) else arrays.nbytes
+            if size > self.max_bytes:
+                mx.eval(arrays)  # the stream runs in order: everything queued before has run too
+                self._queued.clear()
+                return
         mx.async_eval(arrays)
         self._queued.append(arrays)
         while len(self._queued) > self.depth:
@@ -37,11 +45,12 @@ _local = threading.local()
 
 
 @contextmanager
-def queued(depth: int | None):
-    """Within the block, ``settle(x)`` pushes ``x`` onto one ``DeviceQueue(depth)`` instead of evaluating it at once
-    (depth 0 is the same as evaluating at once). Per thread: tiles decoding on several threads keep their own."""
+def queued(depth: int | None, max_bytes: int | None = None):
+    """Within the block, ``settle(x)`` pushes ``x`` onto one ``DeviceQueue(depth, max_bytes)`` instead of evaluating
+    it at once (depth 0 is the same as evaluating at once). Per thread: tiles decoding on several threads keep
+    their own."""
     outer = getattr(_local, "queue", None)
-    _local.queue = DeviceQueue(depth)
+    _local.queue = DeviceQueue(depth, max_bytes)
     try:
         yield
     finally:

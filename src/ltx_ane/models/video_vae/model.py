@@ -109,10 +109,15 @@ class VideoDecoder(nn.Module):
     """Latent (B, C, F, h, w) -> video (B, 3, time_scale*(F-1)+1, space_scale*h, space_scale*w)."""
 
     # Large intermediates waiting on the device behind a sync point (layers.eval_if_large, models/queue.py): 0 waits
-    # for each (the host builds the next piece while the device idles), 1 lets one wait. H200, 121x512x768: 1 is
-    # 5-13 % faster but peaks 24-62 % higher untiled (LTX-2.3 10.0 vs 6.2 GB; benchmarks/results/vae_cuda_sync*.md);
-    # runtime.tiling.estimate_decode_bytes is fitted to 0.
-    sync_depth: int = 0
+    # for each (the host builds the next piece while the device idles), 1 lets one wait. Only pieces at most
+    # ``queue_fraction`` of the last stage's activation wait (None: all may): the lower-resolution stages overlap
+    # host and device, while the last stage, whose tensors set the peak, waits for each piece as at depth 0.
+    # H200, 121x512x768 (benchmarks/results/vae_decode_*.md): depth 1 with fraction 0.6 decodes in 0.83x (LTX-2)
+    # and 0.87x (LTX-2.3) ltx-core's time at depth 0's peak (6.47 / 6.17 GB; ltx-core 7.25 / 6.19), against 0.89x /
+    # 0.91x at depth 0; tiled (65x512) 0.88x / 0.82x. Depth 1 for every piece peaks 24-62 % higher
+    # (vae_cuda_sync*.md). runtime.tiling.estimate_decode_bytes is fitted to depth 0's peak, which this keeps.
+    sync_depth: int = 1
+    queue_fraction: float | None = 0.6
 
     def __init__(self, config: DecoderConfig):
         super().__init__()
@@ -133,13 +138,22 @@ class VideoDecoder(nn.Module):
     def decode_channels_last(self, latent: mx.array) -> mx.array:
         """(B, F, h, w, C) latent -> (B, F', H, W, 3) pixels, all channels-last."""
         causal = self.config.causal
-        with queued(self.sync_depth):
+        max_bytes = None if self.queue_fraction is None else int(self.queue_fraction * self.last_stage_bytes(latent))
+        with queued(self.sync_depth, max_bytes):
             x = self.per_channel_statistics.un_normalize(latent)
             x = self.conv_in(x, causal)
             for block in self.up_blocks:
                 x = block(x, causal)
             x = self.conv_out(nn.silu(pixel_norm(x)), causal)
         return unpatchify(x, self.config.patch_size)
+
+    def last_stage_bytes(self, latent: mx.array) -> int:
+        """Bytes of the activation the last stage works on, for a (B, F, h, w, C) latent."""
+        c = self.config
+        b, f, h, w, _ = latent.shape
+        scale = c.space_scale // c.patch_size
+        frames = c.time_scale * (f - 1) + 1
+        return b * frames * h * scale * w * scale * self.conv_out.conv.weight.shape[-1] * self.dtype.size
 
     @property
     def dtype(self):
