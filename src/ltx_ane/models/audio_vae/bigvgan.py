@@ -92,10 +92,10 @@ def _anti_aliased_snake(x, alpha, beta, up_taps, down_taps):
     return lowpass_downsample(snake_beta(y, alpha, beta), down_taps).astype(x.dtype)
 
 
-# Outputs within this many samples of either end read the replicate padding of the upsampled signal, which the
-# shifted-view form below cannot express; they take the step-by-step form on a short window.
-EDGE = 3
-EDGE_WINDOW = 16
+# The downsampling of output s reads the activated upsampled signal u at 2s - 5 .. 2s + 6, clamped to u's ends
+# (ltx-core replicate-pads u): the phases are computed this many samples beyond either end of the input, and the
+# reads that fall outside u take its first or last sample instead. The reads shift each phase by -3 .. 3 samples.
+EDGE = KERNEL // (2 * RATIO)
 
 
 def _tree_sum(terms: list) -> mx.array:
@@ -106,9 +106,10 @@ def _tree_sum(terms: list) -> mx.array:
 
 
 def _snake_phases(padded, scale, inverse, up_taps):
-    """SnakeBeta of the x2-upsampled signal as its two phases, ``z_p[m] = snake(y[2m + p])``, from the edge-padded
-    input: phase p of sample 2m + p is a 6-tap sum of the padded input read backwards from m + start_p. Each
-    phase is one fused expression of shifted views (nothing at the doubled rate but the two phases is written)."""
+    """SnakeBeta of the x2-upsampled signal as its two phases, ``z_p[m] = snake(y[2m + p])`` for m from -EDGE to
+    L + EDGE - 1 (index m + EDGE), from the input edge-padded by UP_PAD + EDGE: phase p of sample 2m + p is a 6-tap
+    sum of the padded input read backwards from m + start_p. Each phase is one fused expression of shifted views
+    (nothing at the doubled rate but the two phases is written)."""
     length = padded.shape[1] - 2 * UP_PAD
     phases = []
     for phase in range(RATIO):
@@ -120,16 +121,33 @@ def _snake_phases(padded, scale, inverse, up_taps):
     return phases
 
 
-def _downsample_interior(even, odd, down_taps, dtype):
-    """Outputs ``EDGE .. L - EDGE - 1`` of the x2 low-pass downsampling: output s sums the 12 taps over samples
-    2s - 5 .. 2s + 6 of the signal whose phases are ``even`` and ``odd``, one fused expression of shifted views."""
+def _downsample(even, odd, position, remaining, down_taps, dtype):
+    """The x2 low-pass downsampling of the signal whose (extended) phases are ``even`` and ``odd``: output s sums
+    the 12 taps over u[2s - 5 .. 2s + 6], each read a shifted view of one phase. ``position`` and ``remaining``
+    (1, L, 1) hold s and L - 1 - s, so that reads before u's first sample take u[0] and reads past its last take
+    u[2L - 1], as replicate padding does; as arrays rather than constants, the length stays out of the kernel's
+    source (MLX builds a kernel per distinct source: a constant per length would build kernels for every clip
+    length). One fused expression."""
     count = even.shape[1] - 2 * EDGE
+    first, last = even[:, EDGE : EDGE + 1], odd[:, EDGE + count - 1 : EDGE + count]
     terms = []
     for k, tap in enumerate(down_taps):
-        half, phase = divmod(k - (KERNEL // 2 - 1), RATIO)
-        source = odd if phase else even
-        terms.append(source[:, EDGE + half : EDGE + half + count] * tap)
+        offset = k - (KERNEL // 2 - 1)  # output s reads u[2s + offset]
+        half, phase = divmod(offset, RATIO)
+        value = (odd if phase else even)[:, EDGE + half : EDGE + half + count]
+        if offset < 0:  # s = 0 .. reads before u
+            value = mx.where(2 * position + offset < 0, first, value)
+        if offset > 1:  # s = L - 1 .. reads past u: 2s + offset > 2L - 1
+            value = mx.where(2 * remaining < offset - 1, last, value)
+        terms.append(value * tap)
     return _tree_sum(terms).astype(dtype)
+
+
+@functools.lru_cache(maxsize=64)
+def _positions(length: int) -> tuple[mx.array, mx.array]:
+    """s and L - 1 - s for the L outputs, (1, L, 1) int32 each (from host memory: no kernel, no sync)."""
+    position = np.arange(length, dtype=np.int32).reshape(1, length, 1)
+    return mx.array(position), mx.array(length - 1 - position)
 
 
 @functools.lru_cache
@@ -137,29 +155,21 @@ def anti_aliased_snake(up_taps: tuple[float, ...], down_taps: tuple[float, ...])
     """The activation ``(x, alpha, beta) -> y`` for one pair of filters (every layer shares the same pair).
 
     The step-by-step form (upsample, SnakeBeta, pad, downsample) writes and reads five fp32 signals at twice the
-    input's length; this writes the two phases of the activated signal once and reads them once. Equal to the
+    input's length; this writes the two phases of the activated signal once and reads them once, in about four
+    kernels (a vocoder calls it 200 times per clip, so kernel launches decide a short clip's time). Equal to the
     step-by-step form up to fp32 summation order."""
-    step_by_step = mx.compile(functools.partial(_anti_aliased_snake, up_taps=up_taps, down_taps=down_taps))
-    snake_phases = mx.compile(functools.partial(_snake_phases, up_taps=up_taps))
-    downsample_interior = functools.cache(  # per output dtype, a constant of the compiled function
-        lambda dtype: mx.compile(functools.partial(_downsample_interior, down_taps=down_taps, dtype=dtype)))
+    snake_phases = functools.partial(_snake_phases, up_taps=up_taps)
+    downsample = functools.partial(_downsample, down_taps=down_taps)
 
-    def shifted_views(x, alpha, beta):
+    def activation(x, alpha, beta, position, remaining):
         # The per-channel factors once, not per sample inside the kernel.
         scale, inverse = mx.exp(alpha).astype(mx.float32), (1.0 / (mx.exp(beta) + 1e-9)).astype(mx.float32)
-        even, odd = snake_phases(mx.pad(x, [(0, 0), (UP_PAD, UP_PAD), (0, 0)], mode="edge"), scale, inverse)
-        body = downsample_interior(x.dtype)(even, odd)
-        head = step_by_step(x[:, :EDGE_WINDOW], alpha, beta)[:, :EDGE]
-        tail = step_by_step(x[:, -EDGE_WINDOW:], alpha, beta)[:, -EDGE:]
-        return mx.concatenate([head, body, tail], axis=1)
+        padded = mx.pad(x, [(0, 0), (UP_PAD + EDGE, UP_PAD + EDGE), (0, 0)], mode="edge")
+        even, odd = snake_phases(padded, scale, inverse)
+        return downsample(even, odd, position, remaining, dtype=x.dtype)
 
-    # Compiled as a whole too: about twenty operations per call, and a vocoder calls it hundreds of times.
-    shifted_views = mx.compile(shifted_views)
-
-    def activation(x, alpha, beta):
-        return (step_by_step if x.shape[1] < 2 * EDGE_WINDOW else shifted_views)(x, alpha, beta)
-
-    return activation
+    compiled = mx.compile(activation)
+    return lambda x, alpha, beta: compiled(x, alpha, beta, *_positions(x.shape[1]))
 
 
 class SnakeBeta(nn.Module):

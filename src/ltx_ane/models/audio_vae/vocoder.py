@@ -43,8 +43,8 @@ class Generator(nn.Module):
     # residual block is a sync point, and a queued step holds its full-length buffers until it has run; 0 waits
     # for every step, None builds one lazy graph. H200, bf16, against ltx-core, 5 s / 20 s clips
     # (benchmarks/results/audio_cuda*.md): HiFi-GAN with 2 queued 1.14x / 1.04x the time at 0.28 / 0.64 GB;
-    # BigVGAN (with the shifted-view activation) with 2 queued 1.82x / 0.96x at 0.68 / 2.97 GB, with 0 queued
-    # 2.12x / 1.17x at 0.68 / 1.71 GB (ltx-core 0.40 / 0.73 GB).
+    # BigVGAN (with the shifted-view activation, before its edges moved into the same kernels) with 2 queued
+    # 1.82x / 0.96x at 0.68 / 2.97 GB, with 0 queued 2.12x / 1.17x at 0.68 / 1.71 GB (ltx-core 0.40 / 0.73 GB).
     steps_in_flight: int | None = 2
 
     def __init__(self, config: GeneratorConfig):
