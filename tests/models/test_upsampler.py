@@ -390,3 +390,22 @@ def test_by_default_a_gpu_compiles_from_a_shapes_second_call(monkeypatch):
     ran.clear()
     model(a)
     assert ran == []
+
+
+def test_op_by_op_pass_queues_its_stages_like_the_compiled_one(monkeypatch):
+    """A shape's first call on a GPU runs op by op: its stages go through the same bounded queue as the compiled
+    ones (built as one graph it held every stage's buffers at once), and every bound computes the same result."""
+    from ltx_ane.models import queue
+
+    cfg = UpsamplerConfig.from_dict(small_config("spatial", mid=32, blocks=2))
+    model = LatentUpsampler(cfg, compile=False)
+    x = mx.random.normal((1, 128, 2, 3, 4), key=mx.random.key(7))
+    expected = np.array(model(x))
+    pushed = []
+    push = queue.DeviceQueue.push
+    monkeypatch.setattr(queue.DeviceQueue, "push", lambda self, arrays: pushed.append(self.depth) or push(self, arrays))
+    for depth in (None, 0, 1, 3):
+        monkeypatch.setattr(model, "stages_in_flight", depth)
+        pushed.clear()
+        np.testing.assert_array_equal(np.array(model(x)), expected)
+        assert pushed == [depth] * (len(model.stages()) - 1)

@@ -209,7 +209,7 @@ class LatentUpsampler(nn.Module):
     longer than the small runs that happen there).
     """
 
-    # Compiled stages queued on the device while the host builds the next (see models/queue.py).
+    # Stages queued on the device while the host builds the next (see models/queue.py).
     stages_in_flight: int = 1
 
     def __init__(self, config: UpsamplerConfig, compile: bool | None = None):
@@ -260,10 +260,18 @@ class LatentUpsampler(nn.Module):
         return [self.initial, *self.res_blocks, self.upsample_channels_last, *self.post_upsample_res_blocks,
                 self.final_conv]
 
-    def forward_channels_last(self, x: mx.array) -> mx.array:
-        for stage in self.stages():
+    def forward_channels_last(self, x: mx.array, stages: list | None = None) -> mx.array:
+        """The stages (``stages()`` op by op unless given) in order, each started on the device as soon as it is
+        built, so that the device works on the first blocks while the host still builds the later ones; at most
+        ``stages_in_flight`` wait on the device, since each queued stage holds its buffers until it has run (see
+        models/queue.py). Built as one graph instead, the op-by-op pass (a shape's first call on a GPU) held
+        1.1 / 2.6 GB above the weights (temporal / spatial on an H200, results/upscaler_memory_cuda.txt)."""
+        *head, last = self.stages() if stages is None else stages
+        queue = DeviceQueue(self.stages_in_flight)
+        for stage in head:
             x = stage(x)
-        return x
+            queue.push(x)
+        return last(x)
 
     def __call__(self, latent: mx.array) -> mx.array:
         if latent.ndim != 5 or latent.shape[1] != self.config.in_channels:
@@ -287,22 +295,15 @@ class LatentUpsampler(nn.Module):
         return seen
 
     def _run_compiled(self, x: mx.array) -> mx.array:
-        # One compiled function per stage, each started on the device as soon as it is built: the GPU works on the
-        # first blocks while the host still encodes the later ones. One function for the whole pass leaves the GPU
-        # idle until the host has encoded a large part of it; on an H100 (MLX's CUDA backend) the temporal x2 pass
-        # took 6.4 ms that way and 5.3 ms this way. At most ``stages_in_flight`` stages wait on the device: each
-        # queued convolution holds its buffers until it has run (see models/queue.py).
+        # One compiled function per stage, queued as the op-by-op stages are: one function for the whole pass
+        # leaves the GPU idle until the host has encoded a large part of it; on an H100 (MLX's CUDA backend) the
+        # temporal x2 pass took 6.4 ms that way and 5.3 ms this way.
         if self._traced is None:
             # The traces hold the parameters as constants: passing them as inputs instead (``inputs=state``)
             # costs a tree walk over ~140 arrays on every call. ``update`` (which load_weights, apply and
             # set_dtype go through) drops the traces, so changed weights are never run with stale ones.
             self._traced = [mx.compile(stage) for stage in self.stages()]
-        *stages, last = self._traced
-        queue = DeviceQueue(self.stages_in_flight)
-        for stage in stages:
-            x = stage(x)
-            queue.push(x)
-        return last(x)
+        return self.forward_channels_last(x, self._traced)
 
     def update(self, parameters: dict, strict: bool = True):
         self._traced = None
