@@ -12,7 +12,12 @@ side then cuts tiles its own way: ltx-core shortens the last tile of an axis, ML
 gives the tile count and the volume each side decodes or encodes (latent units summed over tiles), which must
 match for the times to compare the same work.
 
+``--torch-compile MODE`` adds, for untiled rows, ltx-core under ``torch.compile(mode=MODE)`` with channels-last
+weights and input (the fastest form of the reference a user can run): its first call (tracing, autotuning, kernel
+builds) reported apart as the compile time, then timed like the others, with its own peak and error.
+
   python benchmarks/bench_vae.py --device cuda --out benchmarks/results      # the lent GPU machine
+  python benchmarks/bench_vae.py --device cuda --parts decode --modes untiled --torch-compile max-autotune ...
   python benchmarks/bench_vae.py --smoke                                     # a few minutes on a CPU
 """
 
@@ -52,6 +57,9 @@ def parse_args():
     p.add_argument("--queue-fraction", default="model",
                    help="MLX decoder: only pieces at most this fraction of the last stage's activation wait behind a "
                    "sync point (VideoDecoder.queue_fraction; 'none': all may; default: the model's own)")
+    p.add_argument("--torch-compile", default=None, metavar="MODE",
+                   help="untiled rows: also time ltx-core under torch.compile(mode=MODE), channels-last "
+                   "(e.g. default, max-autotune); its compile time is reported apart")
     p.add_argument("--smoke", "--small", action="store_true", help="reduced decoder width and a tiny size, "
                    "for a CPU")
     p.add_argument("--out", help="directory for <name>.json and <name>.md")
@@ -212,6 +220,35 @@ def main():
     weights = "random weights, " + ("reduced decoder width (smoke)" if args.smoke else "real architecture")
     print(json.dumps({**machine, "weights": weights}))
 
+    def compiled_reference(build, x_dev, expected) -> dict:
+        """ltx-core's module under torch.compile, channels-last: compile time (its first call), then timed."""
+        module = build(ckpt, raw).to(args.device, tdtype).to(memory_format=torch.channels_last_3d)
+        compiled = torch.compile(module, mode=args.torch_compile)
+        x_cl = x_dev.contiguous(memory_format=torch.channels_last_3d)
+
+        def run():
+            with torch.no_grad():
+                return compiled(x_cl)
+
+        compile_s, _ = timed(run, T.sync)
+        times, peak = [], 0
+        for i in range(args.warmup + args.runs):
+            gc.collect()
+            T.reset_peak()
+            dt, out = timed(run, T.sync)
+            if i >= args.warmup:
+                times.append(dt)
+            peak = max(peak, T.peak())
+            del out
+        out = run().float().cpu().numpy()
+        result = {"mode": args.torch_compile, "compile_s": compile_s, "median_s": statistics.median(times),
+                  "min_s": min(times), "max_s": max(times), "runs_s": times, "peak_gb": peak / 1e9}
+        if expected is not None:
+            result["max_abs_err_vs_fp32"] = float(np.abs(out - expected).max())
+            result["psnr_vs_fp32_db"] = psnr(expected, out)
+        del compiled, module
+        return result
+
     def sweep(part, sizes, modes):
         build = RV.reference_decoder_from_checkpoint if part == "decode" else RV.reference_encoder_from_checkpoint
         ref32 = build(ckpt, raw)
@@ -301,6 +338,9 @@ def main():
                         row[name]["max_abs_err_vs_fp32"] = float(np.abs(out - expected).max())
                         row[name]["psnr_vs_fp32_db"] = psnr(expected, out)
                 row["mlx_over_torch_time"] = row["mlx"]["median_s"] / row["torch"]["median_s"]
+                if args.torch_compile and mode == "untiled":
+                    row["torch_compiled"] = compiled_reference(build, x_dev, expected)
+                    row["mlx_over_torch_compiled_time"] = row["mlx"]["median_s"] / row["torch_compiled"]["median_s"]
                 print(json.dumps(row), flush=True)
                 rows.append(row)
                 del mlx_out, torch_out
@@ -357,6 +397,18 @@ def markdown(result) -> str:
             f"| {r['mlx_over_torch_time']:.2f} | {a['peak_gb']:.2f} | {b['peak_gb']:.2f} "
             f"| {a.get('psnr_vs_fp32_db', float('nan')):.1f} | {b.get('psnr_vs_fp32_db', float('nan')):.1f} |"
         )
+    compiled = [r for r in result["rows"] if "torch_compiled" in r]
+    if compiled:
+        lines += ["", "Against ltx-core under `torch.compile` (channels-last weights and input; its first call, which "
+                  "traces, autotunes and builds kernels, is the compile time):", "",
+                  "| part | size | mode | MLX s | torch.compile s | MLX/torch.compile | compile s | torch.compile peak GB "
+                  "| torch.compile PSNR |", "|---|---|---|---|---|---|---|---|---|"]
+        for r in compiled:
+            a, c = r["mlx"], r["torch_compiled"]
+            lines.append(
+                f"| {r['part']} | {r['size']} | {c['mode']} | {a['median_s']:.3f} | {c['median_s']:.3f} "
+                f"[{c['min_s']:.3f}-{c['max_s']:.3f}] | {r['mlx_over_torch_compiled_time']:.2f} | {c['compile_s']:.1f} "
+                f"| {c['peak_gb']:.2f} | {c.get('psnr_vs_fp32_db', float('nan')):.1f} |")
     return "\n".join(lines) + "\n"
 
 
