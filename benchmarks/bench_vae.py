@@ -246,7 +246,6 @@ def main():
         if expected is not None:
             result["max_abs_err_vs_fp32"] = float(np.abs(out - expected).max())
             result["psnr_vs_fp32_db"] = psnr(expected, out)
-        del compiled, module
         return result
 
     def sweep(part, sizes, modes):
