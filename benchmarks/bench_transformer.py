@@ -130,10 +130,21 @@ def bench_ltx_core(config: dict, sizes: dict, args, device) -> dict:
             torch.cuda.empty_cache()
             torch.cuda.reset_peak_memory_stats()
         resident = torch.cuda.memory_allocated() if cuda else None
+        call_peaks = []
+
+        def forward():
+            if cuda:
+                torch.cuda.reset_peak_memory_stats()
+            result = model(v, a, empty)
+            if cuda:
+                sync()
+                call_peaks.append(torch.cuda.max_memory_allocated())
+            return result
+
         with torch.inference_mode():
-            times, _ = timed(lambda: model(v, a, empty), sync, args.runs, args.warmup)
-        out[name] = {**summary(times), "peak_bytes": torch.cuda.max_memory_allocated() if cuda else None,
-                     "resident_bytes": resident}
+            times, _ = timed(forward, sync, args.runs, args.warmup)
+        out[name] = {**summary(times), "peak_bytes": max(call_peaks) if cuda else None, "resident_bytes": resident,
+                     "call_peak_bytes": call_peaks}
     del model
     if cuda:
         torch.cuda.empty_cache()
@@ -189,15 +200,19 @@ def bench_mlx(config_path: Path, config: dict, sizes: dict, args, quantize=None,
             mx.clear_cache()
             mx.reset_peak_memory()
             text = model.prepare_context(v.context, a.context) if variant.get("prepared_text") else None
-            resident = mx.get_active_memory()
+            resident, prepare_peak = mx.get_active_memory(), mx.get_peak_memory()
+            call_peaks = []
 
             def forward():
+                mx.reset_peak_memory()
                 result = model(v, a, text=text)
                 mx.eval(result)
+                call_peaks.append(mx.get_peak_memory())
                 return result
 
             times, result = timed(forward, mx.synchronize, args.runs, args.warmup)
-            row = {**summary(times), "peak_bytes": mx.get_peak_memory(), "resident_bytes": resident}
+            row = {**summary(times), "peak_bytes": max(prepare_peak, *call_peaks), "resident_bytes": resident,
+                   "call_peak_bytes": call_peaks}
             result = [np.array(r.astype(mx.float32)) for r in result]
             # The other bf16 variants are checked against the first (the same computation: PSNR inf or near).
             compare_to = reference[name] if reference is not None else velocities.get(name)
@@ -224,21 +239,26 @@ def markdown(meta: dict, rows: list[dict]) -> str:
         f"- MLX environment: {' '.join(f'{k}={v}' for k, v in meta.get('mlx_environment', {}).items()) or 'defaults'}",
         "",
         "Peak memory: the process's peak during the timed calls; above resident: that peak less the memory held "
-        "before the first call (weights, inputs, prepared text): what the forward itself adds.",
+        "before the first call (weights, inputs, prepared text): what the forward itself adds; per call: the "
+        "least and the most any single call (warm-up included) added, to show the spread.",
         "",
-        "| size | video tokens | model | median | range | peak memory | above resident | TFLOP/s | vs ltx-core "
-        "| PSNR video / audio |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| size | video tokens | model | median | range | peak memory | above resident | per call | TFLOP/s "
+        "| vs ltx-core | PSNR video / audio |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         gb = "-" if r["peak_bytes"] is None else f"{r['peak_bytes'] / 1e9:.1f} GB"
         above = ("-" if r.get("resident_bytes") is None or r["peak_bytes"] is None
                  else f"{(r['peak_bytes'] - r['resident_bytes']) / 1e9:.2f} GB")
+        calls = r.get("call_peak_bytes")
+        per_call = ("-" if not calls or r.get("resident_bytes") is None
+                    else f"{(min(calls) - r['resident_bytes']) / 1e9:.2f}-{(max(calls) - r['resident_bytes']) / 1e9:.2f} GB")
         ratio = "-" if r.get("time_vs_ltx_core") is None else f"{r['time_vs_ltx_core']:.2f}x"
         quality = f"{r['psnr_video_db']:.1f} / {r['psnr_audio_db']:.1f} dB" if "psnr_video_db" in r else "-"
         lines.append(
             f"| {r['size']} | {r['video_tokens']} | {r['model']} | {r['median_s'] * 1e3:.1f} ms | "
-            f"{r['min_s'] * 1e3:.1f}-{r['max_s'] * 1e3:.1f} ms | {gb} | {above} | {r['tflops']:.1f} | {ratio} | {quality} |"
+            f"{r['min_s'] * 1e3:.1f}-{r['max_s'] * 1e3:.1f} ms | {gb} | {above} | {per_call} | {r['tflops']:.1f} | {ratio} "
+            f"| {quality} |"
         )
     return "\n".join(lines) + "\n"
 
