@@ -77,3 +77,20 @@ def test_vocoder_steps_in_flight_change_nothing(preset, monkeypatch):
     for in_flight in (0, 2, None):
         monkeypatch.setattr(Generator, "steps_in_flight", in_flight)
         np.testing.assert_array_equal(np.array(vocoder(mel)), expected)
+
+
+@pytest.mark.parametrize("dtype", [mx.float32, mx.bfloat16])
+def test_residual_block_with_fused_biases_equals_the_plain_steps(dtype):
+    """Each conv's bias added inside the elementwise kernel after it computes exactly what a conv with its bias,
+    then the activation or the residual add, computes."""
+    import mlx.nn as nn
+
+    from ltx_ane.models.audio_vae.vocoder import LRELU_SLOPE, ResBlock1
+
+    block = ResBlock1(16, 3, (1, 3, 5))
+    block.set_dtype(dtype)
+    x = mx.random.normal((2, 50, 16), key=mx.random.key(1)).astype(dtype)
+    expected = x
+    for conv1, conv2 in zip(block.convs1, block.convs2):
+        expected = expected + conv2(nn.leaky_relu(conv1(nn.leaky_relu(expected, LRELU_SLOPE)), LRELU_SLOPE))
+    assert mx.array_equal(block(x), expected)

@@ -8,6 +8,8 @@ Inside, activations are channels-last, (B, L, C).
 
 from __future__ import annotations
 
+from functools import partial
+
 import mlx.core as mx
 import mlx.nn as nn
 import numpy as np
@@ -22,8 +24,26 @@ LRELU_SLOPE = 0.1
 POST_LRELU_SLOPE = 0.01
 
 
+def conv_without_bias(conv: nn.Conv1d, x: mx.array) -> mx.array:
+    return mx.conv1d(x, conv.weight, conv.stride, conv.padding, conv.dilation, conv.groups)
+
+
+@partial(mx.compile, shapeless=True)
+def _biased_leaky_relu(y: mx.array, bias: mx.array) -> mx.array:
+    # The conv's bias add and the activation after it as one kernel (the same operations, in the same dtype).
+    return nn.leaky_relu(y + bias, LRELU_SLOPE)
+
+
+@partial(mx.compile, shapeless=True)
+def _biased_residual(x: mx.array, y: mx.array, bias: mx.array) -> mx.array:
+    return x + (y + bias)
+
+
 class ResBlock1(nn.Module):
-    """HiFi-GAN residual block: three (leaky ReLU, dilated conv, leaky ReLU, conv) steps."""
+    """HiFi-GAN residual block: three (leaky ReLU, dilated conv, leaky ReLU, conv) steps.
+
+    Each conv's bias is added inside the elementwise kernel that follows it: a step is 5 kernels instead of 7,
+    and a short clip's time on a GPU is mostly kernel launches (45 steps per clip)."""
 
     def __init__(self, channels: int, kernel: int, dilations: tuple[int, ...]):
         super().__init__()
@@ -32,7 +52,8 @@ class ResBlock1(nn.Module):
 
     def __call__(self, x: mx.array) -> mx.array:
         for conv1, conv2 in zip(self.convs1, self.convs2):
-            x = settle(x + conv2(nn.leaky_relu(conv1(nn.leaky_relu(x, LRELU_SLOPE)), LRELU_SLOPE)))
+            h = _biased_leaky_relu(conv_without_bias(conv1, nn.leaky_relu(x, LRELU_SLOPE)), conv1.bias)
+            x = settle(_biased_residual(x, conv_without_bias(conv2, h), conv2.bias))
         return x
 
 
