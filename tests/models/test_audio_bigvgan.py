@@ -131,3 +131,18 @@ def test_shifted_view_activation_equals_the_step_by_step_form(dtype):
         # fp32: summation order only; bf16: the same fp32 values rounded once, so at most one bf16 step apart.
         bound = 1e-6 if dtype == mx.float32 else 2.0**-7
         assert np.abs(out - expected).max() <= bound * np.abs(expected).max()
+
+
+@pytest.mark.parametrize("dtype", [mx.float32, mx.bfloat16])
+def test_amp_block_with_fused_residual_bias_equals_the_plain_steps(dtype):
+    """The second conv's bias added inside the residual add computes exactly what the conv with its bias, then the
+    add, computes."""
+    from ltx_ane.models.audio_vae.bigvgan import AMPBlock1
+
+    block = AMPBlock1(8, 3, (1, 3, 5))
+    block.set_dtype(dtype)
+    x = mx.random.normal((1, 64, 8), key=mx.random.key(2)).astype(dtype)
+    expected = x
+    for conv1, conv2, act1, act2 in zip(block.convs1, block.convs2, block.acts1, block.acts2):
+        expected = expected + conv2(act2(conv1(act1(expected))))
+    assert mx.array_equal(block(x), expected)

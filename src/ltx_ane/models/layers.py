@@ -1,5 +1,6 @@
 """Building blocks shared by the MLX models: for the VAE a causal 3-D conv, pixel norm, residual blocks, depth/space
-shuffles; for the transformer and the text connectors the GELU-tanh feed-forward.
+shuffles; for the transformer and the text connectors the GELU-tanh feed-forward; for the upscalers and vocoders a
+conv whose bias joins the elementwise kernel after it.
 
 The VAE's activations are channels-last, (B, F, H, W, C), the layout MLX's ``conv3d`` takes. Module and parameter
 names follow ltx-core one-to-one, so checkpoint keys map onto them by stripping a prefix.
@@ -8,11 +9,27 @@ names follow ltx-core one-to-one, so checkpoint keys map onto them by stripping 
 from __future__ import annotations
 
 import math
+from functools import partial
 
 import mlx.core as mx
 import mlx.nn as nn
 
 from ltx_ane.models.queue import settle
+
+
+def conv_without_bias(conv: nn.Conv1d | nn.Conv3d, x: mx.array) -> mx.array:
+    """``conv(x)`` less its bias, for a caller that adds the bias inside the elementwise kernel that follows (on a
+    GPU a separate bias add is a kernel launch and a pass over the output)."""
+    if conv.weight.ndim == 3:
+        return mx.conv1d(x, conv.weight, conv.stride, conv.padding, conv.dilation, conv.groups)
+    return mx.conv3d(x, conv.weight, conv.stride, conv.padding, conv.dilation)  # nn.Conv3d has no groups
+
+
+@partial(mx.compile, shapeless=True)
+def biased_residual(x: mx.array, y: mx.array, bias: mx.array) -> mx.array:
+    """``x + (y + bias)``: a residual add with the preceding conv's bias, one kernel, the same operations and dtypes
+    as the conv's own bias add followed by the add."""
+    return x + (y + bias)
 
 
 def pixel_norm(x: mx.array, eps: float = 1e-8) -> mx.array:

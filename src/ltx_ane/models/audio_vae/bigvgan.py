@@ -16,6 +16,7 @@ import mlx.core as mx
 import mlx.nn as nn
 import numpy as np
 
+from ltx_ane.models.layers import biased_residual, conv_without_bias
 from ltx_ane.models.queue import settle
 
 # ltx-core's Activation1d: x2 up and down, 12-tap filters; its upsampler's replicate padding and output crop.
@@ -231,5 +232,6 @@ class AMPBlock1(nn.Module):
 
     def __call__(self, x: mx.array) -> mx.array:
         for conv1, conv2, act1, act2 in zip(self.convs1, self.convs2, self.acts1, self.acts2):
-            x = settle(x + conv2(act2(conv1(act1(x)))))  # a sync point of the generator's queue
+            h = act2(conv1(act1(x)))
+            x = settle(biased_residual(x, conv_without_bias(conv2, h), conv2.bias))  # a sync point of the queue
         return x

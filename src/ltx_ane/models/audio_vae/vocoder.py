@@ -17,6 +17,7 @@ import numpy as np
 from ltx_ane.errors import LtxAneError
 from ltx_ane.models.audio_vae.bigvgan import Activation1d, AMPBlock1, hann_sinc_filter, upsample
 from ltx_ane.models.audio_vae.config import BweConfig, GeneratorConfig, VocoderConfig
+from ltx_ane.models.layers import biased_residual, conv_without_bias
 from ltx_ane.models.queue import queued, settle
 
 # HiFi-GAN's leaky ReLU slope inside the generator; its last activation is torch's default LeakyReLU (0.01).
@@ -24,19 +25,10 @@ LRELU_SLOPE = 0.1
 POST_LRELU_SLOPE = 0.01
 
 
-def conv_without_bias(conv: nn.Conv1d, x: mx.array) -> mx.array:
-    return mx.conv1d(x, conv.weight, conv.stride, conv.padding, conv.dilation, conv.groups)
-
-
 @partial(mx.compile, shapeless=True)
 def _biased_leaky_relu(y: mx.array, bias: mx.array) -> mx.array:
     # The conv's bias add and the activation after it as one kernel (the same operations, in the same dtype).
     return nn.leaky_relu(y + bias, LRELU_SLOPE)
-
-
-@partial(mx.compile, shapeless=True)
-def _biased_residual(x: mx.array, y: mx.array, bias: mx.array) -> mx.array:
-    return x + (y + bias)
 
 
 class ResBlock1(nn.Module):
@@ -53,7 +45,7 @@ class ResBlock1(nn.Module):
     def __call__(self, x: mx.array) -> mx.array:
         for conv1, conv2 in zip(self.convs1, self.convs2):
             h = _biased_leaky_relu(conv_without_bias(conv1, nn.leaky_relu(x, LRELU_SLOPE)), conv1.bias)
-            x = settle(_biased_residual(x, conv_without_bias(conv2, h), conv2.bias))
+            x = settle(biased_residual(x, conv_without_bias(conv2, h), conv2.bias))
         return x
 
 

@@ -17,6 +17,7 @@ from functools import partial
 import mlx.core as mx
 import mlx.nn as nn
 
+from ltx_ane.models.layers import conv_without_bias  # its bias: added by the GroupNorm after it
 from ltx_ane.models.queue import DeviceQueue
 from ltx_ane.models.upscaler.config import UpsamplerConfig
 from ltx_ane.errors import LtxAneError
@@ -156,11 +157,6 @@ class ResBlock(nn.Module):
     def __call__(self, x: mx.array) -> mx.array:
         h = self.norm1.norm_silu(conv_without_bias(self.conv1, x), self.conv1.bias)
         return self.norm2.norm_silu(conv_without_bias(self.conv2, h), self.conv2.bias, residual=x)
-
-
-def conv_without_bias(conv: nn.Conv3d, x: mx.array) -> mx.array:
-    """``conv(x)`` less its bias, which the GroupNorm that follows adds (see ``GroupNorm.norm_silu``)."""
-    return mx.conv3d(x, conv.weight, conv.stride, conv.padding, conv.dilation)
 
 
 class SpatialRationalResampler(nn.Module):
