@@ -49,7 +49,7 @@ def test_an_explicit_quantisation_is_not_replaced_by_streaming(config):
 
 @pytest.mark.parametrize("tokens, measured_gb", [(1536, 39.3), (6144, 40.2)])
 def test_the_bf16_estimate_covers_the_measured_peak_of_a_denoising_step(config, tokens, measured_gb):
-    """benchmarks/results/transformer-cuda.md, 'text prepared once' rows (a denoising step's forward, one prompt):
-    the rule rounds the measured peak up, by less than a few GB."""
+    """benchmarks/results/transformer-cuda-prepared-text.md, 'text prepared once' rows (a denoising step's forward,
+    one prompt): the rule rounds the measured peak up, by less than a few GB."""
     estimate = plan_memory(config, "bf16", None, tokens, available=(1e6 * GB, "test")).peak_bytes / GB
     assert measured_gb <= estimate <= measured_gb + 3

@@ -4,8 +4,9 @@ The phases never overlap: the text encoder is freed before the transformer loads
 VAE decodes. The transformer phase decides: its weights (bf16, or 8-/4-bit with a bf16 scale and bias per group)
 plus the activations of one forward, which grow with the token count, plus the prepared text of each prompt the
 loop reuses (two with a negative prompt). The activation rule is fitted to the measured peaks in
-``benchmarks/results/transformer-cuda.md`` (38.2 GB at 1,536 video tokens, 39.1 GB at 6,144, with 37.8 GB of
-weights, at the default queue bound; 39.3 / 40.2 GB with a prompt's text prepared) and rounded up. When even 4-bit
+``benchmarks/results/transformer-cuda-prepared-text.md`` (38.2 GB at 1,536 video tokens, 39.1 GB at 6,144, with
+37.8 GB of weights, at the default queue bound; 39.3 / 40.2 GB with a prompt's text prepared; the later
+``transformer-cuda.md`` peaks lower, 38.2 / 38.9 GB) and rounded up. When even 4-bit
 weights do not fit, the last resort streams the blocks: bf16 non-block weights plus one block resident, every
 block read from disk again at every forward (slow, but it runs).
 """
