@@ -10,14 +10,42 @@ import numpy as np
 import pytest
 import torch
 
-from ltx_ane.models.audio_vae.bigvgan import (KERNEL, RATIO, Activation1d, _anti_aliased_snake,
-                                              hann_sinc_filter, kaiser_sinc_filter, lowpass_downsample, upsample)
+from ltx_ane.models.audio_vae.bigvgan import (KERNEL, RATIO, UP_CROP_LEFT, UP_PAD, Activation1d, hann_sinc_filter,
+                                              kaiser_sinc_filter, upsample)
 from ltx_ane.models.audio_vae.loader import load_vocoder
 from ltx_ane.models.config import load_preset
 from ltx_ane.models.loading import Source
 from ltx_ane.reference import require_reference
 from tests.models.audio_util import TOL, assert_half_precision, rel_err, write_audio_checkpoint
 from tests.models.test_audio_hifigan import BF16_MARGIN_DB, mel_input
+
+# The step-by-step anti-aliased activation (ltx-core's Activation1d: upsample, SnakeBeta, pad, downsample): the
+# reference the model's shifted-view form is checked against; lowpass_downsample is checked against ltx-core.
+
+
+def lowpass_downsample(x: mx.array, taps: tuple[float, ...]) -> mx.array:
+    """ltx-core ``DownSample1d`` (x2): replicate padding (K/2 - 1 before, K/2 after), stride-2 FIR."""
+    kernel = len(taps)
+    x = mx.pad(x, [(0, 0), (kernel // 2 - 1, kernel // 2), (0, 0)], mode="edge")
+    out = (x.shape[1] - kernel) // RATIO + 1
+    acc = None
+    for k in range(kernel):
+        term = x[:, k : k + RATIO * (out - 1) + 1 : RATIO] * taps[k]
+        acc = term if acc is None else acc + term
+    return acc
+
+
+def snake_beta(x: mx.array, alpha: mx.array, beta: mx.array) -> mx.array:
+    """x + sin^2(x e^alpha) / (e^beta + 1e-9), per channel (log-scale parameters as in the checkpoints)."""
+    return x + (1.0 / (mx.exp(beta) + 1e-9)) * mx.sin(x * mx.exp(alpha)) ** 2
+
+
+def step_by_step_activation(x, alpha, beta, up_taps, down_taps):
+    # In fp32 whatever the model dtype: the filters sum 6 and 12 products, which half precision would round
+    # at every step (a conv accumulates in fp32).
+    y = upsample(x.astype(mx.float32), up_taps, RATIO, UP_PAD, UP_CROP_LEFT)
+    return lowpass_downsample(snake_beta(y, alpha, beta), down_taps).astype(x.dtype)
+
 
 # Measured 60 dB on the 48 kHz waveform in fp16 (bf16: as ltx-core's own, ~40 dB).
 FP16_MIN_SNR_DB = 54.0
@@ -102,12 +130,12 @@ def test_activation_with_literal_taps_equals_array_taps(dtype):
     activation.act.alpha = 0.3 * mx.random.normal((5,), key=next(key)).astype(dtype)
     activation.act.beta = 0.3 * mx.random.normal((5,), key=next(key)).astype(dtype)
     x = mx.random.normal((2, 40, 5), key=next(key)).astype(dtype)
-    with_arrays = mx.compile(_anti_aliased_snake)(
+    with_arrays = mx.compile(step_by_step_activation)(
         x, activation.act.alpha, activation.act.beta,
         up_taps=activation.upsample.filter.reshape(-1), down_taps=activation.downsample.lowpass.filter.reshape(-1),
     )
     with_literals = mx.compile(functools.partial(
-        _anti_aliased_snake, up_taps=activation.upsample.taps(), down_taps=activation.downsample.lowpass.taps()))
+        step_by_step_activation, up_taps=activation.upsample.taps(), down_taps=activation.downsample.lowpass.taps()))
     np.testing.assert_array_equal(np.array(with_literals(x, activation.act.alpha, activation.act.beta).astype(mx.float32)),
                                   np.array(with_arrays.astype(mx.float32)))
 
@@ -125,7 +153,7 @@ def test_shifted_view_activation_equals_the_step_by_step_form(dtype):
     taps = activation.upsample.taps(), activation.downsample.lowpass.taps()
     for length in (1, 2, 5, 6, 7, 16, 97, 600):
         x = mx.random.normal((2, length, 6), key=next(key)).astype(dtype)
-        expected = np.array(_anti_aliased_snake(x, activation.act.alpha, activation.act.beta, *taps).astype(mx.float32))
+        expected = np.array(step_by_step_activation(x, activation.act.alpha, activation.act.beta, *taps).astype(mx.float32))
         out = np.array(activation(x).astype(mx.float32))
         assert out.shape == expected.shape
         # fp32: summation order only; bf16: the same fp32 values rounded once, so at most one bf16 step apart.

@@ -69,30 +69,6 @@ def upsample(x: mx.array, taps: Sequence[float], ratio: int, pad: int, crop_left
     return ratio * mx.stack(phases, axis=2).reshape(b, ratio * length, c)
 
 
-def lowpass_downsample(x: mx.array, taps: Sequence[float]) -> mx.array:
-    """ltx-core ``DownSample1d`` (x2): replicate padding (K/2 - 1 before, K/2 after), stride-2 FIR."""
-    kernel = len(taps)
-    x = mx.pad(x, [(0, 0), (kernel // 2 - 1, kernel // 2), (0, 0)], mode="edge")
-    out = (x.shape[1] - kernel) // RATIO + 1
-    acc = None
-    for k in range(kernel):
-        term = x[:, k : k + RATIO * (out - 1) + 1 : RATIO] * taps[k]
-        acc = term if acc is None else acc + term
-    return acc
-
-
-def snake_beta(x: mx.array, alpha: mx.array, beta: mx.array) -> mx.array:
-    """x + sin^2(x e^alpha) / (e^beta + 1e-9), per channel (log-scale parameters as in the checkpoints)."""
-    return x + (1.0 / (mx.exp(beta) + 1e-9)) * mx.sin(x * mx.exp(alpha)) ** 2
-
-
-def _anti_aliased_snake(x, alpha, beta, up_taps, down_taps):
-    # In fp32 whatever the model dtype: the filters sum 6 and 12 products, which half precision would round
-    # at every step (a conv accumulates in fp32).
-    y = upsample(x.astype(mx.float32), up_taps, RATIO, UP_PAD, UP_CROP_LEFT)
-    return lowpass_downsample(snake_beta(y, alpha, beta), down_taps).astype(x.dtype)
-
-
 # The downsampling of output s reads the activated upsampled signal u at 2s - 5 .. 2s + 6, clamped to u's ends
 # (ltx-core replicate-pads u): the phases are computed this many samples beyond either end of the input, and the
 # reads that fall outside u take its first or last sample instead. The reads shift each phase by -3 .. 3 samples.
@@ -155,8 +131,8 @@ def _positions(length: int) -> tuple[mx.array, mx.array]:
 def anti_aliased_snake(up_taps: tuple[float, ...], down_taps: tuple[float, ...]):
     """The activation ``(x, alpha, beta) -> y`` for one pair of filters (every layer shares the same pair).
 
-    The step-by-step form (upsample, SnakeBeta, pad, downsample) writes and reads five fp32 signals at twice the
-    input's length; this writes the two phases of the activated signal once and reads them once, in about four
+    The step-by-step form (upsample, SnakeBeta, pad, downsample; the tests' reference) writes and reads five fp32
+    signals at twice the input's length; this writes the two phases of the activated signal once and reads them once, in about four
     kernels (a vocoder calls it 200 times per clip, so kernel launches decide a short clip's time). Equal to the
     step-by-step form up to fp32 summation order."""
     snake_phases = functools.partial(_snake_phases, up_taps=up_taps)
