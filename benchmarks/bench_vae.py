@@ -37,6 +37,25 @@ import numpy as np
 from ltx_ane.bench.timing import psnr, timed_call as timed
 
 
+def model_setting(number):
+    """An argparse type: 'model' (the library's own), 'none', or a number converted by ``number``."""
+    def parse(text: str):
+        if text in ("model", "none"):
+            return text
+        try:
+            value = number(text)
+        except ValueError:
+            kind = "whole number" if number is int else "number"
+            raise argparse.ArgumentTypeError(f"{text!r} is not 'model', 'none' or a {kind}") from None
+        if value < 0:
+            raise argparse.ArgumentTypeError(f"{text!r} is negative")
+        return value
+    return parse
+
+
+TORCH_COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+
+
 def parse_args():
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="torch device (MLX uses its default)")
@@ -51,15 +70,15 @@ def parse_args():
                    "to show memory against video length")
     p.add_argument("--runs", type=int, default=3)
     p.add_argument("--warmup", type=int, default=1)
-    p.add_argument("--sync-depth", default="model",
+    p.add_argument("--sync-depth", default="model", type=model_setting(int),
                    help="MLX: large intermediates allowed to wait on the device behind a sync point "
                    "(VideoDecoder/VideoEncoder.sync_depth; 'none': one lazy graph; default: the models' own)")
-    p.add_argument("--queue-fraction", default="model",
+    p.add_argument("--queue-fraction", default="model", type=model_setting(float),
                    help="MLX decoder: only pieces at most this fraction of the last stage's activation wait behind a "
                    "sync point (VideoDecoder.queue_fraction; 'none': all may; default: the model's own)")
-    p.add_argument("--torch-compile", default=None, metavar="MODE",
+    p.add_argument("--torch-compile", default=None, choices=TORCH_COMPILE_MODES,
                    help="untiled rows: also time ltx-core under torch.compile(mode=MODE), channels-last "
-                   "(e.g. default, max-autotune); its compile time is reported apart")
+                   "; its compile time is reported apart")
     p.add_argument("--smoke", "--small", action="store_true", help="reduced decoder width and a tiny size, "
                    "for a CPU")
     p.add_argument("--out", help="directory for <name>.json and <name>.md")
@@ -201,10 +220,10 @@ def main():
     from ltx_ane.models.video_vae.model import VideoDecoder, VideoEncoder
 
     if args.sync_depth != "model":
-        depth = None if args.sync_depth == "none" else int(args.sync_depth)
+        depth = None if args.sync_depth == "none" else args.sync_depth
         VideoDecoder.sync_depth = VideoEncoder.sync_depth = depth
     if args.queue_fraction != "model":
-        VideoDecoder.queue_fraction = None if args.queue_fraction == "none" else float(args.queue_fraction)
+        VideoDecoder.queue_fraction = None if args.queue_fraction == "none" else args.queue_fraction
     T, M = Torch(args.device), Mlx()
     tmp = Path(tempfile.mkdtemp())
     ckpt = R.write_checkpoint(tmp / "vae.safetensors", RV.vae_state_dict(RV.build_decoder(raw), RV.build_encoder(raw)), raw)
