@@ -115,7 +115,7 @@ def main():
                     mx.eval(out)
                     return out
 
-                times, peaks = {"mlx": [], "torch": []}, {}
+                times, peaks, first = {"mlx": [], "torch": []}, {}, {}
                 for i in range(args.warmup + args.runs):
                     for backend, fn, wait in (("mlx", run_mlx, lambda: None), ("torch", run_torch, sync)):
                         gc.collect()
@@ -130,6 +130,7 @@ def main():
                         dt, out = timed_call(fn, wait)
                         if i >= args.warmup:
                             times[backend].append(dt)
+                        first.setdefault(backend, dt)  # this shape's first call: tracing and kernel builds
                         peak = mx.get_peak_memory() if backend == "mlx" else (
                             torch.cuda.max_memory_allocated() if args.device == "cuda" else float("nan"))
                         peaks[backend] = max(peaks.get(backend, peak), peak)  # stays nan for torch on a CPU
@@ -138,7 +139,8 @@ def main():
                 row = {"preset": preset, "seconds": seconds, "part": part, "input": list(inputs[part].shape),
                        "output": list(expected[part].shape), "dtype": args.dtype}
                 for backend in ("mlx", "torch"):
-                    row[backend] = {**summary(times[backend]), "peak_gb": peaks[backend] / 1e9,
+                    row[backend] = {**summary(times[backend]), "first_call_s": first[backend],
+                                    "peak_gb": peaks[backend] / 1e9,
                                     "snr_vs_fp32_db": snr_db(expected[part], outs[backend])}
                 row["mlx_over_torch_time"] = row["mlx"]["median_s"] / row["torch"]["median_s"]
                 print(json.dumps(row), flush=True)
@@ -157,6 +159,10 @@ def main():
     print("(random weights: timings are real, outputs are noise)")
 
 
+def seconds(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3f}"
+
+
 def gigabytes(value: float) -> str:
     return "n/a" if np.isnan(value) else f"{value:.2f}"
 
@@ -172,10 +178,13 @@ def markdown(result) -> str:
         "Times: median of the timed runs after warm-up [min-max], each including synchronisation; MLX and torch "
         f"interleaved; allocator caches emptied before each call: {m.get('caches_emptied', 'MLX only')}. "
         "Peak: MLX `get_peak_memory`, torch `max_memory_allocated` (weights included; n/a on a CPU). "
-        "SNR: each output against ltx-core in fp32 (vocoder rows: on ltx-core's fp32 mel).",
+        "SNR: each output against ltx-core in fp32 (vocoder rows: on ltx-core's fp32 mel). First call: the first "
+        "call of that part and clip length in this process (MLX: tracing and kernel builds, on whatever kernel cache "
+        "the machine had), not counted in the median.",
         "",
-        "| model | clip s | part | output | MLX s | torch s | MLX/torch | MLX peak GB | torch peak GB | MLX SNR dB | torch SNR dB |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| model | clip s | part | output | MLX s | torch s | MLX/torch | MLX peak GB | torch peak GB | MLX SNR dB | torch SNR dB "
+        "| MLX first call s | torch first call s |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in result["rows"]:
         a, b = r["mlx"], r["torch"]
@@ -183,7 +192,8 @@ def markdown(result) -> str:
             f"| {r['preset']} | {r['seconds']:g} | {r['part']} | {'x'.join(map(str, r['output']))} "
             f"| {a['median_s']:.3f} [{a['min_s']:.3f}-{a['max_s']:.3f}] | {b['median_s']:.3f} [{b['min_s']:.3f}-{b['max_s']:.3f}] "
             f"| {r['mlx_over_torch_time']:.2f} | {gigabytes(a['peak_gb'])} | {gigabytes(b['peak_gb'])} "
-            f"| {a['snr_vs_fp32_db']:.1f} | {b['snr_vs_fp32_db']:.1f} |"
+            f"| {a['snr_vs_fp32_db']:.1f} | {b['snr_vs_fp32_db']:.1f} "
+            f"| {seconds(a.get('first_call_s'))} | {seconds(b.get('first_call_s'))} |"
         )
     return "\n".join(lines) + "\n"
 

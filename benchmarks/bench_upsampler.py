@@ -195,6 +195,11 @@ def mb(n) -> str:
     return "n/a" if n is None else f"{n / 1e6:.0f} MB" if n >= 1e6 else f"{n / 1e3:.0f} KB"
 
 
+def uncompiled(row: dict | None) -> str:
+    """The op-by-op pass (what a shape's first call runs): its time and peak."""
+    return "-" if row is None else f"{ms(row['median_s'])} ({mb(row['peak_bytes'])})"
+
+
 def markdown(meta: dict, rows: list[dict]) -> str:
     lines = [
         "# Latent upscaler benchmark: MLX vs ltx-core",
@@ -211,7 +216,7 @@ def markdown(meta: dict, rows: list[dict]) -> str:
         "released-format file); errors are against ltx-core in float32",
         "",
         "| upscaler | latent FxHxW | width | MLX median (range) | ltx-core median (range) | MLX/ltx-core speed | "
-        "MLX peak | ltx-core peak | MLX err (PSNR) | ltx-core err (PSNR) | MLX first call | MLX uncompiled |",
+        "MLX peak | ltx-core peak | MLX err (PSNR) | ltx-core err (PSNR) | MLX first call | MLX uncompiled (peak) |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
@@ -223,7 +228,7 @@ def markdown(meta: dict, rows: list[dict]) -> str:
             f"{r['speedup_mlx_over_ltx_core']:.2f}x | {mb(m['peak_bytes'])} | {mb(t['peak_bytes'])} | "
             f"{r['mlx_vs_fp32']['max_rel_err']:.2e} ({r['mlx_vs_fp32']['psnr_db']:.1f} dB) | "
             f"{r['ltx_core_vs_fp32']['max_rel_err']:.2e} ({r['ltx_core_vs_fp32']['psnr_db']:.1f} dB) | "
-            f"{ms(m.get('first_call_s'))} | {ms((r.get('mlx_uncompiled') or {}).get('median_s'))} |"
+            f"{ms(m.get('first_call_s'))} | {uncompiled(r.get('mlx_uncompiled'))} |"
         )
     kernel_rows = [r for r in rows if "kernel_s_per_call" in r["mlx"]]
     if kernel_rows:
