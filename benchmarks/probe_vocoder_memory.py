@@ -8,7 +8,7 @@
 import mlx.core as mx
 import mlx.nn as nn
 
-from ltx_ane.models.audio_vae.bigvgan import KERNEL, RATIO, anti_aliased_snake, kaiser_sinc_filter
+from ltx_ane.models.audio_vae.bigvgan import KERNEL, RATIO, anti_aliased_snake, kaiser_sinc_filter, snake_factors
 from ltx_ane.models.audio_vae.loader import load_vocoder
 from ltx_ane.models.config import load_preset
 from ltx_ane.models.loading import Source
@@ -27,12 +27,12 @@ print(f"# MLX {mx.__version__} on the CPU, bf16, random weights")
 taps = tuple(kaiser_sinc_filter(0.5 / RATIO, 0.6 / RATIO, KERNEL).reshape(-1).tolist())
 for length, channels in [(2485, 768), (79520, 24)]:
     x = mx.random.normal((1, length, channels)).astype(mx.bfloat16)
-    zeros = mx.zeros((channels,))
+    factors = snake_factors(mx.zeros((channels,)), mx.zeros((channels,)))
     conv = nn.Conv1d(channels, channels, 11, padding=5)
     conv.set_dtype(mx.bfloat16)
     mx.eval(x, conv.parameters())
     print(f"input (1, {length}, {channels}) {x.nbytes / 1e6:.1f} MB: anti-aliased activation "
-          f"{peak_above(anti_aliased_snake(taps, taps), x, zeros, zeros):.0f} MB, conv1d k=11 {peak_above(conv, x):.0f} MB")
+          f"{peak_above(anti_aliased_snake(taps, taps), x, *factors):.0f} MB, conv1d k=11 {peak_above(conv, x):.0f} MB")
 vocoder = load_vocoder(Source(config=load_preset("ltx23"), random_weights=True), "bf16")
 mx.eval(vocoder.parameters())
 mel = mx.random.normal((1, 2, 100, 64))

@@ -60,3 +60,52 @@ def assert_half_precision(load, path, reference, x, fp16_min_snr_db: float, bf16
            for dtype in ("bf16", "fp16")}
     assert snr_db(expected, out["bf16"]) >= snr_db(expected, reference_bf16) - bf16_margin_db
     assert snr_db(expected, out["fp16"]) >= fp16_min_snr_db
+
+
+# Operations that only make views (no kernel of their own on a GPU).
+_VIEWS = {"Slice", "Broadcast", "Reshape", "Transpose", "ExpandDims", "Squeeze", "AsStrided"}
+
+
+def kernel_ops(arrays) -> list[str]:
+    """The operations the lazy graph behind ``arrays`` would run, views left out: each is one kernel launch on a
+    GPU (a ``Compiled...`` entry is one fused kernel). Read from MLX's graph export, so inputs already
+    evaluated count nothing."""
+    import io
+    import re
+
+    import mlx.core as mx
+
+    text = io.StringIO()
+    mx.export_to_dot(text, arrays)
+    return [name for name in re.findall(r'\[label ="([^"]*)"', text.getvalue()) if name not in _VIEWS]
+
+
+def plain_synthesize(generator, frames):
+    """A vocoder generator's forward pass as ltx-core orders it, one operation at a time (each conv with its bias,
+    every activation on its own, the block average as a sum then a division): what the model's fused kernels must
+    reproduce bit for bit."""
+    import mlx.core as mx
+    import mlx.nn as nn
+
+    from ltx_ane.models.audio_vae.vocoder import LRELU_SLOPE, POST_LRELU_SLOPE
+
+    cfg = generator.config
+    per_stage = len(cfg.resblock_kernel_sizes)
+    x = generator.conv_pre(frames)
+    for i, up in enumerate(generator.ups):
+        x = up(x if cfg.is_amp else nn.leaky_relu(x, LRELU_SLOPE))
+        total = None
+        for block in generator.resblocks[i * per_stage : (i + 1) * per_stage]:
+            y = x
+            if cfg.is_amp:
+                for conv1, conv2, act1, act2 in zip(block.convs1, block.convs2, block.acts1, block.acts2):
+                    y = y + conv2(act2(conv1(act1(y))))
+            else:
+                for conv1, conv2 in zip(block.convs1, block.convs2):
+                    y = y + conv2(nn.leaky_relu(conv1(nn.leaky_relu(y, LRELU_SLOPE)), LRELU_SLOPE))
+            total = y.astype(mx.float32) if total is None else total + y.astype(mx.float32)
+        x = (total / per_stage).astype(x.dtype)
+    x = generator.conv_post(generator.act_post(x) if cfg.is_amp else nn.leaky_relu(x, POST_LRELU_SLOPE))
+    if cfg.apply_final_activation:
+        x = mx.tanh(x) if cfg.use_tanh_at_final else mx.clip(x, -1, 1)
+    return x

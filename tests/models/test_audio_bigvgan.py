@@ -174,3 +174,28 @@ def test_amp_block_with_fused_residual_bias_equals_the_plain_steps(dtype):
     for conv1, conv2, act1, act2 in zip(block.convs1, block.convs2, block.acts1, block.acts2):
         expected = expected + conv2(act2(conv1(act1(expected))))
     assert mx.array_equal(block(x), expected)
+
+
+@pytest.mark.parametrize("biased", [False, True])
+def test_activation_is_five_kernels(biased):
+    """The anti-aliased activation (200 per LTX-2.3 vocoder call) runs as a gather that edge-pads its input, one
+    fused kernel per phase, and two for the downsampling (MLX's compile caps a fused kernel's inputs): five
+    kernels, none for SnakeBeta's factors or the preceding conv's bias. Fails if a change splits a fused kernel."""
+    from tests.models.audio_util import kernel_ops
+
+    activation = Activation1d(8)
+    x, bias = mx.random.normal((1, 40, 8), key=mx.random.key(0)), mx.ones((8,))
+    mx.eval(activation.parameters(), x, bias, activation.act.factors())
+    ops = kernel_ops(activation(x, bias) if biased else activation(x))
+    assert len(ops) == 5 and ops[0] == "Gather", ops
+
+
+@pytest.mark.parametrize("dtype", [mx.float32, mx.bfloat16])
+def test_activation_with_the_conv_bias_equals_the_activation_of_the_biased_input(dtype):
+    activation = Activation1d(8)
+    activation.set_dtype(dtype)
+    key = iter(mx.random.split(mx.random.key(6), 4))
+    activation.act.alpha = 0.3 * mx.random.normal((8,), key=next(key)).astype(dtype)
+    activation.act.beta = 0.3 * mx.random.normal((8,), key=next(key)).astype(dtype)
+    x, bias = (mx.random.normal(shape, key=next(key)).astype(dtype) for shape in [(2, 30, 8), (8,)])
+    assert mx.array_equal(activation(x, bias), activation(x + bias))

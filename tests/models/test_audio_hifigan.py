@@ -94,3 +94,35 @@ def test_residual_block_with_fused_biases_equals_the_plain_steps(dtype):
     for conv1, conv2 in zip(block.convs1, block.convs2):
         expected = expected + conv2(nn.leaky_relu(conv1(nn.leaky_relu(expected, LRELU_SLOPE)), LRELU_SLOPE))
     assert mx.array_equal(block(x), expected)
+
+
+@pytest.mark.parametrize("preset", ["ltx2", "ltx23"])
+def test_generator_with_fused_kernels_equals_the_plain_steps(preset):
+    """Every fusion in a generator (conv biases added in the kernels after the convs, each residual add writing the
+    next activation, the block average in one kernel; BigVGAN's biases inside its activations) computes, in bf16,
+    exactly what the operations one at a time compute: both generator kinds at reduced width."""
+    from ltx_ane.models.audio_vae.vocoder import Generator
+    from tests.models.audio_util import plain_synthesize, small_audio_config
+
+    vocoder = load_vocoder(Source(config=small_audio_config(preset), random_weights=True), "bf16")
+    generator = vocoder if isinstance(vocoder, Generator) else vocoder.vocoder
+    frames = mx.random.normal((1, 6, 2 * generator.config.mel_bins), key=mx.random.key(4)).astype(mx.bfloat16)
+    assert mx.array_equal(generator.synthesize(frames), plain_synthesize(generator, frames))
+
+
+def test_residual_step_is_four_kernels():
+    """A HiFi-GAN residual step given its input's activation: conv, bias with leaky ReLU, conv, and one kernel
+    for the residual add with the bias and the next step's activation (a short clip's time is kernel launches)."""
+    import mlx.nn as nn
+
+    from ltx_ane.models.audio_vae.vocoder import LRELU_SLOPE, ResBlock1
+    from ltx_ane.models.queue import queued
+    from tests.models.audio_util import kernel_ops
+
+    block = ResBlock1(16, 3, (1, 3, 5))
+    x = mx.random.normal((1, 50, 16), key=mx.random.key(1))
+    activated = nn.leaky_relu(x, LRELU_SLOPE)
+    mx.eval(block.parameters(), x, activated)
+    with queued(None):  # one lazy graph: the steps' sync points evaluate nothing
+        ops = kernel_ops(block(x, activated))
+    assert len(ops) == 3 * 4, ops

@@ -17,9 +17,11 @@ import mlx.nn as nn
 from ltx_ane.models.queue import settle
 
 
-def conv_without_bias(conv: nn.Conv1d | nn.Conv3d, x: mx.array) -> mx.array:
+def conv_without_bias(conv: nn.Conv1d | nn.ConvTranspose1d | nn.Conv3d, x: mx.array) -> mx.array:
     """``conv(x)`` less its bias, for a caller that adds the bias inside the elementwise kernel that follows (on a
     GPU a separate bias add is a kernel launch and a pass over the output)."""
+    if isinstance(conv, nn.ConvTranspose1d):
+        return mx.conv_transpose1d(x, conv.weight, conv.stride, conv.padding, conv.dilation, conv.output_padding)
     if conv.weight.ndim == 3:
         return mx.conv1d(x, conv.weight, conv.stride, conv.padding, conv.dilation, conv.groups)
     return mx.conv3d(x, conv.weight, conv.stride, conv.padding, conv.dilation)  # nn.Conv3d has no groups

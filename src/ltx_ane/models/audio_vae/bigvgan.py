@@ -82,7 +82,7 @@ def _tree_sum(terms: list) -> mx.array:
     return terms[0]
 
 
-def _snake_phases(padded, scale, inverse, up_taps):
+def _snake_phases(padded, scale, inverse, bias, up_taps):
     """SnakeBeta of the x2-upsampled signal as its two phases, ``z_p[m] = snake(y[2m + p])`` for m from -EDGE to
     L + EDGE - 1 (index m + EDGE), from the input edge-padded by UP_PAD + EDGE: phase p of sample 2m + p is a 6-tap
     sum of the padded input read backwards from m + start_p. Each phase is one fused expression of shifted views
@@ -91,20 +91,30 @@ def _snake_phases(padded, scale, inverse, up_taps):
     phases = []
     for phase in range(RATIO):
         start, first = divmod(phase + UP_CROP_LEFT, RATIO)
+        # Each phase slices its own view of the input: the phases read some of the same samples, and equal
+        # slices (with their float32 casts) would be merged by mx.compile into arrays both kernels need, which
+        # it then writes to memory as kernels of their own (4 float32 copies of the input per activation).
+        source = padded[:, phase:]
+        start -= phase
+        reads = [source[:, start - i : start - i + length] for i in range(len(up_taps) // RATIO)]
+        if bias is not None:  # the preceding conv's, added as the conv would (in its dtype, before the cast)
+            reads = [read + bias for read in reads]
         # RATIO (2) times each tap is exact, so this equals upsample's ``ratio * sum``.
-        y = _tree_sum([padded[:, start - i : start - i + length].astype(mx.float32) * (RATIO * up_taps[tap])
-                       for i, tap in enumerate(range(first, len(up_taps), RATIO))])
-        phases.append(y + inverse * mx.sin(y * scale) ** 2)
+        y = _tree_sum([read.astype(mx.float32) * (RATIO * up_taps[tap])
+                       for read, tap in zip(reads, range(first, len(up_taps), RATIO))])
+        phases.append(y + inverse * mx.square(mx.sin(y * scale)))
     return phases
 
 
-def _downsample(even, odd, position, remaining, down_taps, dtype):
+def _downsample(even, odd, before, after, down_taps, dtype):
     """The x2 low-pass downsampling of the signal whose (extended) phases are ``even`` and ``odd``: output s sums
-    the 12 taps over u[2s - 5 .. 2s + 6], each read a shifted view of one phase. ``position`` and ``remaining``
-    (1, L, 1) hold s and L - 1 - s, so that reads before u's first sample take u[0] and reads past its last take
-    u[2L - 1], as replicate padding does; as arrays rather than constants, the length stays out of the kernel's
-    source (MLX builds a kernel per distinct source: a constant per length would build kernels for every clip
-    length). One fused expression."""
+    the 12 taps over u[2s - 5 .. 2s + 6], each read a shifted view of one phase. ``before`` and ``after``
+    (1, L, 1) hold 2s and 2(L - 1 - s), the samples of u before and after output s's centre, so that reads
+    before u's first sample take u[0] and reads past its last take u[2L - 1], as replicate padding does; as
+    arrays rather than constants, the length stays out of the kernel's source (MLX builds a kernel per distinct
+    source: a constant per length would build kernels for every clip length), and as the products themselves,
+    each test is one comparison (MLX's compile fuses expressions up to a depth of 11 operations; a deeper one is
+    split into kernels whose intermediate results go through memory). One fused expression."""
     count = even.shape[1] - 2 * EDGE
     first, last = even[:, EDGE : EDGE + 1], odd[:, EDGE + count - 1 : EDGE + count]
     terms = []
@@ -112,41 +122,54 @@ def _downsample(even, odd, position, remaining, down_taps, dtype):
         offset = k - (KERNEL // 2 - 1)  # output s reads u[2s + offset]
         half, phase = divmod(offset, RATIO)
         value = (odd if phase else even)[:, EDGE + half : EDGE + half + count]
-        if offset < 0:  # s = 0 .. reads before u
-            value = mx.where(2 * position + offset < 0, first, value)
+        if offset < 0:  # s = 0 .. reads before u: 2s + offset < 0
+            value = mx.where(before < -offset, first, value)
         if offset > 1:  # s = L - 1 .. reads past u: 2s + offset > 2L - 1
-            value = mx.where(2 * remaining < offset - 1, last, value)
+            value = mx.where(after < offset - 1, last, value)
         terms.append(value * tap)
     return _tree_sum(terms).astype(dtype)
 
 
 @functools.lru_cache(maxsize=64)
-def _positions(length: int) -> tuple[mx.array, mx.array]:
-    """s and L - 1 - s for the L outputs, (1, L, 1) int32 each (from host memory: no kernel, no sync)."""
-    position = np.arange(length, dtype=np.int32).reshape(1, length, 1)
-    return mx.array(position), mx.array(length - 1 - position)
+def _edges(length: int) -> tuple[mx.array, mx.array, mx.array]:
+    """For an input of L samples, from host memory (no kernel, no sync): the indices that read it edge-padded by
+    UP_PAD + EDGE (one gather instead of a pad's fill and three copies), and 2s and 2(L - 1 - s) for the L
+    outputs, (1, L, 1) int32 each."""
+    pad = UP_PAD + EDGE
+    gather = np.clip(np.arange(-pad, length + pad), 0, length - 1).astype(np.int32)
+    twice = 2 * np.arange(length, dtype=np.int32).reshape(1, length, 1)
+    return mx.array(gather), mx.array(twice), mx.array(np.ascontiguousarray(twice[:, ::-1]))
+
+
+def snake_factors(alpha: mx.array, beta: mx.array) -> tuple[mx.array, mx.array]:
+    """SnakeBeta's per-channel factors e^alpha and 1 / (e^beta + 1e-9) from its log-scale parameters, computed in
+    the parameters' dtype (as ltx-core does), as float32."""
+    return mx.exp(alpha).astype(mx.float32), (1.0 / (mx.exp(beta) + 1e-9)).astype(mx.float32)
 
 
 @functools.lru_cache
-def anti_aliased_snake(up_taps: tuple[float, ...], down_taps: tuple[float, ...]):
-    """The activation ``(x, alpha, beta) -> y`` for one pair of filters (every layer shares the same pair).
+def anti_aliased_snake(up_taps: tuple[float, ...], down_taps: tuple[float, ...], biased: bool = False):
+    """The activation ``(x, scale, inverse[, bias]) -> y`` for one pair of filters (every layer shares the same
+    pair), with SnakeBeta's factors from :func:`snake_factors`; ``biased``: of ``x + bias``, the bias of the conv
+    that produced x added inside the activation's kernels (no kernel of its own).
 
     The step-by-step form (upsample, SnakeBeta, pad, downsample; the tests' reference) writes and reads five fp32
-    signals at twice the input's length; this writes the two phases of the activated signal once and reads them once, in about four
-    kernels (a vocoder calls it 200 times per clip, so kernel launches decide a short clip's time). Equal to the
-    step-by-step form up to fp32 summation order."""
+    signals at twice the input's length; this reads the input once through a gather that pads it, writes the two
+    phases of the activated signal once and reads them once: four kernels (a vocoder calls it 200 times per
+    clip, so kernel launches decide a short clip's time; tests/models/test_audio_bigvgan.py counts them). Equal to
+    the step-by-step form up to fp32 summation order."""
     snake_phases = functools.partial(_snake_phases, up_taps=up_taps)
     downsample = functools.partial(_downsample, down_taps=down_taps)
 
-    def activation(x, alpha, beta, position, remaining):
-        # The per-channel factors once, not per sample inside the kernel.
-        scale, inverse = mx.exp(alpha).astype(mx.float32), (1.0 / (mx.exp(beta) + 1e-9)).astype(mx.float32)
-        padded = mx.pad(x, [(0, 0), (UP_PAD + EDGE, UP_PAD + EDGE), (0, 0)], mode="edge")
-        even, odd = snake_phases(padded, scale, inverse)
-        return downsample(even, odd, position, remaining, dtype=x.dtype)
+    def activation(x, scale, inverse, gather, before, after, bias=None):
+        # Edge padding commutes with a per-channel bias, so the bias can come after the gather.
+        even, odd = snake_phases(mx.take(x, gather, axis=1), scale, inverse, bias)
+        return downsample(even, odd, before, after, dtype=x.dtype)
 
     compiled = mx.compile(activation)
-    return lambda x, alpha, beta: compiled(x, alpha, beta, *_positions(x.shape[1]))
+    if biased:
+        return lambda x, scale, inverse, bias: compiled(x, scale, inverse, *_edges(x.shape[1]), bias)
+    return lambda x, scale, inverse: compiled(x, scale, inverse, *_edges(x.shape[1]))
 
 
 class SnakeBeta(nn.Module):
@@ -154,6 +177,15 @@ class SnakeBeta(nn.Module):
         super().__init__()
         self.alpha = mx.zeros((channels,))
         self.beta = mx.zeros((channels,))
+        self._factors_of = None
+
+    def factors(self) -> tuple[mx.array, mx.array]:
+        """:func:`snake_factors` of the current parameters, computed again only when new arrays were loaded (three
+        small kernels per activation call otherwise, 600 per LTX-2.3 vocoder call)."""
+        if self._factors_of != (id(self.alpha), id(self.beta)):
+            self._factors = snake_factors(self.alpha, self.beta)
+            self._factors_of = (id(self.alpha), id(self.beta))
+        return self._factors
 
 
 class FilterBuffer(nn.Module):
@@ -191,9 +223,10 @@ class Activation1d(nn.Module):
         self.upsample = FilterBuffer(kaiser_sinc_filter(0.5 / RATIO, 0.6 / RATIO, KERNEL))
         self.downsample = DownSample1d()
 
-    def __call__(self, x: mx.array) -> mx.array:
-        fused = anti_aliased_snake(self.upsample.taps(), self.downsample.lowpass.taps())
-        return fused(x, self.act.alpha, self.act.beta)
+    def __call__(self, x: mx.array, bias: mx.array | None = None) -> mx.array:
+        """The activation of ``x`` or, given the bias its conv left out (``conv_without_bias``), of ``x + bias``."""
+        fused = anti_aliased_snake(self.upsample.taps(), self.downsample.lowpass.taps(), bias is not None)
+        return fused(x, *self.act.factors()) if bias is None else fused(x, *self.act.factors(), bias)
 
 
 class AMPBlock1(nn.Module):
@@ -208,6 +241,6 @@ class AMPBlock1(nn.Module):
 
     def __call__(self, x: mx.array) -> mx.array:
         for conv1, conv2, act1, act2 in zip(self.convs1, self.convs2, self.acts1, self.acts2):
-            h = act2(conv1(act1(x)))
+            h = act2(conv_without_bias(conv1, act1(x)), conv1.bias)
             x = settle(biased_residual(x, conv_without_bias(conv2, h), conv2.bias))  # a sync point of the queue
         return x
