@@ -281,7 +281,9 @@ def main():
                 x_t = torch.randn(1, cfg.latent_channels, *grid, generator=g)
             else:
                 x_t = torch.rand(1, 3, f, h, w, generator=g) * 2 - 1
-            x_mx = mx.array(x_t.numpy())
+            # Both sides hold their input in the compute dtype (a float32 MLX input held 0.57 GB more than
+            # torch's bf16 one at 121x512x768, the whole of the encode peak's gap before 2026-12-02).
+            x_mx = mx.array(x_t.numpy()).astype(model.dtype)
             with torch.no_grad():
                 expected = None
                 if "untiled" in modes:
