@@ -37,7 +37,7 @@ def parse_args():
     p.add_argument("--warmup", type=int, default=1)
     p.add_argument("--small", action="store_true", help="reduced widths and a 0.4 s clip, for a CPU in about a minute")
     p.add_argument("--steps-in-flight", type=int, default=None, help="MLX vocoders, both kinds: residual steps "
-                   "queued on the device ahead of the host, both kinds (default: the library's Generator.steps_in_flight)")
+                   "queued on the device ahead of the host (default: each kind's Generator.DEFAULT_STEPS_IN_FLIGHT)")
     p.add_argument("--out", help="directory for <name>.json and <name>.md")
     p.add_argument("--name", default=None, help="result file stem (default audio_<device>[_small])")
     return p.parse_args()
@@ -79,7 +79,8 @@ def main():
         "platform": platform.platform(), "python": sys.version.split()[0], "mlx": mx.__version__,
         "mlx_device": str(mx.default_device()), "torch": torch.__version__,
         "gpu": torch.cuda.get_device_name() if args.device == "cuda" else None,
-        "vocoder_steps_in_flight": Generator.steps_in_flight,
+        "vocoder_steps_in_flight": (Generator.steps_in_flight if Generator.steps_in_flight != "default" else
+                                    ", ".join(f"{k} {v}" for k, v in Generator.DEFAULT_STEPS_IN_FLIGHT.items())),
         "caches_emptied": "both",
     }
     print(json.dumps(machine))

@@ -92,11 +92,12 @@ class Generator(nn.Module):
 
     # Residual steps queued on the device while the host builds the next (models/queue.py): each step of a
     # residual block is a sync point, and a queued step holds its full-length buffers until it has run; 0 waits
-    # for every step, None builds one lazy graph. H200, bf16, against ltx-core, 5 s / 20 s clips
-    # (benchmarks/results/audio_cuda*.md): HiFi-GAN with 2 queued 1.14x / 1.04x the time at 0.28 / 0.64 GB;
-    # BigVGAN (with the shifted-view activation, before its edges moved into the same kernels) with 2 queued
-    # 1.82x / 0.96x at 0.68 / 2.97 GB, with 0 queued 2.12x / 1.17x at 0.68 / 1.71 GB (ltx-core 0.40 / 0.73 GB).
-    steps_in_flight: int | None = 2
+    # for every step, None builds one lazy graph. By default each kind's best on an H200 against ltx-core (bf16,
+    # 5 s / 20 s clips, benchmarks/results/audio_cuda*.md): HiFi-GAN with 4 queued 1.01x / 0.89x the time at
+    # 0.34 / 0.97 GB (2: 1.35x / 1.04x at 0.34 / 0.81 GB; 8: 1.11x / 0.99x); BigVGAN with 2 queued 0.59x / 0.50x
+    # at 0.71 / 2.17 GB (ltx-core 0.20 / 0.45 and 0.40 / 0.73 GB). An int set here applies to both kinds.
+    DEFAULT_STEPS_IN_FLIGHT = {"HiFi-GAN": 4, "BigVGAN": 2}
+    steps_in_flight: int | None | str = "default"
 
     def __init__(self, config: GeneratorConfig):
         super().__init__()
@@ -118,6 +119,17 @@ class Generator(nn.Module):
     def dtype(self):
         return self.conv_pre.weight.dtype
 
+    @property
+    def kind(self) -> str:
+        return "BigVGAN" if self.config.is_amp else "HiFi-GAN"
+
+    @property
+    def queue_depth(self) -> int | None:
+        """The residual steps this generator queues: ``steps_in_flight``, or its kind's default."""
+        if self.steps_in_flight == "default":
+            return self.DEFAULT_STEPS_IN_FLIGHT[self.kind]
+        return self.steps_in_flight
+
     def synthesize(self, frames: mx.array) -> mx.array:
         """(B, T, 2 * mel_bins) mel frames, the two channels' bins side by side -> (B, N, 2) waveform."""
         cfg = self.config
@@ -126,7 +138,7 @@ class Generator(nn.Module):
         # a conv's bias or averages the blocks writes it too), one kernel per stage fewer.
         hifigan = not cfg.is_amp
         count = mx.array(per_stage, mx.float32)
-        with queued(self.steps_in_flight):
+        with queued(self.queue_depth):
             if hifigan:
                 x = _biased_leaky_relu(conv_without_bias(self.conv_pre, frames), self.conv_pre.bias)
             else:
