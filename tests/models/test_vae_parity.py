@@ -195,31 +195,3 @@ def test_settle_evaluates_at_once_outside_a_queued_block_and_per_thread_inside()
             assert queue._local.queue is not inner and queue._local.queue.depth == 0
         assert queue._local.queue is inner
     assert getattr(queue._local, "queue", None) is None and seen["other"] is None
-
-
-@pytest.mark.parametrize("dtype", [mx.float32, mx.bfloat16])
-def test_conv_bias_in_the_residual_add_equals_the_plain_steps(dtype):
-    """A res block's second conv and a residual depth-to-space conv add their bias inside the residual add's kernel:
-    the same operations in the same dtype as the conv with its bias, then the add, so the same bits."""
-    import mlx.nn as nn
-
-    from ltx_ane.models.layers import ResnetBlock3D, pixel_norm
-    from ltx_ane.models.video_vae.config import Block
-    from ltx_ane.models.video_vae.model import DepthToSpaceUpsample, depth_to_space
-
-    key = iter(mx.random.split(mx.random.key(8), 8))
-    x = mx.random.normal((1, 3, 4, 5, 16), key=next(key)).astype(dtype)
-    block = ResnetBlock3D(16, "zeros")
-    block.set_dtype(dtype)
-    for conv in (block.conv1, block.conv2):
-        conv.conv.bias = mx.random.normal((16,), key=next(key)).astype(dtype)
-    for causal in (False, True):
-        h = block.conv1(nn.silu(pixel_norm(x)), causal)
-        expected = x + block.conv2(nn.silu(pixel_norm(h)), causal)
-        assert mx.array_equal(block(x, causal), expected)
-
-    up = DepthToSpaceUpsample(16, Block("compress_all", multiplier=2, residual=True), "zeros")
-    up.set_dtype(dtype)
-    up.conv.conv.bias = mx.random.normal(up.conv.conv.bias.shape, key=next(key)).astype(dtype)
-    y = up.conv(x, False) + mx.tile(x, (1, 1, 1, 1, 4))
-    assert mx.array_equal(up(x, False), depth_to_space(y, (2, 2, 2))[:, 1:])

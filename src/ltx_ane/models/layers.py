@@ -74,12 +74,10 @@ class CausalConv3d(nn.Module):
         self.stride = tuple(stride)
         self.reflect = spatial_padding_mode == "reflect"
 
-    def __call__(self, x: mx.array, causal: bool = True, bias: bool = True) -> mx.array:
-        """``bias=False`` leaves the bias out, for a caller that adds it inside its next elementwise kernel."""
+    def __call__(self, x: mx.array, causal: bool = True) -> mx.array:
         x = pad_frames(x, causal, self.reflect)
         pad = (0, 0, 0) if self.reflect else (0, 1, 1)
-        y = mx.conv3d(x, self.conv.weight, stride=self.stride, padding=pad)
-        return y + self.conv.bias if bias else y
+        return mx.conv3d(x, self.conv.weight, stride=self.stride, padding=pad) + self.conv.bias
 
 
 class ResnetBlock3D(nn.Module):
@@ -92,8 +90,8 @@ class ResnetBlock3D(nn.Module):
 
     def __call__(self, x: mx.array, causal: bool) -> mx.array:
         h = self.conv1(nn.silu(pixel_norm(x)), causal)
-        # conv2's bias and the residual add in one kernel: one pass over the block's output fewer.
-        return biased_residual(x, self.conv2(nn.silu(pixel_norm(h)), causal, bias=False), self.conv2.conv.bias)
+        h = self.conv2(nn.silu(pixel_norm(h)), causal)
+        return x + h
 
 
 class UNetMidBlock3D(nn.Module):

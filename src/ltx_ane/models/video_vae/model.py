@@ -15,7 +15,6 @@ from ltx_ane.models.layers import (
     CausalConv3d,
     PerChannelStatistics,
     UNetMidBlock3D,
-    biased_residual,
     depth_to_space,
     eval_if_large,
     patchify,
@@ -48,15 +47,12 @@ class DepthToSpaceUpsample(nn.Module):
         self.conv = CausalConv3d(channels, prod * channels // block.multiplier, spatial_padding_mode=spatial_padding_mode)
 
     def __call__(self, x: mx.array, causal: bool) -> mx.array:
+        y = self.conv(x, causal)
         if self.residual:
             # Tiling the input over channels before the shuffle equals ltx-core's shuffle-then-repeat (the
-            # shuffle only moves the (pt, ph, pw) part of each channel), and saves a full-size copy. The conv's
-            # bias is added in the same kernel as the residual.
+            # shuffle only moves the (pt, ph, pw) part of each channel), and saves a full-size copy.
             prod = self.stride[0] * self.stride[1] * self.stride[2]
-            y = biased_residual(mx.tile(x, (1, 1, 1, 1, prod // self.multiplier)), self.conv(x, causal, bias=False),
-                                self.conv.conv.bias)
-        else:
-            y = self.conv(x, causal)
+            y = y + mx.tile(x, (1, 1, 1, 1, prod // self.multiplier))
         y = depth_to_space(y, self.stride)
         if self.stride[0] == 2:
             y = y[:, 1:]
