@@ -96,15 +96,19 @@ def test_residual_block_with_fused_biases_equals_the_plain_steps(dtype):
     assert mx.array_equal(block(x), expected)
 
 
-@pytest.mark.parametrize("preset", ["ltx2", "ltx23"])
-def test_generator_with_fused_kernels_equals_the_plain_steps(preset):
+@pytest.mark.parametrize(("preset", "blocks_per_stage"), [("ltx2", 3), ("ltx2", 1), ("ltx23", 3)])
+def test_generator_with_fused_kernels_equals_the_plain_steps(preset, blocks_per_stage):
     """Every fusion in a generator (conv biases added in the kernels after the convs, each residual add writing the
     next activation, the block average in one kernel; BigVGAN's biases inside its activations) computes, in bf16,
-    exactly what the operations one at a time compute: both generator kinds at reduced width."""
+    exactly what the operations one at a time compute: both generator kinds at reduced width, and a HiFi-GAN with
+    one residual block per stage (no average)."""
     from ltx_ane.models.audio_vae.vocoder import Generator
     from tests.models.audio_util import plain_synthesize, small_audio_config
 
-    vocoder = load_vocoder(Source(config=small_audio_config(preset), random_weights=True), "bf16")
+    raw = small_audio_config(preset)
+    if blocks_per_stage == 1:
+        raw["vocoder"].update(resblock_kernel_sizes=[3], resblock_dilation_sizes=[[1, 3, 5]])
+    vocoder = load_vocoder(Source(config=raw, random_weights=True), "bf16")
     generator = vocoder if isinstance(vocoder, Generator) else vocoder.vocoder
     frames = mx.random.normal((1, 6, 2 * generator.config.mel_bins), key=mx.random.key(4)).astype(mx.bfloat16)
     assert mx.array_equal(generator.synthesize(frames), plain_synthesize(generator, frames))

@@ -156,8 +156,8 @@ class Generator(nn.Module):
                     y = block(x, activated) if hifigan else block(x)
                     total = settle(y.astype(mx.float32) if total is None else _accumulate(total, y))
                 y = last(x, activated) if hifigan else last(x)
-                if total is None:
-                    x = y
+                if total is None:  # one block per stage
+                    x = nn.leaky_relu(y, LRELU_SLOPE) if hifigan and i + 1 < len(self.ups) else y
                 elif hifigan and i + 1 < len(self.ups):
                     x = _mean_leaky_relu(total, y, count)
                 else:
