@@ -199,3 +199,20 @@ def test_activation_with_the_conv_bias_equals_the_activation_of_the_biased_input
     activation.act.beta = 0.3 * mx.random.normal((8,), key=next(key)).astype(dtype)
     x, bias = (mx.random.normal(shape, key=next(key)).astype(dtype) for shape in [(2, 30, 8), (8,)])
     assert mx.array_equal(activation(x, bias), activation(x + bias))
+
+
+def test_snake_factors_follow_new_parameters():
+    """SnakeBeta's cached factors are recomputed when new arrays are loaded (load_weights, set_dtype, assignment)."""
+    from mlx.utils import tree_flatten
+
+    from ltx_ane.models.audio_vae.bigvgan import SnakeBeta, snake_factors
+
+    snake = SnakeBeta(4)
+    first = snake.factors()
+    assert snake.factors() is first  # cached
+    for _ in range(3):  # replaced arrays, whose ids Python may reuse
+        snake.alpha = mx.random.normal((4,))
+        snake.beta = mx.random.normal((4,))
+        expected = snake_factors(snake.alpha, snake.beta)
+        assert all(mx.array_equal(a, b) for a, b in zip(snake.factors(), expected))
+    assert [name for name, _ in tree_flatten(snake.parameters())] == ["alpha", "beta"]  # the cache is no parameter

@@ -182,9 +182,11 @@ class SnakeBeta(nn.Module):
     def factors(self) -> tuple[mx.array, mx.array]:
         """:func:`snake_factors` of the current parameters, computed again only when new arrays were loaded (three
         small kernels per activation call otherwise, 600 per LTX-2.3 vocoder call)."""
-        if self._factors_of != (id(self.alpha), id(self.beta)):
+        # Held, not their ids: a freed array's id can be reused by the array loaded in its place.
+        held = self._factors_of
+        if held is None or held[0] is not self.alpha or held[1] is not self.beta:
             self._factors = snake_factors(self.alpha, self.beta)
-            self._factors_of = (id(self.alpha), id(self.beta))
+            self._factors_of = (self.alpha, self.beta)
         return self._factors
 
 
