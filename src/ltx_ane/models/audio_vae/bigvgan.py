@@ -155,9 +155,10 @@ def anti_aliased_snake(up_taps: tuple[float, ...], down_taps: tuple[float, ...],
 
     The step-by-step form (upsample, SnakeBeta, pad, downsample; the tests' reference) writes and reads five fp32
     signals at twice the input's length; this reads the input once through a gather that pads it, writes the two
-    phases of the activated signal once and reads them once: four kernels (a vocoder calls it 200 times per
-    clip, so kernel launches decide a short clip's time; tests/models/test_audio_bigvgan.py counts them). Equal to
-    the step-by-step form up to fp32 summation order."""
+    phases of the activated signal once and reads them once: five kernels, the downsampling's two because MLX
+    caps a fused kernel's inputs (a vocoder calls it 200 times per clip, so kernel launches decide a short clip's
+    time; tests/models/test_audio_bigvgan.py counts them). Equal to the step-by-step form up to fp32 summation
+    order."""
     snake_phases = functools.partial(_snake_phases, up_taps=up_taps)
     downsample = functools.partial(_downsample, down_taps=down_taps)
 

@@ -144,24 +144,23 @@ class Generator(nn.Module):
             else:
                 x = self.conv_pre(frames)
             for i, up in enumerate(self.ups):
-                activated = None
                 if hifigan:  # x is already activated; the blocks take the upsampled x and its activation
                     x, activated = _biased_with_leaky_relu(conv_without_bias(up, x), up.bias)
+                    inputs = (x, activated)
                 else:
-                    x = up(x)
+                    inputs = (up(x),)
                 # ltx-core averages the blocks with a mean over a stacked tensor, which accumulates in fp32.
                 *blocks, last = self.resblocks[i * per_stage : (i + 1) * per_stage]
                 total = None
                 for block in blocks:
-                    y = block(x, activated) if hifigan else block(x)
+                    y = block(*inputs)
                     total = settle(y.astype(mx.float32) if total is None else _accumulate(total, y))
-                y = last(x, activated) if hifigan else last(x)
+                y = last(*inputs)
+                activate = hifigan and i + 1 < len(self.ups)  # the next stage's input, written activated
                 if total is None:  # one block per stage
-                    x = nn.leaky_relu(y, LRELU_SLOPE) if hifigan and i + 1 < len(self.ups) else y
-                elif hifigan and i + 1 < len(self.ups):
-                    x = _mean_leaky_relu(total, y, count)
+                    x = nn.leaky_relu(y, LRELU_SLOPE) if activate else y
                 else:
-                    x = _mean(total, y, count)
+                    x = (_mean_leaky_relu if activate else _mean)(total, y, count)
             x = self.act_post(x) if cfg.is_amp else nn.leaky_relu(x, POST_LRELU_SLOPE)
             x = self.conv_post(x)
         if cfg.apply_final_activation:
