@@ -91,9 +91,9 @@ def main() -> None:
             rows[name]["ltx_core"] = (torch.cuda.max_memory_allocated() - starts[name]) / MB
         return hook
 
+    hooks = []
     for name, module in modules.items():
-        module.register_forward_pre_hook(pre(name))
-        module.register_forward_hook(post(name))
+        hooks += [module.register_forward_pre_hook(pre(name)), module.register_forward_hook(post(name))]
     xt = video.to("cuda", torch.bfloat16)
     with torch.no_grad():
         ref(xt)
@@ -102,9 +102,8 @@ def main() -> None:
         print(f"{name} | {row['mlx']:.0f} | {row.get('ltx_core', float('nan')):.0f} | {row['out']:.0f}")
 
     # Whole calls, peaks above what each side held before the call (weights and input).
-    for handle_owner in modules.values():
-        handle_owner._forward_hooks.clear()
-        handle_owner._forward_pre_hooks.clear()
+    for hook in hooks:
+        hook.remove()
     torch.cuda.synchronize()
     torch.cuda.empty_cache()
     base = torch.cuda.memory_allocated()
