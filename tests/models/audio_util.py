@@ -62,24 +62,6 @@ def assert_half_precision(load, path, reference, x, fp16_min_snr_db: float, bf16
     assert snr_db(expected, out["fp16"]) >= fp16_min_snr_db
 
 
-# Operations that only make views (no kernel of their own on a GPU).
-_VIEWS = {"Slice", "Broadcast", "Reshape", "Transpose", "ExpandDims", "Squeeze", "AsStrided"}
-
-
-def kernel_ops(arrays) -> list[str]:
-    """The operations the lazy graph behind ``arrays`` would run, views left out: each is one kernel launch on a
-    GPU (a ``Compiled...`` entry is one fused kernel). Read from MLX's graph export, so inputs already
-    evaluated count nothing."""
-    import io
-    import re
-
-    import mlx.core as mx
-
-    text = io.StringIO()
-    mx.export_to_dot(text, arrays)
-    return [name for name in re.findall(r'\[label ="([^"]*)"', text.getvalue()) if name not in _VIEWS]
-
-
 def plain_synthesize(generator, frames):
     """A vocoder generator's forward pass as ltx-core orders it, one operation at a time (each conv with its bias,
     every activation on its own, the block average as a sum then a division): what the model's fused kernels must

@@ -181,7 +181,7 @@ def test_activation_is_five_kernels(biased):
     """The anti-aliased activation (200 per LTX-2.3 vocoder call) runs as a gather that edge-pads its input, one
     fused kernel per phase, and two for the downsampling (MLX's compile caps a fused kernel's inputs): five
     kernels, none for SnakeBeta's factors or the preceding conv's bias. Fails if a change splits a fused kernel."""
-    from tests.models.audio_util import kernel_ops
+    from ltx_ane.bench.graph import kernel_ops
 
     activation = Activation1d(8)
     x, bias = mx.random.normal((1, 40, 8), key=mx.random.key(0)), mx.ones((8,))

@@ -121,7 +121,7 @@ def test_residual_step_is_four_kernels():
 
     from ltx_ane.models.audio_vae.vocoder import LRELU_SLOPE, ResBlock1
     from ltx_ane.models.queue import queued
-    from tests.models.audio_util import kernel_ops
+    from ltx_ane.bench.graph import kernel_ops
 
     block = ResBlock1(16, 3, (1, 3, 5))
     x = mx.random.normal((1, 50, 16), key=mx.random.key(1))
