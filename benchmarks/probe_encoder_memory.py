@@ -18,12 +18,20 @@ from pathlib import Path
 MB = 2**20
 
 
+def video_size(text: str) -> tuple[int, int, int]:
+    try:
+        frames, height, width = (int(v) for v in text.split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected FxHxW, e.g. 121x512x768, got {text!r}") from None
+    return frames, height, width
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--config", default="ltx2", help="a video VAE config name (ltx2, ltx23)")
-    p.add_argument("--size", default="121x512x768", help="video FxHxW in pixels")
+    p.add_argument("--size", default="121x512x768", type=video_size, help="video FxHxW in pixels")
     args = p.parse_args()
-    frames, height, width = (int(v) for v in args.size.split("x"))
+    frames, height, width = args.size
 
     import mlx.core as mx
     import mlx.nn as nn
@@ -48,7 +56,7 @@ def main() -> None:
         cuda = torch.cuda.is_available()  # without it (a smoke run of the script) only MLX's side is measured
         ref = R.from_checkpoint("encoder", path, raw).to("cuda" if cuda else "cpu", torch.bfloat16).eval()
     video = torch.rand(1, 3, frames, height, width, generator=torch.Generator().manual_seed(0)) * 2 - 1
-    print(f"# encoder {args.config}, video {args.size}, bf16, random weights; MLX {mx.__version__}, torch {torch.__version__}")
+    print(f"# encoder {args.config}, video {frames}x{height}x{width}, bf16, random weights; MLX {mx.__version__}, torch {torch.__version__}")
 
     # MLX, stage by stage.
     x = to_channels_last(mx.array(video.numpy()).astype(mx.bfloat16))
