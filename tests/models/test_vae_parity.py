@@ -10,20 +10,13 @@ import torch
 from ltx_ane.reference import video_vae as RV
 from ltx_ane.models.loading import Source
 from ltx_ane.models.video_vae.loader import load_decoder, load_encoder
-from tests.vae_util import small_config, write_vae
-
-TOL = 1e-4  # max abs error <= TOL * max|ref| in fp32
-
+from tests.vae_util import TOL, assert_both_match_reference, psnr, rel_err, small_config, write_vae
 
 @pytest.fixture(scope="module", params=["ltx2", "ltx23"])
 def checkpoint(request, tmp_path_factory):
     raw = small_config(request.param)
     path = write_vae(tmp_path_factory.mktemp("vae") / f"{request.param}.safetensors", raw)
     return request.param, raw, path
-
-
-def rel_err(ref: np.ndarray, out: np.ndarray) -> float:
-    return float(np.abs(ref - out).max() / np.abs(ref).max())
 
 
 @pytest.mark.parametrize("shape", [(1, 16, 1, 2, 3), (2, 16, 3, 3, 5), (1, 16, 4, 3, 2)])
@@ -84,21 +77,6 @@ def test_full_width_decoder_and_encoder_on_tiny_input(tmp_path):
     latent = torch.randn(1, 128, 1, 2, 2, generator=torch.Generator().manual_seed(6))
     video = torch.rand(1, 3, 1, 32, 32, generator=torch.Generator().manual_seed(7)) * 2 - 1
     assert_both_match_reference(path, raw, latent, video)
-
-
-def assert_both_match_reference(path, raw, latent, video):
-    """The checkpoint's decoder on ``latent`` and encoder on ``video``, MLX against ltx-core, both in fp32."""
-    with torch.no_grad():
-        dec_ref = RV.reference_decoder_from_checkpoint(path, raw)(latent).numpy()
-        enc_ref = RV.reference_encoder_from_checkpoint(path, raw)(video).numpy()
-    dec = np.array(load_decoder(Source(str(path)), "fp32")(mx.array(latent.numpy())))
-    enc = np.array(load_encoder(Source(str(path)), "fp32")(mx.array(video.numpy())))
-    assert rel_err(dec_ref, dec) <= TOL
-    assert rel_err(enc_ref, enc) <= TOL
-
-
-def psnr(ref, out):
-    return 10 * np.log10(np.abs(ref).max() ** 2 / np.mean((ref - out) ** 2))
 
 
 @pytest.mark.parametrize("dtype", ["bf16", "fp16"])

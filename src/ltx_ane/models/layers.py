@@ -14,6 +14,7 @@ from functools import partial
 import mlx.core as mx
 import mlx.nn as nn
 
+from ltx_ane.models import fused
 from ltx_ane.models.queue import settle
 
 
@@ -34,7 +35,7 @@ def biased_residual(x: mx.array, y: mx.array, bias: mx.array) -> mx.array:
     return x + (y + bias)
 
 
-def pixel_norm(x: mx.array, eps: float = 1e-8) -> mx.array:
+def pixel_norm(x: mx.array, eps: float = fused.PIXEL_NORM_EPS) -> mx.array:
     # rms_norm accumulates in fp32, so x**2 cannot overflow in fp16 the way the reference's formula would.
     return mx.fast.rms_norm(x, None, eps)
 
@@ -61,6 +62,16 @@ def pad_frames(x: mx.array, causal: bool, reflect_hw: bool) -> mx.array:
     return mx.concatenate([x[:, :, :, 1:2], x, x[:, :, :, -2:-1]], axis=3)
 
 
+def norm_silu_pad(x: mx.array, bias: mx.array | None, causal: bool, reflect_hw: bool) -> mx.array:
+    """``pad_frames(SiLU(PixelNorm(x + bias)), causal, reflect_hw)``: one kernel on MLX's CUDA backend
+    (:mod:`ltx_ane.models.fused`), MLX ops elsewhere. ``bias`` is the preceding conv's, or None."""
+    if fused.fused_available(x):
+        return fused.norm_silu_pad(x, bias, causal, reflect_hw)
+    if bias is not None:
+        x = x + bias
+    return pad_frames(nn.silu(pixel_norm(x)), causal, reflect_hw)
+
+
 class CausalConv3d(nn.Module):
     """A 3x3x3 conv whose time padding repeats edge frames (ltx-core ``CausalConv3d``).
 
@@ -75,9 +86,17 @@ class CausalConv3d(nn.Module):
         self.reflect = spatial_padding_mode == "reflect"
 
     def __call__(self, x: mx.array, causal: bool = True) -> mx.array:
-        x = pad_frames(x, causal, self.reflect)
-        pad = (0, 0, 0) if self.reflect else (0, 1, 1)
-        return mx.conv3d(x, self.conv.weight, stride=self.stride, padding=pad) + self.conv.bias
+        return self.convolve(pad_frames(x, causal, self.reflect))
+
+    def norm_silu_conv(self, x: mx.array, causal: bool, input_bias: mx.array | None = None, bias: bool = True):
+        """``self(SiLU(PixelNorm(x + input_bias)))``; with ``bias=False`` the output lacks this conv's bias, for a
+        caller that passes it on as the next call's ``input_bias`` (where the fused kernel adds it for free)."""
+        return self.convolve(norm_silu_pad(x, input_bias, causal, self.reflect), bias)
+
+    def convolve(self, padded: mx.array, bias: bool = True) -> mx.array:
+        """The conv of an input already padded in time (and in space, for reflect padding)."""
+        y = mx.conv3d(padded, self.conv.weight, stride=self.stride, padding=(0, 0, 0) if self.reflect else (0, 1, 1))
+        return y + self.conv.bias if bias else y
 
 
 class ResnetBlock3D(nn.Module):
@@ -89,8 +108,8 @@ class ResnetBlock3D(nn.Module):
         self.conv2 = CausalConv3d(channels, channels, spatial_padding_mode=spatial_padding_mode)
 
     def __call__(self, x: mx.array, causal: bool) -> mx.array:
-        h = self.conv1(nn.silu(pixel_norm(x)), causal)
-        h = self.conv2(nn.silu(pixel_norm(h)), causal)
+        h = self.conv1.norm_silu_conv(x, causal, bias=False)
+        h = self.conv2.norm_silu_conv(h, causal, input_bias=self.conv1.conv.bias)
         return x + h
 
 

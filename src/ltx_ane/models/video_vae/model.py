@@ -18,7 +18,6 @@ from ltx_ane.models.layers import (
     depth_to_space,
     eval_if_large,
     patchify,
-    pixel_norm,
     space_to_depth,
     unpatchify,
 )
@@ -112,10 +111,11 @@ class VideoDecoder(nn.Module):
     # for each (the host builds the next piece while the device idles), 1 lets one wait. Only pieces at most
     # ``queue_fraction`` of the last stage's activation wait (None: all may): the lower-resolution stages overlap
     # host and device, while the last stage, whose tensors set the peak, waits for each piece as at depth 0.
-    # H200, 121x512x768 (benchmarks/results/vae_decode_*.md): depth 1 with fraction 0.6 decodes in 0.83x (LTX-2)
-    # and 0.87x (LTX-2.3) ltx-core's time at depth 0's peak (6.47 / 6.17 GB; ltx-core 7.25 / 6.19), against 0.89x /
-    # 0.91x at depth 0; tiled (65x512) 0.88x / 0.82x. Depth 1 for every piece peaks 24-62 % higher
-    # (vae_cuda_sync*.md). runtime.tiling.estimate_decode_bytes is fitted to depth 0's peak, which this keeps.
+    # H200, 121x512x768 (benchmarks/results/vae_decode_queue_*.md, before the fused norm kernel): depth 1 with
+    # fraction 0.6 decodes in 0.83x (LTX-2) and 0.87x (LTX-2.3) ltx-core's time at depth 0's peak (6.47 / 6.17 GB;
+    # ltx-core 7.25 / 6.19), against 0.89x / 0.91x at depth 0. Depth 1 for every piece peaks 24-62 % higher
+    # (vae_cuda_sync*.md). runtime.tiling.estimate_decode_bytes is fitted to depth 0's peak, which this keeps (the
+    # fused kernel lowered the peaks further: vae_decode_fused_*.md, so the estimate is an upper bound on CUDA).
     sync_depth: int = 1
     queue_fraction: float | None = 0.6
 
@@ -144,7 +144,7 @@ class VideoDecoder(nn.Module):
             x = self.conv_in(x, causal)
             for block in self.up_blocks:
                 x = block(x, causal)
-            x = self.conv_out(nn.silu(pixel_norm(x)), causal)
+            x = self.conv_out.norm_silu_conv(x, causal)
         return unpatchify(x, self.config.patch_size)
 
     def last_stage_bytes(self, latent: mx.array) -> int:
@@ -195,7 +195,7 @@ class VideoEncoder(nn.Module):
             x = self.conv_in(patchify(video, self.config.patch_size), True)
             for block in self.down_blocks:
                 x = block(x, True)
-            x = self.conv_out(nn.silu(pixel_norm(x)), True)
+            x = self.conv_out.norm_silu_conv(x, True)
         means = x[..., : self.config.latent_channels]
         return self.per_channel_statistics.normalize(means)
 

@@ -1,0 +1,120 @@
+"""The VAE's fused CUDA kernel for pad(SiLU(PixelNorm(x + bias))) against the same steps as MLX ops.
+
+The kernel runs only on MLX's CUDA backend: on the lent GPU machine, ``pytest tests/models/test_vae_fused.py``.
+Elsewhere those tests skip, and the MLX ops they compare against are what the parity tests check.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+
+import mlx.core as mx
+import mlx.nn as nn
+import numpy as np
+import pytest
+import torch
+
+from ltx_ane.models import fused, layers
+from ltx_ane.models.loading import Source
+from ltx_ane.models.video_vae.loader import load_decoder
+from ltx_ane.reference import video_vae as RV
+from tests.vae_util import assert_both_match_reference, psnr, small_config, write_vae
+
+CUDA = pytest.mark.skipif(
+    not (mx.cuda.is_available() and mx.default_device() == mx.gpu), reason="MLX's CUDA backend only (the GPU machine)"
+)
+# Max error against the float32 steps, relative to max |ref|: the kernel rounds once to the output dtype.
+TOL = {mx.bfloat16: 2**-8, mx.float16: 2**-11, mx.float32: 1e-5}
+
+
+@pytest.mark.parametrize(
+    "channels, dtype, chunks",
+    [(128, mx.bfloat16, 1), (256, mx.bfloat16, 1), (264, mx.bfloat16, 2), (1024, mx.bfloat16, 4),
+     (2048, mx.bfloat16, 8), (4096, mx.bfloat16, None), (12, mx.bfloat16, None), (1024, mx.float32, 8),
+     (2048, mx.float32, None), (4, mx.float32, 1)],
+)
+def test_loads_per_lane_cover_the_channels_or_the_kernel_does_not_apply(channels, dtype, chunks):
+    assert fused._chunks(mx.zeros((1, 1, 1, 1, channels), dtype)) == chunks
+
+
+def test_not_used_off_cuda():
+    if mx.cuda.is_available() and mx.default_device() == mx.gpu:
+        pytest.skip("this machine runs the kernel")
+    assert not fused.fused_available(mx.zeros((1, 2, 2, 2, 128), mx.bfloat16))
+
+
+def float32_steps(x: mx.array, bias: mx.array | None, causal: bool, reflect: bool) -> mx.array:
+    x = x.astype(mx.float32) + (0 if bias is None else bias.astype(mx.float32))
+    return layers.pad_frames(nn.silu(layers.pixel_norm(x)), causal, reflect)
+
+
+@CUDA
+@pytest.mark.parametrize(
+    "channels, dtype",
+    [(8, mx.bfloat16), (128, mx.bfloat16), (264, mx.float16), (1024, mx.bfloat16), (2048, mx.bfloat16),
+     (1024, mx.float32)],
+)
+def test_kernel_matches_the_float32_steps(channels, dtype):
+    x = (mx.random.normal((2, 3, 4, 5, channels), key=mx.random.key(0)) * 3 + 0.5).astype(dtype)
+    assert fused.fused_available(x)
+    for causal, reflect, with_bias in itertools.product((False, True), repeat=3):
+        bias = mx.random.normal((channels,), key=mx.random.key(1)).astype(dtype) if with_bias else None
+        out = fused.norm_silu_pad(x, bias, causal, reflect)
+        ref = float32_steps(x, bias, causal, reflect)
+        assert out.shape == ref.shape and out.dtype == dtype
+        ref, out = np.array(ref), np.array(out.astype(mx.float32))
+        assert np.abs(out - ref).max() <= TOL[dtype] * np.abs(ref).max(), (causal, reflect, with_bias)
+
+
+@CUDA
+def test_kernel_reads_a_sliced_input_and_the_layer_dispatches_to_it():
+    """A frame slice (as the decoder's time upsampling leaves) is read at its offset; layers.norm_silu_pad runs the
+    kernel on CUDA."""
+    x = mx.random.normal((1, 5, 3, 4, 256), key=mx.random.key(2)).astype(mx.bfloat16)[:, 1:]
+    ref = np.array(float32_steps(x, None, False, False))
+    out = fused.norm_silu_pad(x, None, False, False)
+    assert np.abs(np.array(out.astype(mx.float32)) - ref).max() <= TOL[mx.bfloat16] * np.abs(ref).max()
+    dispatched = layers.norm_silu_pad(x, None, False, False)
+    np.testing.assert_array_equal(np.array(dispatched.astype(mx.float32)), np.array(out.astype(mx.float32)))
+
+
+def counting_kernel_calls(monkeypatch) -> list:
+    calls, kernel = [], fused.norm_silu_pad
+    monkeypatch.setattr(fused, "norm_silu_pad", lambda *args: calls.append(args[0].shape) or kernel(*args))
+    return calls
+
+
+@pytest.mark.skipif(os.environ.get("MLX_ENABLE_TF32") != "0", reason="fp32 parity on a GPU needs MLX_ENABLE_TF32=0 "
+                    "(else MLX's convs round their inputs to TF32)")
+@CUDA  # the closest mark is checked first: off CUDA, this is the reason given
+@pytest.mark.parametrize("variant", ["ltx2", "ltx23", "causal-reflect"])
+def test_vae_with_the_kernel_matches_ltx_core(variant, tmp_path, monkeypatch):
+    raw = small_config("ltx2" if variant == "causal-reflect" else variant, base=8)
+    if variant == "causal-reflect":
+        raw["vae"]["causal_decoder"] = True
+        raw["vae"]["spatial_padding_mode"] = "reflect"
+    path = write_vae(tmp_path / "vae.safetensors", raw)
+    calls = counting_kernel_calls(monkeypatch)
+    latent = torch.randn(1, 16, 3, 2, 3, generator=torch.Generator().manual_seed(3))
+    video = torch.rand(1, 3, 9, 64, 96, generator=torch.Generator().manual_seed(4)) * 2 - 1
+    assert_both_match_reference(path, raw, latent, video)
+    assert calls
+
+
+@CUDA
+@pytest.mark.parametrize("preset", ["ltx2", "ltx23"])
+def test_bf16_decoder_with_the_kernel_is_at_least_as_close_to_ltx_core(preset, tmp_path, monkeypatch):
+    """The kernel rounds once where the MLX ops round after the norm and after SiLU."""
+    raw = small_config(preset, base=8)
+    path = write_vae(tmp_path / "vae.safetensors", raw)
+    latent = torch.randn(1, 16, 3, 4, 5, generator=torch.Generator().manual_seed(5))
+    with torch.no_grad():
+        expected = RV.reference_decoder_from_checkpoint(path, raw)(latent).numpy()
+    decoder = load_decoder(Source(str(path)), "bf16")
+    calls = counting_kernel_calls(monkeypatch)
+    with_kernel = psnr(expected, np.array(decoder(mx.array(latent.numpy())).astype(mx.float32)))
+    assert calls
+    monkeypatch.setattr(fused, "fused_available", lambda x: False)
+    without = psnr(expected, np.array(decoder(mx.array(latent.numpy())).astype(mx.float32)))
+    assert with_kernel >= without - 0.5, (with_kernel, without)
