@@ -15,6 +15,7 @@ import argparse
 import copy
 import gc
 import json
+import os
 import platform
 import sys
 import tempfile
@@ -76,7 +77,7 @@ def main():
     tdtype = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[args.dtype]
     sync = torch.cuda.synchronize if args.device == "cuda" else (lambda: None)
     machine = {
-        "platform": platform.platform(), "python": sys.version.split()[0], "mlx": mx.__version__,
+        "platform": platform.platform(), "cpus": os.cpu_count(), "python": sys.version.split()[0], "mlx": mx.__version__,
         "mlx_device": str(mx.default_device()), "torch": torch.__version__,
         "gpu": torch.cuda.get_device_name() if args.device == "cuda" else None,
         "vocoder_steps_in_flight": (Generator.steps_in_flight if Generator.steps_in_flight != "default" else
@@ -176,6 +177,7 @@ def markdown(result) -> str:
     lines = [
         f"# Audio decode benchmark: MLX vs ltx-core ({m.get('gpu') or 'CPU'})",
         "",
+        f"Machine: {m['platform']}" + (f", {m['cpus']} CPUs" if m.get("cpus") else "") + "  ",
         f"Command: `{result['command']}`  ",
         f"Weights: {result['weights']}; MLX {m['mlx']} on {m['mlx_device']}, torch {m['torch']}; MLX vocoder "
         f"residual steps queued ahead of the host: {m.get('vocoder_steps_in_flight', 'not recorded')}.  ",
