@@ -117,7 +117,7 @@ def main():
                     mx.eval(out)
                     return out
 
-                times, peaks, first, last = {"mlx": [], "torch": []}, {}, {}, {}
+                times, peaks, first, outs = {"mlx": [], "torch": []}, {}, {}, {}
                 for i in range(args.warmup + args.runs):
                     for backend, fn, wait in (("mlx", run_mlx, lambda: None), ("torch", run_torch, sync)):
                         gc.collect()
@@ -137,10 +137,9 @@ def main():
                             torch.cuda.max_memory_allocated() if args.device == "cuda" else float("nan"))
                         peaks[backend] = max(peaks.get(backend, peak), peak)  # stays nan for torch on a CPU
                         # The last call's output is the one checked (no extra call: on a CPU one MLX call can take minutes).
-                        last[backend] = (np.array(out.astype(mx.float32)) if backend == "mlx"
+                        outs[backend] = (np.array(out.astype(mx.float32)) if backend == "mlx"
                                          else out.float().cpu().numpy())
                         del out
-                outs = last
                 row = {"preset": preset, "seconds": seconds, "part": part, "input": list(inputs[part].shape),
                        "output": list(expected[part].shape), "dtype": args.dtype}
                 for backend in ("mlx", "torch"):

@@ -12,6 +12,7 @@ from ltx_ane.models.loading import Source
 from ltx_ane.models.video_vae.loader import load_decoder, load_encoder
 from tests.vae_util import TOL, assert_both_match_reference, psnr, rel_err, small_config, write_vae
 
+
 @pytest.fixture(scope="module", params=["ltx2", "ltx23"])
 def checkpoint(request, tmp_path_factory):
     raw = small_config(request.param)
