@@ -6,39 +6,40 @@ norm, SiLU, then one copy per padded axis: ``mx.compile`` fuses neither a reduct
 neighbours). On an H200 those passes were a third of the decoders' kernel time against ltx-core
 (benchmarks/results/kernels_vae_cuda.md). The kernel reads each input row once and writes the padded output once.
 
-It exists for MLX's CUDA backend only: it was written and tested on the lent NVIDIA machine. On Metal (no Mac was
+``group_norm_silu`` is the latent upscalers' ``SiLU(GroupNorm(x + bias) [+ residual])``, whose MLX-ops form writes
+float32 copies of the activation that MLX's CUDA backend holds until a queued stage has run (see its section).
+
+They exist for MLX's CUDA backend only (built and cached through ``cuda_jit``): they were written and tested on the
+lent NVIDIA machine. On Metal (no Mac was
 available to test a Metal twin) and on the CPU, ``layers.norm_silu_pad`` runs the same steps as MLX ops, the
-computation every parity test checks.
+computation every parity test checks; ``upscaler.model.GroupNorm`` likewise.
 """
 
 from __future__ import annotations
 
 import mlx.core as mx
 
+from ltx_ane.models import cuda_jit
+
 PIXEL_NORM_EPS = 1e-8  # ltx-core's PixelNorm default (the VAE's)
 
-_HEADER = """
-__device__ __forceinline__ int reflect_index(int i, int n) { return i < 0 ? -i : (i >= n ? 2 * n - 2 - i : i); }
-"""
-
-# One warp per output row (a position's C channels). Template constants: T the dtype, CHUNKS the 16-byte loads per
-# lane (C <= 32 * CHUNKS * 16 / sizeof(T)), CAUSAL the time padding (2 copies of frame 0 in front, else one copy of
-# the first frame in front and of the last behind), PAD_HW 1 for reflect padding of H and W, 0 for none.
-_SOURCE = """
-    constexpr int V = 16 / sizeof(T);
-    const int F = x_shape[1], H = x_shape[2], W = x_shape[3], C = x_shape[4];
-    const int Fo = F + 2, Ho = H + 2 * PAD_HW, Wo = W + 2 * PAD_HW;
+# One warp per output row (a position's C channels). CHUNKS: the 16-byte loads per lane (C <= 32 * CHUNKS * V).
+# causal: the time padding (2 copies of frame 0 in front, else one copy of the first frame in front and of the last
+# behind); pad_hw 1 for reflect padding of H and W, 0 for none.
+_NORM_SILU_PAD = cuda_jit.Kernel("norm_silu_pad", """
+void norm_silu_pad(const T* x, const T* bias, T* out, int B, int F, int H, int W, int C, int causal, int pad_hw) {
+    const int Fo = F + 2, Ho = H + 2 * pad_hw, Wo = W + 2 * pad_hw;
     const long row = ((long)blockIdx.x * blockDim.x + threadIdx.x) >> 5;
     const int lane = threadIdx.x & 31;
-    if (row >= (long)x_shape[0] * Fo * Ho * Wo) return;  // a whole warp returns: the shuffles below stay full
+    if (row >= (long)B * Fo * Ho * Wo) return;  // a whole warp returns: the shuffles below stay full
     const int wo = row % Wo;
     long rest = row / Wo;
     const int ho = rest % Ho;
     rest /= Ho;
     const int fo = rest % Fo;
     const long b = rest / Fo;
-    const int fi = CAUSAL ? max(fo - 2, 0) : min(max(fo - 1, 0), F - 1);
-    const int hi = reflect_index(ho - PAD_HW, H), wi = reflect_index(wo - PAD_HW, W);
+    const int fi = causal ? imax(fo - 2, 0) : imin(imax(fo - 1, 0), F - 1);
+    const int hi = reflect_index(ho - pad_hw, H), wi = reflect_index(wo - pad_hw, W);
     const T* src = x + (((b * F + fi) * H + hi) * W + wi) * (long)C;
     T* dst = out + row * (long)C;
     float v[CHUNKS * V];
@@ -47,13 +48,13 @@ _SOURCE = """
     for (int k = 0; k < CHUNKS; ++k) {
         const int c = (lane + 32 * k) * V;
         if (c < C) {
-            alignas(16) T xs[V];
-            alignas(16) T bs[V];
-            *reinterpret_cast<uint4*>(xs) = *reinterpret_cast<const uint4*>(src + c);
-            *reinterpret_cast<uint4*>(bs) = *reinterpret_cast<const uint4*>(bias + c);
+            const Pack xp = *reinterpret_cast<const Pack*>(src + c);
+            const Pack bp = *reinterpret_cast<const Pack*>(bias + c);
+            const T* xs = reinterpret_cast<const T*>(&xp);
+            const T* bs = reinterpret_cast<const T*>(&bp);
             #pragma unroll
             for (int j = 0; j < V; ++j) {
-                const float y = static_cast<float>(xs[j]) + static_cast<float>(bs[j]);
+                const float y = load(xs[j]) + load(bs[j]);
                 v[k * V + j] = y;
                 ss += y * y;
             }
@@ -61,33 +62,28 @@ _SOURCE = """
     }
     #pragma unroll
     for (int offset = 16; offset > 0; offset >>= 1) ss += __shfl_xor_sync(0xffffffff, ss, offset);
-    const float inv = rsqrtf(ss / C + EPS);
+    const float inv = rsqrtf(ss / C + PIXEL_NORM_EPS);
     #pragma unroll
     for (int k = 0; k < CHUNKS; ++k) {
         const int c = (lane + 32 * k) * V;
         if (c < C) {
-            alignas(16) T os[V];
+            Pack op;
+            T* os = reinterpret_cast<T*>(&op);
             #pragma unroll
             for (int j = 0; j < V; ++j) {
                 const float y = v[k * V + j] * inv;
-                os[j] = static_cast<T>(y / (1.0f + expf(-y)));
+                os[j] = store(y / (1.0f + expf(-y)));
             }
-            *reinterpret_cast<uint4*>(dst + c) = *reinterpret_cast<const uint4*>(os);
+            *reinterpret_cast<Pack*>(dst + c) = op;
         }
     }
-"""
-
-_kernel = None
+}
+""", header=f"""
+#define PIXEL_NORM_EPS {PIXEL_NORM_EPS!r}f
+__device__ __forceinline__ int reflect_index(int i, int n) {{ return i < 0 ? -i : (i >= n ? 2 * n - 2 - i : i); }}
+""")
 _zeros: dict = {}
 MAX_CHUNKS = 8
-
-
-def _cuda_kernel():
-    global _kernel
-    if _kernel is None:
-        source = _SOURCE.replace("EPS", f"{PIXEL_NORM_EPS!r}f")
-        _kernel = mx.fast.cuda_kernel("norm_silu_pad", ["x", "bias"], ["out"], source, header=_HEADER)
-    return _kernel
 
 
 def _chunks(x: mx.array) -> int | None:
@@ -104,9 +100,7 @@ def _chunks(x: mx.array) -> int | None:
 
 def fused_available(x: mx.array) -> bool:
     """Whether :func:`norm_silu_pad` applies to channels-last (B, F, H, W, C) x here."""
-    if not (mx.default_device() == mx.gpu and mx.cuda.is_available()):
-        return False
-    if x.dtype not in (mx.bfloat16, mx.float16, mx.float32) or _chunks(x) is None:
+    if x.dtype not in cuda_jit.DTYPES or _chunks(x) is None or not cuda_jit.available():
         return False
     b, f, h, w, _ = x.shape
     return b * (f + 2) * (h + 2) * (w + 2) * 32 < 2**31  # one warp per output row, a 32-bit launch grid
@@ -117,19 +111,220 @@ def norm_silu_pad(x: mx.array, bias: mx.array | None, causal: bool, reflect_hw: 
     :func:`fused_available`; ``bias`` (C,) or None. The result is computed in float32 and rounded once."""
     b, f, h, w, c = x.shape
     if bias is None:
-        key = (c, x.dtype)
-        if key not in _zeros:
-            _zeros[key] = mx.zeros((c,), x.dtype)
-        bias = _zeros[key]
+        bias = _zeros_like_channels(c, x.dtype)
     pad_hw = 1 if reflect_hw else 0
     shape = (b, f + 2, h + 2 * pad_hw, w + 2 * pad_hw, c)
     rows = shape[0] * shape[1] * shape[2] * shape[3]
-    (out,) = _cuda_kernel()(
+    (out,) = _NORM_SILU_PAD(
+        x.dtype,
         inputs=[x, bias.astype(x.dtype)],
-        template=[("T", x.dtype), ("CHUNKS", _chunks(x)), ("CAUSAL", bool(causal)), ("PAD_HW", pad_hw)],
-        grid=(rows * 32, 1, 1),
-        threadgroup=(128, 1, 1),
         output_shapes=[shape],
         output_dtypes=[x.dtype],
+        scalars=[b, f, h, w, c, int(bool(causal)), pad_hw],
+        grid=(rows * 32, 1, 1),
+        threadgroup=(128, 1, 1),
+        constants={"CHUNKS": _chunks(x)},
     )
     return out
+
+
+# --- Upscaler GroupNorm + SiLU ------------------------------------------------------------------------------------
+# ``SiLU(GroupNorm(x + bias) [+ residual])``, the upscalers' every norm, as three kernels: per-block statistics, their
+# merge, and one elementwise pass. Written with MLX ops it writes float32 copies of the activation (the group-major
+# transpose, the squared deviations, and op by op every step of the elementwise expression), and MLX's CUDA backend
+# keeps each buffer of a queued stage until the stage has run: a res block held 0.35-0.74 GB for a 29 MB activation,
+# the upscalers' peak above ltx-core's. The kernels write only the output and a few floats per group, op by op or
+# compiled alike: the same res block holds ~0.15 GB, the inputs and outputs of its two convs and two norms
+# (benchmarks/results/upscaler_memory_cuda.txt). A custom kernel cannot write over its input (MLX donates buffers
+# only to its own ops; a compiled elementwise step instead measured worse), which is what keeps that above ltx-core's.
+#
+# Statistics: each thread block takes GN_POSITIONS positions of one batch element; each thread V channels of them
+# (V within one group), summing (x + bias - shift) and its square with shift = its first value (shifted sums keep
+# float32 from cancelling when a mean is large against the spread). Adjacent lanes of a group merge by Chan's
+# pairwise update, and each block writes per group (mean, M2, count); one warp per group then merges the blocks.
+GN_POSITIONS = 32
+
+# Chan et al.'s pairwise update: (n, mean, m2) absorbs (nb, mb, m2b); an empty side leaves the other unchanged.
+_CHAN_MERGE = """
+__device__ __forceinline__ void chan_merge(float& n, float& mean, float& m2, float nb, float mb, float m2b) {
+    if (nb == 0.0f) return;
+    const float total = n + nb, delta = mb - mean, w = nb / total;
+    mean += delta * w;
+    m2 += m2b + delta * delta * n * w;
+    n = total;
+}
+"""
+
+_GROUP_STATS = cuda_jit.Kernel("group_stats", """
+void group_stats(const T* x, const T* bias, float* out, int N, int C, int G) {
+    const int blocks = (N + P - 1) / P;
+    const int nb = blockIdx.x, b = blockIdx.y, t = threadIdx.x;
+    const int lanes = C / G / V;  // threads per group, adjacent
+    const int p0 = nb * P, p1 = imin(p0 + P, N);
+    const T* src = x + ((long)b * N + p0) * C + t * V;
+    const Pack bp = *reinterpret_cast<const Pack*>(bias + t * V);
+    const T* bs = reinterpret_cast<const T*>(&bp);
+    const float shift = load(src[0]) + load(bs[0]);
+    float s1 = 0.0f, s2 = 0.0f;
+    for (int p = p0; p < p1; ++p, src += C) {
+        const Pack xp = *reinterpret_cast<const Pack*>(src);
+        const T* xs = reinterpret_cast<const T*>(&xp);
+        #pragma unroll
+        for (int j = 0; j < V; ++j) {
+            const float y = load(xs[j]) + load(bs[j]) - shift;
+            s1 += y;
+            s2 += y * y;
+        }
+    }
+    const float n = (float)((p1 - p0) * V);
+    float mean = shift + s1 / n;
+    float m2 = fmaxf(s2 - s1 * s1 / n, 0.0f);
+    for (int width = 1; width < lanes; width <<= 1) {
+        const float other_mean = __shfl_xor_sync(0xffffffff, mean, width);
+        const float other_m2 = __shfl_xor_sync(0xffffffff, m2, width);
+        const float delta = other_mean - mean;
+        m2 += other_m2 + delta * delta * (n * width) * 0.5f;  // two halves of n * width values each
+        mean = 0.5f * (mean + other_mean);
+    }
+    if (t % lanes == 0) {
+        float* dst = out + (((long)b * blocks + nb) * G + t / lanes) * 3;
+        dst[0] = mean;
+        dst[1] = m2;
+        dst[2] = n * lanes;
+    }
+}
+""")
+
+# One warp per (batch, group): lanes merge strided blocks, then each other by shuffles. Out: (B, G, 2) mean, M2.
+_GROUP_MERGE = cuda_jit.Kernel("group_merge", """
+void group_merge(const float* partials, float* out, int B, int blocks, int G) {
+    const long warp = ((long)blockIdx.x * blockDim.x + threadIdx.x) >> 5;
+    const int lane = threadIdx.x & 31;
+    if (warp >= (long)B * G) return;  // a whole warp returns
+    const int b = warp / G, g = warp % G;
+    float n = 0.0f, mean = 0.0f, m2 = 0.0f;
+    for (int k = lane; k < blocks; k += 32) {
+        const float* p = partials + (((long)b * blocks + k) * G + g) * 3;
+        chan_merge(n, mean, m2, p[2], p[0], p[1]);
+    }
+    #pragma unroll
+    for (int offset = 16; offset > 0; offset >>= 1) {
+        const float on = __shfl_xor_sync(0xffffffff, n, offset);
+        const float om = __shfl_xor_sync(0xffffffff, mean, offset);
+        const float o2 = __shfl_xor_sync(0xffffffff, m2, offset);
+        chan_merge(n, mean, m2, on, om, o2);
+    }
+    if (lane == 0) {
+        out[warp * 2] = mean;
+        out[warp * 2 + 1] = m2;
+    }
+}
+""", header=_CHAN_MERGE)
+
+# A thread per 16-byte load of x (V channels of one group): SiLU((x + bias - mean) * rsqrt(var + eps) * weight + beta
+# [+ residual]) in float32, rounded once, torch's GroupNorm order of operations.
+_GROUP_NORM_SILU = cuda_jit.Kernel("group_norm_silu", """
+void group_norm_silu(const T* x, const T* bias, const T* residual, const float* moments, const WT* weight,
+                     const WT* beta, T* out, int B, int N, int C, int G, int with_residual) {
+    const long i = ((long)blockIdx.x * blockDim.x + threadIdx.x) * V;
+    if (i >= (long)B * N * C) return;
+    const int c = i % C, per = C / G;
+    const long b = i / ((long)N * C);
+    const float* mom = moments + (b * G + c / per) * 2;
+    const float mean = mom[0], inv_std = rsqrtf(mom[1] / ((float)N * per) + EPS);
+    const Pack xp = *reinterpret_cast<const Pack*>(x + i);
+    const Pack bp = *reinterpret_cast<const Pack*>(bias + c);
+    Pack rp = xp;
+    if (with_residual) rp = *reinterpret_cast<const Pack*>(residual + i);
+    const T* xs = reinterpret_cast<const T*>(&xp);
+    const T* bs = reinterpret_cast<const T*>(&bp);
+    const T* rs = reinterpret_cast<const T*>(&rp);
+    Pack op;
+    T* os = reinterpret_cast<T*>(&op);
+    #pragma unroll
+    for (int j = 0; j < V; ++j) {
+        float y = (load(xs[j]) + load(bs[j]) - mean) * inv_std * LOADW(weight[c + j]) + LOADW(beta[c + j]);
+        if (with_residual) y += load(rs[j]);
+        os[j] = store(y / (1.0f + expf(-y)));
+    }
+    *reinterpret_cast<Pack*>(out + i) = op;
+}
+""")
+
+
+def group_layout_fits(x: mx.array, groups: int) -> bool:
+    """Whether x's channels suit the kernels: each group a power-of-two number of 16-byte loads, a thread per load
+    of a position, whole warps, at most 1024 threads."""
+    if x.dtype not in cuda_jit.DTYPES or x.shape[-1] % groups:
+        return False
+    per_load = 16 // x.dtype.size
+    c = x.shape[-1]
+    lanes = c // groups // per_load  # threads per group, merged by XOR shuffles: a power of two
+    return (c // groups) % per_load == 0 and 0 < lanes <= 32 and lanes & (lanes - 1) == 0 and (
+        c // per_load) % 32 == 0 and c // per_load <= 1024
+
+
+def group_norm_available(x: mx.array, groups: int) -> bool:
+    """Whether :func:`group_moments` and :func:`group_norm_silu` run for channels-last x (B, ..., C) here."""
+    return group_layout_fits(x, groups) and cuda_jit.available()
+
+
+def group_moments(x: mx.array, groups: int, bias: mx.array | None = None) -> tuple[mx.array, int]:
+    """Per (batch, group) mean and sum of squared deviations (M2) of x [+ bias] as one float32 (B, G, 2) array,
+    and the count of values per group."""
+    b, c = x.shape[0], x.shape[-1]
+    x = x.reshape(b, -1, c)
+    n = x.shape[1]
+    blocks = -(-n // GN_POSITIONS)
+    threads = c // (16 // x.dtype.size)
+    bias = _zeros_like_channels(c, x.dtype) if bias is None else bias.astype(x.dtype)
+    (partials,) = _GROUP_STATS(
+        x.dtype,
+        inputs=[x, bias],
+        output_shapes=[(b, blocks, groups, 3)],
+        output_dtypes=[mx.float32],
+        scalars=[n, c, groups],
+        grid=(blocks * threads, b, 1),
+        threadgroup=(threads, 1, 1),
+        constants={"P": GN_POSITIONS},
+    )
+    (moments,) = _GROUP_MERGE(
+        mx.float32,
+        inputs=[partials],
+        output_shapes=[(b, groups, 2)],
+        output_dtypes=[mx.float32],
+        scalars=[b, blocks, groups],
+        grid=(b * groups * 32, 1, 1),
+        threadgroup=(min(b * groups * 32, 256), 1, 1),
+    )
+    return moments, n * (c // groups)
+
+
+def group_norm_silu(x: mx.array, groups: int, eps: float, weight: mx.array, beta: mx.array,
+                    bias: mx.array | None = None, residual: mx.array | None = None) -> mx.array:
+    """``SiLU(GroupNorm(x + bias) [+ residual])`` for channels-last x, where :func:`group_norm_available`: statistics
+    over every non-batch axis, computed in float32 and rounded once. ``bias`` (C,) is the preceding conv's."""
+    b, c = x.shape[0], x.shape[-1]
+    bias = _zeros_like_channels(c, x.dtype) if bias is None else bias.astype(x.dtype)
+    moments, _ = group_moments(x, groups, bias)
+    flat = x.reshape(b, -1, c)
+    (out,) = _GROUP_NORM_SILU(
+        x.dtype,
+        inputs=[flat, bias, flat if residual is None else residual.astype(x.dtype).reshape(flat.shape), moments,
+                weight, beta.astype(weight.dtype)],
+        output_shapes=[flat.shape],
+        output_dtypes=[x.dtype],
+        scalars=[b, flat.shape[1], c, groups, int(residual is not None)],
+        grid=(flat.size // (16 // x.dtype.size), 1, 1),
+        threadgroup=(256, 1, 1),
+        # MLX 0.32's precompiled kernels take no float scalars; the parameters are read in their own dtype
+        constants={"EPS": f"{float(eps)!r}f", **cuda_jit.element_type("WT", "LOADW", weight.dtype)},
+    )
+    return out.reshape(x.shape)
+
+
+def _zeros_like_channels(c: int, dtype) -> mx.array:
+    key = (c, dtype)
+    if key not in _zeros:
+        _zeros[key] = mx.zeros((c,), dtype)
+    return _zeros[key]

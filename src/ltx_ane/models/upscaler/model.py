@@ -17,6 +17,7 @@ from functools import partial
 import mlx.core as mx
 import mlx.nn as nn
 
+from ltx_ane.models import fused
 from ltx_ane.models.layers import conv_without_bias  # its bias: added by the GroupNorm after it
 from ltx_ane.models.queue import DeviceQueue
 from ltx_ane.models.upscaler.config import UpsamplerConfig
@@ -66,6 +67,9 @@ def _group_sums(
     ``bias`` (C,), when given, is added to x in float32 first: the forward pass leaves a conv's bias to here.
     """
     b, c = x.shape[0], x.shape[-1]
+    if fused.group_norm_available(x, groups):  # one pass, no float32 copies (CUDA)
+        moments, count = fused.group_moments(x, groups, bias)
+        return (moments[..., 0] * count).reshape(b, groups, 1, 1), moments[..., 1].reshape(b, groups, 1, 1), count
     per = c // groups
     # Each group's values made contiguous first: reducing over the last axis is far faster on MLX's GPU
     # backends than reducing over two strided axes (3 ms -> well under 1 ms for a 1024x16x16x24 tensor).
@@ -122,6 +126,8 @@ class GroupNorm(nn.Module):
         MLX splits a fused kernel that gets too deep.
         """
         b, c, g = x.shape[0], x.shape[-1], self.groups
+        if fused.group_norm_available(x, g):  # CUDA: three kernels, no float32 copies (see models/fused.py)
+            return fused.group_norm_silu(x, g, self.eps, self.weight, self.bias, bias, residual)
         per = c // g
         total, m2, count = _group_sums(x, g, bias)
         total, m2 = total.reshape(b, 1, g, 1), m2.reshape(b, 1, g, 1)
@@ -196,13 +202,15 @@ class LatentUpsampler(nn.Module):
 
     ``compile`` runs the forward pass through ``mx.compile`` (each stage traced once per input shape), which fuses
     each GroupNorm's elementwise steps into a few kernels. Most kernels here are small, and on a GPU their launch
-    cost rather than the convolutions decides the time: compiled, a call takes about half as long (7.8 against
-    16.5 ms at 16x8x12 on an H200, benchmarks/results/upsampler_cuda.md). But the compiled call's kernels are
-    built at their first use: ~40 of them, 40-50 s on a machine whose kernel cache is empty, 0.3-0.4 s once it holds
-    them (benchmarks/results/cold_start_cuda.md). A generation upsamples once, so the build would never pay for
-    itself there. None (the default) therefore compiles on a GPU from the second call of a shape on, when the model
-    is being reused; True compiles from the first call, False never (nor on the CPU by default, where builds take
-    longer than the small runs that happen there).
+    cost rather than the convolutions decides the time: with MLX ops, compiled, a call took about half as long (7.8
+    against 16.5 ms at 16x8x12 on an H200, benchmarks/results/upsampler_cuda.md). On MLX's CUDA backend each
+    GroupNorm + SiLU is now three kernels of models/fused.py either way, and compiling still saves ~10 % (7.1 against
+    7.7 ms, upsampler_fused_cuda.md). But the compiled call's kernels are built at their first use: ~40 of them,
+    40-50 s on a machine whose kernel cache is empty, 0.3-0.4 s once it holds them
+    (benchmarks/results/cold_start_cuda.md). A generation upsamples once, so the build would never pay for itself
+    there. None (the default) therefore compiles on a GPU from the second call of a shape on, when the model is being
+    reused; True compiles from the first call, False never (nor on the CPU by default, where builds take longer than
+    the small runs that happen there).
     """
 
     # Stages queued on the device while the host builds the next (see models/queue.py).
