@@ -14,6 +14,7 @@ T per Pack) defined by the prelude. Arguments: the inputs' pointers, the outputs
 from __future__ import annotations
 
 import ctypes
+import functools
 import hashlib
 import os
 from pathlib import Path
@@ -109,42 +110,30 @@ def _cache_dir() -> Path:
     return (Path(base) if base else cache_root() / "mlx-kernels") / "ltx-ane-kernels"
 
 
-_arch_value: int | None = None
-
-
+@functools.cache
 def _arch() -> int:
-    global _arch_value
-    if _arch_value is None:
-        info = mx.device_info()
-        _arch_value = 10 * int(info.get("compute_capability_major", 0)) + int(info.get("compute_capability_minor", 0))
-    return _arch_value
+    info = mx.device_info()
+    return 10 * int(info.get("compute_capability_major", 0)) + int(info.get("compute_capability_minor", 0))
 
 
-_nvrtc_lib = None
-_nvrtc_searched = False
-
-
+@functools.cache
 def _nvrtc():
     """The NVRTC library MLX's CUDA backend loaded (found in this process's mappings), or None."""
-    global _nvrtc_lib, _nvrtc_searched
-    if not _nvrtc_searched:
-        _nvrtc_searched = True
-        candidates = []
+    candidates = []
+    try:
+        with open("/proc/self/maps") as maps:
+            candidates = sorted({line.split()[-1] for line in maps if "libnvrtc.so" in line and "builtins" not in line})
+    except OSError:
+        pass
+    for name in [*candidates, "libnvrtc.so", "libnvrtc.so.13", "libnvrtc.so.12"]:
         try:
-            with open("/proc/self/maps") as maps:
-                candidates = sorted({line.split()[-1] for line in maps
-                                     if "libnvrtc.so" in line and "builtins" not in line})
+            return ctypes.CDLL(name)
         except OSError:
-            pass
-        for name in [*candidates, "libnvrtc.so", "libnvrtc.so.13", "libnvrtc.so.12"]:
-            try:
-                _nvrtc_lib = ctypes.CDLL(name)
-                break
-            except OSError:
-                continue
-    return _nvrtc_lib
+            continue
+    return None
 
 
+@functools.cache
 def _nvrtc_version() -> str:
     major, minor = ctypes.c_int(), ctypes.c_int()
     _nvrtc().nvrtcVersion(ctypes.byref(major), ctypes.byref(minor))

@@ -82,7 +82,6 @@ void norm_silu_pad(const T* x, const T* bias, T* out, int B, int F, int H, int W
 #define PIXEL_NORM_EPS {PIXEL_NORM_EPS!r}f
 __device__ __forceinline__ int reflect_index(int i, int n) {{ return i < 0 ? -i : (i >= n ? 2 * n - 2 - i : i); }}
 """)
-_zeros: dict = {}
 MAX_CHUNKS = 8
 
 
@@ -110,14 +109,13 @@ def norm_silu_pad(x: mx.array, bias: mx.array | None, causal: bool, reflect_hw: 
     """``pad_frames(SiLU(PixelNorm(x + bias)), causal, reflect_hw)`` as one CUDA kernel, where
     :func:`fused_available`; ``bias`` (C,) or None. The result is computed in float32 and rounded once."""
     b, f, h, w, c = x.shape
-    if bias is None:
-        bias = _zeros_like_channels(c, x.dtype)
+    bias = _channel_bias(bias, c, x.dtype)
     pad_hw = 1 if reflect_hw else 0
     shape = (b, f + 2, h + 2 * pad_hw, w + 2 * pad_hw, c)
     rows = shape[0] * shape[1] * shape[2] * shape[3]
     (out,) = _NORM_SILU_PAD(
         x.dtype,
-        inputs=[x, bias.astype(x.dtype)],
+        inputs=[x, bias],
         output_shapes=[shape],
         output_dtypes=[x.dtype],
         scalars=[b, f, h, w, c, int(bool(causal)), pad_hw],
@@ -277,7 +275,7 @@ def group_moments(x: mx.array, groups: int, bias: mx.array | None = None) -> tup
     n = x.shape[1]
     blocks = -(-n // GN_POSITIONS)
     threads = c // (16 // x.dtype.size)
-    bias = _zeros_like_channels(c, x.dtype) if bias is None else bias.astype(x.dtype)
+    bias = _channel_bias(bias, c, x.dtype)
     (partials,) = _GROUP_STATS(
         x.dtype,
         inputs=[x, bias],
@@ -305,7 +303,7 @@ def group_norm_silu(x: mx.array, groups: int, eps: float, weight: mx.array, beta
     """``SiLU(GroupNorm(x + bias) [+ residual])`` for channels-last x, where :func:`group_norm_available`: statistics
     over every non-batch axis, computed in float32 and rounded once. ``bias`` (C,) is the preceding conv's."""
     b, c = x.shape[0], x.shape[-1]
-    bias = _zeros_like_channels(c, x.dtype) if bias is None else bias.astype(x.dtype)
+    bias = _channel_bias(bias, c, x.dtype)
     moments, _ = group_moments(x, groups, bias)
     flat = x.reshape(b, -1, c)
     (out,) = _GROUP_NORM_SILU(
@@ -323,7 +321,13 @@ def group_norm_silu(x: mx.array, groups: int, eps: float, weight: mx.array, beta
     return out.reshape(x.shape)
 
 
-def _zeros_like_channels(c: int, dtype) -> mx.array:
+_zeros: dict = {}
+
+
+def _channel_bias(bias: mx.array | None, c: int, dtype) -> mx.array:
+    """A kernel's per-channel bias input in the activation's dtype: ``bias``, or zeros (one array per width)."""
+    if bias is not None:
+        return bias.astype(dtype)
     key = (c, dtype)
     if key not in _zeros:
         _zeros[key] = mx.zeros((c,), dtype)
