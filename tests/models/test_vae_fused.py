@@ -29,13 +29,15 @@ TOL = {mx.bfloat16: 2**-8, mx.float16: 2**-11, mx.float32: 1e-5}
 
 
 @pytest.mark.parametrize(
-    "channels, dtype, chunks",
-    [(128, mx.bfloat16, 1), (256, mx.bfloat16, 1), (264, mx.bfloat16, 2), (1024, mx.bfloat16, 4),
-     (2048, mx.bfloat16, 8), (4096, mx.bfloat16, None), (12, mx.bfloat16, None), (1024, mx.float32, 8),
-     (2048, mx.float32, None), (4, mx.float32, 1)],
+    "channels, dtype, layout",
+    [(128, mx.bfloat16, (16, 1, 4)), (256, mx.bfloat16, (32, 1, 4)), (264, mx.bfloat16, (32, 2, 2)),
+     (1024, mx.bfloat16, (32, 4, 1)), (2048, mx.bfloat16, (32, 8, 1)), (4096, mx.bfloat16, None),
+     (12, mx.bfloat16, None), (1024, mx.float32, (32, 8, 1)), (2048, mx.float32, None), (4, mx.float32, (1, 1, 4)),
+     (40, mx.float16, (8, 1, 4))],
 )
-def test_loads_per_lane_cover_the_channels_or_the_kernel_does_not_apply(channels, dtype, chunks):
-    assert fused._chunks(mx.zeros((1, 1, 1, 1, channels), dtype)) == chunks
+def test_lanes_and_loads_cover_the_channels_or_the_kernel_does_not_apply(channels, dtype, layout):
+    """(threads per row, 16-byte loads per thread and row, rows per thread): a narrow row shares its warp."""
+    assert fused._row_layout(mx.zeros((1, 1, 1, 1, channels), dtype)) == layout
 
 
 def test_not_used_off_cuda():
@@ -52,8 +54,8 @@ def float32_steps(x: mx.array, bias: mx.array | None, causal: bool, reflect: boo
 @CUDA
 @pytest.mark.parametrize(
     "channels, dtype",
-    [(8, mx.bfloat16), (128, mx.bfloat16), (264, mx.float16), (1024, mx.bfloat16), (2048, mx.bfloat16),
-     (1024, mx.float32)],
+    [(8, mx.bfloat16), (40, mx.float16), (128, mx.bfloat16), (264, mx.float16), (1024, mx.bfloat16),
+     (2048, mx.bfloat16), (1024, mx.float32)],
 )
 def test_kernel_matches_the_float32_steps(channels, dtype):
     x = (mx.random.normal((2, 3, 4, 5, channels), key=mx.random.key(0)) * 3 + 0.5).astype(dtype)

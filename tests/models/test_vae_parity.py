@@ -94,6 +94,26 @@ def test_half_precision_error(checkpoint, dtype):
     assert value > (35 if dtype == "bf16" else 45)
 
 
+@pytest.mark.parametrize("stride", [(1, 2, 2), (2, 1, 1), (2, 2, 2)])
+def test_bias_and_residual_added_in_the_shuffle_equal_adding_before_it(stride):
+    """The decoder's upsampling adds its conv's bias and the residual on the rearranged views (one pass), the
+    encoder's downsampling its bias and skip: the same bf16 values as adding them around the rearrangement, bit for
+    bit; and the residual block's conv2 bias and residual (one kernel) equal the two adds."""
+    from ltx_ane.models.layers import biased_residual, depth_to_space, space_to_depth
+
+    keys = mx.random.split(mx.random.key(3), 3)
+    x = (mx.random.normal((1, 3, 4, 5, 64), key=keys[0]) * 4).astype(mx.bfloat16)
+    bias = mx.random.normal((64,), key=keys[1]).astype(mx.bfloat16)
+    residual = mx.random.normal(x.shape, key=keys[2]).astype(mx.bfloat16)
+    assert mx.array_equal(depth_to_space(x, stride, bias), depth_to_space(x + bias, stride)).item()
+    assert mx.array_equal(depth_to_space(x, stride, bias, residual), depth_to_space(x + bias + residual, stride)).item()
+    assert mx.array_equal(biased_residual(residual, x, bias), residual + (x + bias)).item()
+    # the encoder's downsampling: space-to-depth with the conv's bias and the skip added in its pass
+    y = (mx.random.normal((1, 4, 4, 6, 16), key=keys[0]) * 4).astype(mx.bfloat16)
+    skip = space_to_depth(mx.random.normal(y.shape, key=keys[2]).astype(mx.bfloat16), stride)
+    assert mx.array_equal(space_to_depth(y, stride, bias[:16], skip), space_to_depth(y + bias[:16], stride) + skip).item()
+
+
 @pytest.mark.parametrize("stride", [(1, 2, 2), (2, 1, 1), (2, 2, 2), (1, 1, 2)])
 @pytest.mark.parametrize("group_size", [1, 2, 4, 8])
 def test_grouped_mean_before_the_rearrangement_equals_averaging_after_it(stride, group_size):

@@ -23,58 +23,87 @@ from ltx_ane.models import cuda_jit
 
 PIXEL_NORM_EPS = 1e-8  # ltx-core's PixelNorm default (the VAE's)
 
-# One warp per output row (a position's C channels). CHUNKS: the 16-byte loads per lane (C <= 32 * CHUNKS * V).
+# LANES threads per output row (a position's C channels), each CHUNKS 16-byte loads of it (C <= LANES * CHUNKS * V);
+# a warp takes 32 / LANES rows at once, R times over, and issues all R loads before reducing: one row of a narrow
+# activation (C = 128 in bf16 is 256 bytes) is too little in flight per warp to keep the memory busy: with a warp per
+# row the LTX-2.3 decoder's norms took 23.2 ms of an H200's time, this way 17.1 ms (kernels_vae_fused_cuda.md,
+# kernels_vae_rows_cuda.md in benchmarks/results). Each row's sum of squares still reduces over the same lanes in the
+# same order as with a warp per row. (``__expf`` / ``__fdividef`` for SiLU saved another 3-5 ms of a decode but moved
+# its output by up to 1.8 % of its range, norm_silu_fast_math_cuda.txt: not taken.)
 # causal: the time padding (2 copies of frame 0 in front, else one copy of the first frame in front and of the last
 # behind); pad_hw 1 for reflect padding of H and W, 0 for none.
 _NORM_SILU_PAD = cuda_jit.Kernel("norm_silu_pad", """
 void norm_silu_pad(const T* x, const T* bias, T* out, int B, int F, int H, int W, int C, int causal, int pad_hw) {
+    constexpr int SUB = 32 / LANES;
     const int Fo = F + 2, Ho = H + 2 * pad_hw, Wo = W + 2 * pad_hw;
-    const long row = ((long)blockIdx.x * blockDim.x + threadIdx.x) >> 5;
-    const int lane = threadIdx.x & 31;
-    if (row >= (long)B * Fo * Ho * Wo) return;  // a whole warp returns: the shuffles below stay full
-    const int wo = row % Wo;
-    long rest = row / Wo;
-    const int ho = rest % Ho;
-    rest /= Ho;
-    const int fo = rest % Fo;
-    const long b = rest / Fo;
-    const int fi = causal ? imax(fo - 2, 0) : imin(imax(fo - 1, 0), F - 1);
-    const int hi = reflect_index(ho - pad_hw, H), wi = reflect_index(wo - pad_hw, W);
-    const T* src = x + (((b * F + fi) * H + hi) * W + wi) * (long)C;
-    T* dst = out + row * (long)C;
-    float v[CHUNKS * V];
-    float ss = 0.0f;
+    const long rows = (long)B * Fo * Ho * Wo;
+    const long warp = ((long)blockIdx.x * blockDim.x + threadIdx.x) >> 5;
+    const int lane = threadIdx.x & 31, sub = lane / LANES, l = lane % LANES;
+    float bv[CHUNKS * V];
     #pragma unroll
     for (int k = 0; k < CHUNKS; ++k) {
-        const int c = (lane + 32 * k) * V;
-        if (c < C) {
-            const Pack xp = *reinterpret_cast<const Pack*>(src + c);
-            const Pack bp = *reinterpret_cast<const Pack*>(bias + c);
-            const T* xs = reinterpret_cast<const T*>(&xp);
-            const T* bs = reinterpret_cast<const T*>(&bp);
-            #pragma unroll
-            for (int j = 0; j < V; ++j) {
-                const float y = load(xs[j]) + load(bs[j]);
-                v[k * V + j] = y;
-                ss += y * y;
+        const int c = (l + LANES * k) * V;
+        Pack bp = {};
+        if (c < C) bp = *reinterpret_cast<const Pack*>(bias + c);
+        const T* bs = reinterpret_cast<const T*>(&bp);
+        #pragma unroll
+        for (int j = 0; j < V; ++j) bv[k * V + j] = c < C ? load(bs[j]) : 0.0f;
+    }
+    float v[R][CHUNKS * V];
+    float ss[R];
+    #pragma unroll
+    for (int r = 0; r < R; ++r) {
+        const long row = (warp * R + r) * SUB + sub;
+        ss[r] = 0.0f;
+        if (row >= rows) continue;  // the lanes stay for the shuffles below
+        const int wo = row % Wo;
+        long rest = row / Wo;
+        const int ho = rest % Ho;
+        rest /= Ho;
+        const int fo = rest % Fo;
+        const long b = rest / Fo;
+        const int fi = causal ? imax(fo - 2, 0) : imin(imax(fo - 1, 0), F - 1);
+        const int hi = reflect_index(ho - pad_hw, H), wi = reflect_index(wo - pad_hw, W);
+        const T* src = x + (((b * F + fi) * H + hi) * W + wi) * (long)C;
+        #pragma unroll
+        for (int k = 0; k < CHUNKS; ++k) {
+            const int c = (l + LANES * k) * V;
+            if (c < C) {
+                const Pack xp = *reinterpret_cast<const Pack*>(src + c);
+                const T* xs = reinterpret_cast<const T*>(&xp);
+                #pragma unroll
+                for (int j = 0; j < V; ++j) {
+                    const float y = load(xs[j]) + bv[k * V + j];
+                    v[r][k * V + j] = y;
+                    ss[r] += y * y;
+                }
             }
         }
     }
     #pragma unroll
-    for (int offset = 16; offset > 0; offset >>= 1) ss += __shfl_xor_sync(0xffffffff, ss, offset);
-    const float inv = rsqrtf(ss / C + PIXEL_NORM_EPS);
+    for (int r = 0; r < R; ++r) {
+        #pragma unroll
+        for (int offset = LANES / 2; offset > 0; offset >>= 1) ss[r] += __shfl_xor_sync(0xffffffff, ss[r], offset);
+    }
     #pragma unroll
-    for (int k = 0; k < CHUNKS; ++k) {
-        const int c = (lane + 32 * k) * V;
-        if (c < C) {
-            Pack op;
-            T* os = reinterpret_cast<T*>(&op);
-            #pragma unroll
-            for (int j = 0; j < V; ++j) {
-                const float y = v[k * V + j] * inv;
-                os[j] = store(y / (1.0f + expf(-y)));
+    for (int r = 0; r < R; ++r) {
+        const long row = (warp * R + r) * SUB + sub;
+        if (row >= rows) continue;
+        const float inv = rsqrtf(ss[r] / C + PIXEL_NORM_EPS);
+        T* dst = out + row * (long)C;
+        #pragma unroll
+        for (int k = 0; k < CHUNKS; ++k) {
+            const int c = (l + LANES * k) * V;
+            if (c < C) {
+                Pack op;
+                T* os = reinterpret_cast<T*>(&op);
+                #pragma unroll
+                for (int j = 0; j < V; ++j) {
+                    const float y = v[r][k * V + j] * inv;
+                    os[j] = store(y / (1.0f + expf(-y)));
+                }
+                *reinterpret_cast<Pack*>(dst + c) = op;
             }
-            *reinterpret_cast<Pack*>(dst + c) = op;
         }
     }
 }
@@ -83,26 +112,30 @@ void norm_silu_pad(const T* x, const T* bias, T* out, int B, int F, int H, int W
 __device__ __forceinline__ int reflect_index(int i, int n) {{ return i < 0 ? -i : (i >= n ? 2 * n - 2 - i : i); }}
 """)
 MAX_CHUNKS = 8
+ROW_LOADS = 4  # 16-byte loads each thread issues before its first reduction (R rows of CHUNKS loads)
 
 
-def _chunks(x: mx.array) -> int | None:
-    """16-byte loads per lane for x's channels (a power of two), or None where the kernel does not apply."""
+def _row_layout(x: mx.array) -> tuple[int, int, int] | None:
+    """(LANES, CHUNKS, R) for x's channels (powers of two), or None where the kernel does not apply."""
     per_load = 16 // x.dtype.size
     c = x.shape[-1]
     if x.ndim != 5 or c % per_load:
         return None
+    lanes = 1
+    while lanes < min(32, c // per_load):
+        lanes *= 2
     chunks = 1
-    while 32 * per_load * chunks < c:
+    while lanes * per_load * chunks < c:
         chunks *= 2
-    return chunks if chunks <= MAX_CHUNKS else None
+    return (lanes, chunks, max(1, ROW_LOADS // chunks)) if chunks <= MAX_CHUNKS else None
 
 
 def fused_available(x: mx.array) -> bool:
     """Whether :func:`norm_silu_pad` applies to channels-last (B, F, H, W, C) x here."""
-    if x.dtype not in cuda_jit.DTYPES or _chunks(x) is None or not cuda_jit.available():
+    if x.dtype not in cuda_jit.DTYPES or _row_layout(x) is None or not cuda_jit.available():
         return False
     b, f, h, w, _ = x.shape
-    return b * (f + 2) * (h + 2) * (w + 2) * 32 < 2**31  # one warp per output row, a 32-bit launch grid
+    return b * (f + 2) * (h + 2) * (w + 2) * 32 < 2**31  # at most a warp per output row: a 32-bit launch grid
 
 
 def norm_silu_pad(x: mx.array, bias: mx.array | None, causal: bool, reflect_hw: bool) -> mx.array:
@@ -113,15 +146,17 @@ def norm_silu_pad(x: mx.array, bias: mx.array | None, causal: bool, reflect_hw: 
     pad_hw = 1 if reflect_hw else 0
     shape = (b, f + 2, h + 2 * pad_hw, w + 2 * pad_hw, c)
     rows = shape[0] * shape[1] * shape[2] * shape[3]
+    lanes, chunks, per_thread = _row_layout(x)
+    rows_per_warp = 32 // lanes * per_thread
     (out,) = _NORM_SILU_PAD(
         x.dtype,
         inputs=[x, bias],
         output_shapes=[shape],
         output_dtypes=[x.dtype],
         scalars=[b, f, h, w, c, int(bool(causal)), pad_hw],
-        grid=(rows * 32, 1, 1),
-        threadgroup=(128, 1, 1),
-        constants={"CHUNKS": _chunks(x)},
+        grid=(-(-rows // rows_per_warp) * 32, 1, 1),
+        threadgroup=(256, 1, 1),
+        constants={"LANES": lanes, "CHUNKS": chunks, "R": per_thread},
     )
     return out
 
@@ -133,8 +168,10 @@ def norm_silu_pad(x: mx.array, bias: mx.array | None, causal: bool, reflect_hw: 
 # keeps each buffer of a queued stage until the stage has run: a res block held 0.35-0.74 GB for a 29 MB activation,
 # the upscalers' peak above ltx-core's. The kernels write only the output and a few floats per group, op by op or
 # compiled alike: the same res block holds ~0.15 GB, the inputs and outputs of its two convs and two norms
-# (benchmarks/results/upscaler_memory_cuda.txt). A custom kernel cannot write over its input (MLX donates buffers
-# only to its own ops; a compiled elementwise step instead measured worse), which is what keeps that above ltx-core's.
+# (benchmarks/results/upscaler_memory_cuda.txt), which is what keeps that above ltx-core's. MLX donates buffers only
+# to its own ops (a compiled elementwise step instead measured worse), and a kernel that writes over the conv output it
+# reads races with that buffer's readers: MLX's CUDA graphs order kernels by the buffers they declare as outputs
+# (upsampler_overwrite_cuda.md, an experiment: wrong outputs, and peaks still above ltx-core's).
 #
 # Statistics: each thread block takes GN_POSITIONS positions of one batch element; each thread V channels of them
 # (V within one group), summing (x + bias - shift) and its square with shift = its first value (shifted sums keep

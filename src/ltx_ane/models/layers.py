@@ -85,8 +85,9 @@ class CausalConv3d(nn.Module):
         self.stride = tuple(stride)
         self.reflect = spatial_padding_mode == "reflect"
 
-    def __call__(self, x: mx.array, causal: bool = True) -> mx.array:
-        return self.convolve(pad_frames(x, causal, self.reflect))
+    def __call__(self, x: mx.array, causal: bool = True, bias: bool = True) -> mx.array:
+        """The conv; ``bias=False`` leaves the bias out, for a caller that adds it in a pass it makes anyway."""
+        return self.convolve(pad_frames(x, causal, self.reflect), bias)
 
     def norm_silu_conv(self, x: mx.array, causal: bool, input_bias: mx.array | None = None, bias: bool = True):
         """``self(SiLU(PixelNorm(x + input_bias)))``; with ``bias=False`` the output lacks this conv's bias, for a
@@ -109,8 +110,10 @@ class ResnetBlock3D(nn.Module):
 
     def __call__(self, x: mx.array, causal: bool) -> mx.array:
         h = self.conv1.norm_silu_conv(x, causal, bias=False)
-        h = self.conv2.norm_silu_conv(h, causal, input_bias=self.conv1.conv.bias)
-        return x + h
+        h = self.conv2.norm_silu_conv(h, causal, input_bias=self.conv1.conv.bias, bias=False)
+        # conv2's bias and the residual in one pass (a broadcast bias add was the decoders' slowest elementwise
+        # kernel on an H200, benchmarks/results/kernels_vae_fused_cuda.md); the same bf16 roundings as before
+        return biased_residual(x, h, self.conv2.conv.bias)
 
 
 class UNetMidBlock3D(nn.Module):
@@ -128,22 +131,42 @@ class UNetMidBlock3D(nn.Module):
         return x
 
 
-def depth_to_space(x: mx.array, stride: tuple[int, int, int]) -> mx.array:
-    """(B, F, H, W, C*pt*ph*pw) -> (B, F*pt, H*ph, W*pw, C), channels ordered (c, pt, ph, pw) as in ltx-core."""
+def depth_to_space(x: mx.array, stride: tuple[int, int, int], bias: mx.array | None = None,
+                   residual: mx.array | None = None) -> mx.array:
+    """(B, F, H, W, C*pt*ph*pw) -> (B, F*pt, H*ph, W*pw, C), channels ordered (c, pt, ph, pw) as in ltx-core.
+
+    ``(x + bias) + residual`` before the rearrangement (``bias`` per input channel, ``residual`` x's shape), added
+    on the rearranged views instead: the add then writes the rearranged result, one pass instead of the add and a
+    copy, the same values (a permutation of the same additions)."""
     b, f, h, w, c = x.shape
     pt, ph, pw = stride
     c_out = c // (pt * ph * pw)
-    x = x.reshape(b, f, h, w, c_out, pt, ph, pw)
-    x = x.transpose(0, 1, 5, 2, 6, 3, 7, 4)
+
+    def rearranged(a: mx.array) -> mx.array:  # (..., c_out, pt, ph, pw) -> (b, f, pt, h, ph, w, pw, c_out)
+        return a.reshape(b, f, h, w, c_out, pt, ph, pw).transpose(0, 1, 5, 2, 6, 3, 7, 4)
+
+    x = rearranged(x)
+    if bias is not None:
+        x = x + bias.reshape(c_out, pt, ph, pw).transpose(1, 2, 3, 0).reshape(pt, 1, ph, 1, pw, c_out)
+    if residual is not None:
+        x = x + rearranged(residual)
     return x.reshape(b, f * pt, h * ph, w * pw, c_out)
 
 
-def space_to_depth(x: mx.array, stride: tuple[int, int, int]) -> mx.array:
-    """Inverse of :func:`depth_to_space`: channels come out ordered (c, pt, ph, pw)."""
+def space_to_depth(x: mx.array, stride: tuple[int, int, int], bias: mx.array | None = None,
+                   skip: mx.array | None = None) -> mx.array:
+    """Inverse of :func:`depth_to_space`: channels come out ordered (c, pt, ph, pw).
+
+    ``space_to_depth(x + bias) + skip`` (``bias`` per input channel, ``skip`` the result's shape) as adds on the
+    rearranged view: they write the rearranged result themselves, one pass fewer, the same values."""
     b, f, h, w, c = x.shape
     pt, ph, pw = stride
     x = x.reshape(b, f // pt, pt, h // ph, ph, w // pw, pw, c)
     x = x.transpose(0, 1, 3, 5, 7, 2, 4, 6)
+    if bias is not None:
+        x = x + bias.reshape(c, 1, 1, 1)
+    if skip is not None:
+        x = x + skip.reshape(x.shape)
     return x.reshape(b, f // pt, h // ph, w // pw, c * pt * ph * pw)
 
 

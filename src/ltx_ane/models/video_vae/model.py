@@ -46,13 +46,15 @@ class DepthToSpaceUpsample(nn.Module):
         self.conv = CausalConv3d(channels, prod * channels // block.multiplier, spatial_padding_mode=spatial_padding_mode)
 
     def __call__(self, x: mx.array, causal: bool) -> mx.array:
-        y = self.conv(x, causal)
+        y = self.conv(x, causal, bias=False)
+        residual = None
         if self.residual:
             # Tiling the input over channels before the shuffle equals ltx-core's shuffle-then-repeat (the
             # shuffle only moves the (pt, ph, pw) part of each channel), and saves a full-size copy.
             prod = self.stride[0] * self.stride[1] * self.stride[2]
-            y = y + mx.tile(x, (1, 1, 1, 1, prod // self.multiplier))
-        y = depth_to_space(y, self.stride)
+            residual = mx.tile(x, (1, 1, 1, 1, prod // self.multiplier))
+        # The conv's bias (and the residual) are added in the shuffle's own pass.
+        y = depth_to_space(y, self.stride, self.conv.conv.bias, residual)
         if self.stride[0] == 2:
             y = y[:, 1:]
         return eval_if_large(y)
@@ -72,7 +74,8 @@ class SpaceToDepthDownsample(nn.Module):
         if self.stride[0] == 2:
             x = mx.concatenate([x[:, :1], x], axis=1)
         skip = grouped_mean_space_to_depth(x, self.stride, self.group_size)
-        return space_to_depth(self.conv(x, causal), self.stride) + skip
+        # The conv's bias and the skip are added in the rearrangement's own pass.
+        return space_to_depth(self.conv(x, causal, bias=False), self.stride, self.conv.conv.bias, skip)
 
 
 def grouped_mean_space_to_depth(x: mx.array, stride: tuple[int, int, int], group_size: int) -> mx.array:
