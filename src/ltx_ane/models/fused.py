@@ -171,7 +171,8 @@ def norm_silu_pad(x: mx.array, bias: mx.array | None, causal: bool, reflect_hw: 
 # (benchmarks/results/upscaler_memory_cuda.txt), which is what keeps that above ltx-core's. MLX donates buffers only
 # to its own ops (a compiled elementwise step instead measured worse), and a kernel that writes over the conv output it
 # reads races with that buffer's readers: MLX's CUDA graphs order kernels by the buffers they declare as outputs
-# (upsampler_overwrite_cuda.md, an experiment: wrong outputs, and peaks still above ltx-core's).
+# (upsampler_overwrite_cuda.md, an experiment: wrong outputs, and peaks still above ltx-core's). It is safe with a
+# graph boundary before every reader: branch wip/upscaler-inplace-halves, measured in upsampler_halves_cuda.md.
 #
 # Statistics: each thread block takes GN_POSITIONS positions of one batch element; each thread V channels of them
 # (V within one group), summing (x + bias - shift) and its square with shift = its first value (shifted sums keep
