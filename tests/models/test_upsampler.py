@@ -26,6 +26,7 @@ from ltx_ane.models.config import load_preset  # noqa: E402
 from ltx_ane.errors import LtxAneError  # noqa: E402
 from ltx_ane.models.loading import Source  # noqa: E402
 from ltx_ane.models.upscaler.model import GroupMoments, GroupNorm, LatentUpsampler  # noqa: E402
+from ltx_ane.models.upscaler import model as upscaler_model  # noqa: E402
 from ltx_ane.models.upscaler.loader import kind_of, load_upscaler, upscaler_config  # noqa: E402
 from ltx_ane.models.loading import randomize  # noqa: E402
 from ltx_ane.models.upscaler.upsample import random_statistics, upsample, upsample_latent  # noqa: E402
@@ -412,3 +413,22 @@ def test_op_by_op_pass_queues_its_stages_like_the_compiled_one(monkeypatch):
         pushed.clear()
         np.testing.assert_array_equal(np.array(model(x)), expected)
         assert pushed == [depth] * (len(model.stages()) - 1)
+
+
+def test_res_blocks_are_queued_as_halves_where_the_norms_write_in_place(monkeypatch):
+    """Where the CUDA norm kernels run and the pass is queued, each res block is two pieces (conv + norm each), so
+    that every norm writing over its conv output ends a piece; here (MLX ops) the halves compute the same values."""
+    from ltx_ane.models import cuda_jit
+
+    cfg = UpsamplerConfig.from_dict(small_config("temporal", mid=32, blocks=2))
+    model = LatentUpsampler(cfg, compile=False)
+    x = mx.random.normal((1, 128, 2, 3, 4), key=mx.random.key(7))
+    expected = np.array(model(x))
+    assert not model.norms_in_place and len(model.stages()) == 3 + 2 * len(model.res_blocks)
+    monkeypatch.setattr(cuda_jit, "available", lambda: True)
+    monkeypatch.setattr(upscaler_model.fused, "group_layout_fits", lambda channels, dtype, groups: True)
+    monkeypatch.setattr(upscaler_model.fused, "group_norm_available", lambda x, groups: False)  # the ops path
+    assert model.norms_in_place and len(model.stages()) == 3 + 4 * len(model.res_blocks)
+    np.testing.assert_array_equal(np.array(model(x)), expected)
+    model.stages_in_flight = None  # nothing would end a piece's graph: no writing in place
+    assert not model.norms_in_place

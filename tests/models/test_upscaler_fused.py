@@ -28,7 +28,7 @@ CUDA = pytest.mark.skipif(
      (1000, mx.bfloat16, False)],
 )
 def test_layout_a_group_is_whole_loads_and_warps_are_full(channels, dtype, fits):
-    assert fused.group_layout_fits(mx.zeros((1, 2, channels), dtype), 32) == fits
+    assert fused.group_layout_fits(channels, dtype, 32) == fits
 
 
 def numpy_moments(x: np.ndarray, bias: np.ndarray | None, groups: int):
@@ -134,3 +134,58 @@ def test_upscaler_at_256_channels_with_the_kernel_matches_ltx_core(kind, tmp_pat
         model.compile = compiled
         assert rel_err(run_reference(ref_model, x), run_mlx(model, x)) <= FP32_TOL
     assert calls
+
+
+@CUDA
+@pytest.mark.parametrize("with_residual", [False, True])
+def test_group_norm_silu_written_over_a_conv_output_gives_the_same_values_and_no_new_buffer(with_residual):
+    """The in-place form is the same kernel writing elsewhere: bit for bit the fresh-output form's values, and the
+    call adds only a few floats per group to the memory held (the result lives in the conv output's buffer)."""
+    shape, groups = (1, 16, 22, 40, 1024), 32
+    h = mx.random.normal(shape, key=mx.random.key(1)).astype(mx.bfloat16)
+    w = (mx.random.normal((1024, 1, 1, 1, 1024), key=mx.random.key(2)) * 0.03).astype(mx.bfloat16)
+    residual = mx.random.normal(shape, key=mx.random.key(3)).astype(mx.bfloat16) if with_residual else None
+    weight, beta, bias = (mx.random.normal((1024,), key=mx.random.key(k)).astype(mx.bfloat16) for k in (4, 5, 6))
+    mx.eval(h, w, weight, beta, bias, *([residual] if with_residual else []))
+    args = (groups, 1e-5, weight, beta, bias, residual)
+    expected = fused.group_norm_silu(mx.conv3d(h, w), *args)
+    mx.eval(expected)
+    for _ in range(2):  # the first builds the kernels
+        conv = mx.conv3d(h, w)
+        mx.eval(conv)
+        mx.synchronize()
+        mx.clear_cache()
+        before = mx.get_active_memory()
+        mx.reset_peak_memory()
+        out = fused.group_norm_silu(conv, *args, overwrite=True)
+        mx.eval(out)
+        peak = mx.get_peak_memory() - before
+    del conv
+    assert peak < 1_000_000
+    np.testing.assert_array_equal(np.array(out.astype(mx.float32)), np.array(expected.astype(mx.float32)))
+
+
+@CUDA
+@pytest.mark.parametrize("kind", ["spatial", "temporal"])
+def test_upscaler_with_norms_in_place_equals_fresh_outputs_at_every_queue_depth(kind):
+    """Queued piece by piece, each norm writes over its conv's output and each piece ends a CUDA graph before the
+    next reads it: the result is bit for bit the one with fresh outputs (no queue, one graph, no writing in place),
+    compiled or op by op. Writing in place inside one graph raced with the readers (upsampler_overwrite_cuda.md)."""
+    from tests.models.test_upsampler import small_config
+    from ltx_ane.models.loading import randomize
+    from ltx_ane.models.upscaler.config import UpsamplerConfig
+
+    model = upscaler_model.LatentUpsampler(UpsamplerConfig.from_dict(small_config(kind, mid=256, blocks=2)))
+    randomize(model, mx.bfloat16, seed=3)
+    x = mx.random.normal((1, 128, 4, 6, 8), key=mx.random.key(4)).astype(mx.bfloat16)
+    model.stages_in_flight = None
+    assert not model.norms_in_place
+    expected = np.array(model.forward_channels_last(x.transpose(0, 2, 3, 4, 1)).astype(mx.float32))
+    for compiled in (False, True):
+        model.compile = compiled
+        for depth in (0, 1, 3):
+            model.stages_in_flight = depth
+            assert model.norms_in_place and len(model.stages()) == 3 + 4 * len(model.res_blocks)
+            for _ in range(2):
+                out = np.array(model(x).transpose(0, 2, 3, 4, 1).astype(mx.float32))
+                np.testing.assert_array_equal(out, expected)

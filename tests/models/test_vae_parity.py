@@ -168,6 +168,26 @@ def test_queue_waits_at_once_for_pieces_above_its_byte_bound(monkeypatch):
     assert started[-1] == [small, small] and len(q._queued) == 1
 
 
+def test_draining_queue_synchronizes_after_every_depth_plus_one_pieces(monkeypatch):
+    """With ``drain`` the queue synchronizes (which also waits for MLX to return the pieces' buffers) after every
+    depth + 1 pieces it has started, at once, so that what the caller starts next (say, a last stage it evaluates
+    itself) finds them returned; without it, it only waits for the oldest beyond the depth."""
+    from ltx_ane.models import queue
+
+    events = []
+    monkeypatch.setattr(queue.mx, "async_eval", lambda arrays: events.append(f"start {arrays}"))
+    monkeypatch.setattr(queue.mx, "eval", lambda arrays: events.append(f"wait {arrays}"))
+    monkeypatch.setattr(queue.mx, "synchronize", lambda: events.append("synchronize"))
+    q = queue.DeviceQueue(depth=1)
+    q.push(0)
+    q.drain = True
+    for piece in range(1, 5):
+        q.push(piece)
+    assert events == ["start 0", "start 1", "wait 0", "start 2", "wait 1", "synchronize", "start 3", "start 4",
+                      "wait 3", "synchronize"]
+    assert not q._queued
+
+
 def test_decoder_last_stage_bytes_follow_the_output_size(checkpoint):
     _, _, path = checkpoint
     decoder = load_decoder(Source(str(path)), "fp32")

@@ -168,11 +168,12 @@ def norm_silu_pad(x: mx.array, bias: mx.array | None, causal: bool, reflect_hw: 
 # keeps each buffer of a queued stage until the stage has run: a res block held 0.35-0.74 GB for a 29 MB activation,
 # the upscalers' peak above ltx-core's. The kernels write only the output and a few floats per group, op by op or
 # compiled alike: the same res block holds ~0.15 GB, the inputs and outputs of its two convs and two norms
-# (benchmarks/results/upscaler_memory_cuda.txt), which is what keeps that above ltx-core's. MLX donates buffers only
-# to its own ops (a compiled elementwise step instead measured worse), and a kernel that writes over the conv output it
-# reads races with that buffer's readers: MLX's CUDA graphs order kernels by the buffers they declare as outputs
-# (upsampler_overwrite_cuda.md, an experiment: wrong outputs, and peaks still above ltx-core's). It is safe with a
-# graph boundary before every reader: branch wip/upscaler-inplace-halves, measured in upsampler_halves_cuda.md.
+# (benchmarks/results/upscaler_memory_cuda.txt), which kept that above ltx-core's. MLX donates buffers only to its own
+# ops (a compiled elementwise step instead measured worse), so the elementwise kernel can write over the conv output
+# it reads (``overwrite``). That races with the buffer's later readers inside one CUDA graph, which MLX orders by the
+# buffers kernels declare as outputs (upsampler_overwrite_cuda.md: wrong outputs), so the upscalers run each conv and
+# its overwriting norm as a queued piece of their own: its own CUDA graph, which the stream finishes before the next
+# piece's graph starts (upscaler/model.py ``LatentUpsampler.stages``; upscaler_pieces_cuda.txt).
 #
 # Statistics: each thread block takes GN_POSITIONS positions of one batch element; each thread V channels of them
 # (V within one group), summing (x + bias - shift) and its square with shift = its first value (shifted sums keep
@@ -261,7 +262,7 @@ void group_merge(const float* partials, float* out, int B, int blocks, int G) {
 # [+ residual]) in float32, rounded once, torch's GroupNorm order of operations.
 _GROUP_NORM_SILU = cuda_jit.Kernel("group_norm_silu", """
 void group_norm_silu(const T* x, const T* bias, const T* residual, const float* moments, const WT* weight,
-                     const WT* beta, T* out, int B, int N, int C, int G, int with_residual) {
+                     const WT* beta, T* out, int B, int N, int C, int G, int with_residual, int overwrite) {
     const long i = ((long)blockIdx.x * blockDim.x + threadIdx.x) * V;
     if (i >= (long)B * N * C) return;
     const int c = i % C, per = C / G;
@@ -283,18 +284,19 @@ void group_norm_silu(const T* x, const T* bias, const T* residual, const float* 
         if (with_residual) y += load(rs[j]);
         os[j] = store(y / (1.0f + expf(-y)));
     }
-    *reinterpret_cast<Pack*>(out + i) = op;
+    // Each thread writes only the 16 bytes it has read: overwriting x is safe inside the kernel.
+    *reinterpret_cast<Pack*>((overwrite ? const_cast<T*>(x) : out) + i) = op;
 }
 """)
 
 
-def group_layout_fits(x: mx.array, groups: int) -> bool:
-    """Whether x's channels suit the kernels: each group a power-of-two number of 16-byte loads, a thread per load
-    of a position, whole warps, at most 1024 threads."""
-    if x.dtype not in cuda_jit.DTYPES or x.shape[-1] % groups:
+def group_layout_fits(channels: int, dtype, groups: int) -> bool:
+    """Whether activations of this width and dtype suit the kernels: each group a power-of-two number of 16-byte
+    loads, a thread per load of a position, whole warps, at most 1024 threads."""
+    if dtype not in cuda_jit.DTYPES or channels % groups:
         return False
-    per_load = 16 // x.dtype.size
-    c = x.shape[-1]
+    per_load = 16 // dtype.size
+    c = channels
     lanes = c // groups // per_load  # threads per group, merged by XOR shuffles: a power of two
     return (c // groups) % per_load == 0 and 0 < lanes <= 32 and lanes & (lanes - 1) == 0 and (
         c // per_load) % 32 == 0 and c // per_load <= 1024
@@ -302,7 +304,7 @@ def group_layout_fits(x: mx.array, groups: int) -> bool:
 
 def group_norm_available(x: mx.array, groups: int) -> bool:
     """Whether :func:`group_moments` and :func:`group_norm_silu` run for channels-last x (B, ..., C) here."""
-    return group_layout_fits(x, groups) and cuda_jit.available()
+    return group_layout_fits(x.shape[-1], x.dtype, groups) and cuda_jit.available()
 
 
 def group_moments(x: mx.array, groups: int, bias: mx.array | None = None) -> tuple[mx.array, int]:
@@ -337,9 +339,17 @@ def group_moments(x: mx.array, groups: int, bias: mx.array | None = None) -> tup
 
 
 def group_norm_silu(x: mx.array, groups: int, eps: float, weight: mx.array, beta: mx.array,
-                    bias: mx.array | None = None, residual: mx.array | None = None) -> mx.array:
+                    bias: mx.array | None = None, residual: mx.array | None = None,
+                    overwrite: bool = False) -> mx.array:
     """``SiLU(GroupNorm(x + bias) [+ residual])`` for channels-last x, where :func:`group_norm_available`: statistics
-    over every non-batch axis, computed in float32 and rounded once. ``bias`` (C,) is the preceding conv's."""
+    over every non-batch axis, computed in float32 and rounded once. ``bias`` (C,) is the preceding conv's.
+
+    ``overwrite`` writes the result into x's buffer and returns it through ``mx.depends``, so the call allocates no
+    activation-sized buffer. x must be a fresh row-contiguous array that nothing else reads, as a conv's output is
+    (a strided x would be copied for the kernel, and the copy overwritten instead). The
+    caller must evaluate the result (end the CUDA graph) before anything reads it: MLX's CUDA graphs order a kernel
+    after the kernels that wrote the buffers it reads, by the outputs they declared, and this kernel's write to x is
+    not a declared output (benchmarks/results/upsampler_overwrite_cuda.md: wrong outputs without the boundary)."""
     b, c = x.shape[0], x.shape[-1]
     bias = _channel_bias(bias, c, x.dtype)
     moments, _ = group_moments(x, groups, bias)
@@ -348,14 +358,16 @@ def group_norm_silu(x: mx.array, groups: int, eps: float, weight: mx.array, beta
         x.dtype,
         inputs=[flat, bias, flat if residual is None else residual.astype(x.dtype).reshape(flat.shape), moments,
                 weight, beta.astype(weight.dtype)],
-        output_shapes=[flat.shape],
+        output_shapes=[(1,) if overwrite else flat.shape],  # overwriting: a placeholder output, never written
         output_dtypes=[x.dtype],
-        scalars=[b, flat.shape[1], c, groups, int(residual is not None)],
+        scalars=[b, flat.shape[1], c, groups, int(residual is not None), int(overwrite)],
         grid=(flat.size // (16 // x.dtype.size), 1, 1),
         threadgroup=(256, 1, 1),
         # MLX 0.32's precompiled kernels take no float scalars; the parameters are read in their own dtype
         constants={"EPS": f"{float(eps)!r}f", **cuda_jit.element_type("WT", "LOADW", weight.dtype)},
     )
+    if overwrite:
+        (out,) = mx.depends([flat], [out])
     return out.reshape(x.shape)
 
 

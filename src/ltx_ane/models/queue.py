@@ -7,6 +7,11 @@ has run, so a host far ahead of the device holds the intermediates of every queu
 for the oldest piece once more than ``depth`` are unfinished: 0 waits for each piece, None queues nothing (the
 caller evaluates one lazy graph itself). With ``max_bytes`` only pieces whose result is at most that large are
 queued; a larger one is waited for at once, so that the largest pieces, which set the peak, never overlap.
+
+Waiting for a piece's result does not wait for its buffers: MLX's CUDA backend returns them on a completion thread,
+which may run after the host has started allocating the next piece, so that now and then one more piece's buffers
+are held than the depth allows. Where that matters, ``drain`` also waits for everything queued and for its buffers
+(``mx.synchronize``) once ``depth + 1`` pieces have been pushed since the last such wait.
 """
 
 from __future__ import annotations
@@ -21,11 +26,14 @@ import mlx.core as mx
 class DeviceQueue:
     def __init__(self, depth: int | None, max_bytes: int | None = None):
         self.depth, self.max_bytes = depth, max_bytes
+        self.drain = False
         self._queued: deque = deque()
+        self._since_drain = 0
 
     def push(self, arrays) -> None:
         """Start ``arrays`` (an array or a list of them) on the device; wait for the oldest beyond ``depth``, and
-        for all of them if ``arrays`` are larger than ``max_bytes``."""
+        for all of them if ``arrays`` are larger than ``max_bytes`` or, with ``drain``, once ``depth + 1`` have been
+        started since the last such wait."""
         if self.depth is None:
             return
         if self.max_bytes is not None:
@@ -38,6 +46,15 @@ class DeviceQueue:
         self._queued.append(arrays)
         while len(self._queued) > self.depth:
             mx.eval(self._queued.popleft())
+        self._since_drain = self._since_drain + 1 if self.drain else 0
+        if self._since_drain > self.depth:
+            # Also waits for MLX to have returned the queued pieces' buffers. Made here rather than once the next
+            # piece is built, so that whatever the caller starts next (a last stage it evaluates itself) finds them
+            # returned: synchronizing just before the next piece started peaked higher (temporal upscaler 413
+            # against 360 MB, benchmarks/results/upsampler_inplace_drain_ahead_cuda.md).
+            mx.synchronize()
+            self._queued.clear()
+            self._since_drain = 0
 
 
 # The queue that ``settle`` feeds in this thread, set by ``queued`` for the length of a forward pass.

@@ -17,7 +17,7 @@ from functools import partial
 import mlx.core as mx
 import mlx.nn as nn
 
-from ltx_ane.models import fused
+from ltx_ane.models import cuda_jit, fused
 from ltx_ane.models.layers import conv_without_bias  # its bias: added by the GroupNorm after it
 from ltx_ane.models.queue import DeviceQueue
 from ltx_ane.models.upscaler.config import UpsamplerConfig
@@ -114,7 +114,8 @@ class GroupNorm(nn.Module):
         """Normalize with given statistics (computed in float32, returned in x's dtype)."""
         return _affine(x, *self.scale_shift(moments, x.ndim))
 
-    def norm_silu(self, x: mx.array, bias: mx.array | None = None, residual: mx.array | None = None) -> mx.array:
+    def norm_silu(self, x: mx.array, bias: mx.array | None = None, residual: mx.array | None = None,
+                  overwrite: bool = False) -> mx.array:
         """SiLU(norm(x [+ bias]) [+ residual]) in float32, the forward pass's form.
 
         ``bias`` is the preceding conv's, left out of the conv so that it is added in float32 inside the kernels
@@ -124,10 +125,13 @@ class GroupNorm(nn.Module):
         small kernels of their own, whose launches cost more than the arithmetic on a GPU. The expression is
         kept shallow (no division of the sums, ``rsqrt(m2 + n*eps) * sqrt(n)`` for ``rsqrt(m2/n + eps)``):
         MLX splits a fused kernel that gets too deep.
+
+        ``overwrite`` lets the CUDA kernels write the result over x (see :func:`fused.group_norm_silu`: x a conv's
+        fresh output, the result evaluated before anything reads it); the MLX ops ignore it.
         """
         b, c, g = x.shape[0], x.shape[-1], self.groups
         if fused.group_norm_available(x, g):  # CUDA: three kernels, no float32 copies (see models/fused.py)
-            return fused.group_norm_silu(x, g, self.eps, self.weight, self.bias, bias, residual)
+            return fused.group_norm_silu(x, g, self.eps, self.weight, self.bias, bias, residual, overwrite)
         per = c // g
         total, m2, count = _group_sums(x, g, bias)
         total, m2 = total.reshape(b, 1, g, 1), m2.reshape(b, 1, g, 1)
@@ -151,7 +155,11 @@ def _affine(x: mx.array, scale: mx.array, shift: mx.array) -> mx.array:
 
 
 class ResBlock(nn.Module):
-    """conv1 -> GN -> SiLU -> conv2 -> GN, then SiLU(x + residual) (ltx-core ``upsampler.ResBlock``)."""
+    """conv1 -> GN -> SiLU -> conv2 -> GN, then SiLU(x + residual) (ltx-core ``upsampler.ResBlock``).
+
+    Also as two halves, one per conv and norm, so that each can end a queued piece of the forward pass (see
+    ``LatentUpsampler.stages``); the first passes the block's input on for the residual.
+    """
 
     def __init__(self, channels: int):
         super().__init__()
@@ -160,9 +168,16 @@ class ResBlock(nn.Module):
         self.conv2 = nn.Conv3d(channels, channels, kernel_size=3, padding=1)
         self.norm2 = GroupNorm(channels)
 
+    def first_half(self, x: mx.array, overwrite: bool = False) -> tuple[mx.array, mx.array]:
+        return self.norm1.norm_silu(conv_without_bias(self.conv1, x), self.conv1.bias, overwrite=overwrite), x
+
+    def second_half(self, hx: tuple[mx.array, mx.array], overwrite: bool = False) -> mx.array:
+        h, x = hx
+        return self.norm2.norm_silu(conv_without_bias(self.conv2, h), self.conv2.bias, residual=x,
+                                    overwrite=overwrite)
+
     def __call__(self, x: mx.array) -> mx.array:
-        h = self.norm1.norm_silu(conv_without_bias(self.conv1, x), self.conv1.bias)
-        return self.norm2.norm_silu(conv_without_bias(self.conv2, h), self.conv2.bias, residual=x)
+        return self.second_half(self.first_half(x))
 
 
 class SpatialRationalResampler(nn.Module):
@@ -256,24 +271,48 @@ class LatentUpsampler(nn.Module):
             return temporal_shuffle(self.upsampler_conv(x))[:, 1:]  # frame 0 stands for one pixel frame
         return spatial_upsample(x, self.upsampler_conv)
 
-    def initial(self, x: mx.array) -> mx.array:
-        return self.initial_norm.norm_silu(conv_without_bias(self.initial_conv, x), self.initial_conv.bias)
+    def initial(self, x: mx.array, overwrite: bool = False) -> mx.array:
+        return self.initial_norm.norm_silu(conv_without_bias(self.initial_conv, x), self.initial_conv.bias,
+                                           overwrite=overwrite)
+
+    @property
+    def norms_in_place(self) -> bool:
+        """Whether each norm writes over its conv's output: where MLX's CUDA backend runs the norm kernels and the
+        forward pass is queued piece by piece, each piece ending its own CUDA graph (``stages_in_flight`` not None).
+        Each norm then allocates no activation-sized buffer; a res block held its input, both convs' outputs and
+        both norms' outputs until its graph had run (benchmarks/results/upscaler_memory_cuda.txt)."""
+        return self.stages_in_flight is not None and cuda_jit.available() and fused.group_layout_fits(
+            self.config.mid_channels, self.initial_conv.weight.dtype, GROUPS)
 
     def stages(self) -> list:
-        """The forward pass as a sequence of channels-last steps: the unit of compilation (see ``_run``)."""
-        return [self.initial, *self.res_blocks, self.upsample_channels_last, *self.post_upsample_res_blocks,
-                self.final_conv]
+        """The forward pass as a sequence of channels-last steps: the unit of compilation and of queueing (see
+        ``forward_channels_last``). With ``norms_in_place`` each res block is two steps, a conv and the norm that
+        overwrites its output each, so that every overwritten buffer is read only in a later CUDA graph."""
+        if not self.norms_in_place:
+            return [self.initial, *self.res_blocks, self.upsample_channels_last, *self.post_upsample_res_blocks,
+                    self.final_conv]
+
+        def halves(blocks):
+            return [partial(half, overwrite=True) for b in blocks for half in (b.first_half, b.second_half)]
+
+        return [partial(self.initial, overwrite=True), *halves(self.res_blocks), self.upsample_channels_last,
+                *halves(self.post_upsample_res_blocks), self.final_conv]
 
     def forward_channels_last(self, x: mx.array, stages: list | None = None) -> mx.array:
         """The stages (``stages()`` op by op unless given) in order, each started on the device as soon as it is
         built, so that the device works on the first blocks while the host still builds the later ones; at most
         ``stages_in_flight`` wait on the device, since each queued stage holds its buffers until it has run (see
         models/queue.py). Built as one graph instead, the op-by-op pass (a shape's first call on a GPU) held
-        1.1 / 2.6 GB above the weights (temporal / spatial on an H200, results/upscaler_memory_cuda.txt)."""
+        1.1 / 2.6 GB above the weights (temporal / spatial on an H200, results/upscaler_memory_cuda.txt). After the
+        upsampling, where the activations are 2-4x larger and the peak is set, the queue drains (models/queue.py),
+        so that no finished stage's buffers are still held when a later one allocates
+        (results/upscaler_pieces_cuda.txt)."""
         *head, last = self.stages() if stages is None else stages
+        upsampling = len(head) // 2  # head: the initial stage, n pieces, the upsampling, n pieces
         queue = DeviceQueue(self.stages_in_flight)
-        for stage in head:
+        for i, stage in enumerate(head):
             x = stage(x)
+            queue.drain = i > upsampling
             queue.push(x)
         return last(x)
 
@@ -302,12 +341,13 @@ class LatentUpsampler(nn.Module):
         # One compiled function per stage, queued as the op-by-op stages are: one function for the whole pass
         # leaves the GPU idle until the host has encoded a large part of it; on an H100 (MLX's CUDA backend) the
         # temporal x2 pass took 6.4 ms that way and 5.3 ms this way.
-        if self._traced is None:
+        in_place = self.norms_in_place
+        if self._traced is None or self._traced[0] != in_place:
             # The traces hold the parameters as constants: passing them as inputs instead (``inputs=state``)
             # costs a tree walk over ~140 arrays on every call. ``update`` (which load_weights, apply and
             # set_dtype go through) drops the traces, so changed weights are never run with stale ones.
-            self._traced = [mx.compile(stage) for stage in self.stages()]
-        return self.forward_channels_last(x, self._traced)
+            self._traced = in_place, [mx.compile(stage) for stage in self.stages()]
+        return self.forward_channels_last(x, self._traced[1])
 
     def update(self, parameters: dict, strict: bool = True):
         self._traced = None
