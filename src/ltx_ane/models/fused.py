@@ -346,10 +346,10 @@ def group_norm_silu(x: mx.array, groups: int, eps: float, weight: mx.array, beta
 
     ``overwrite`` writes the result into x's buffer and returns it through ``mx.depends``, so the call allocates no
     activation-sized buffer. x must be a fresh row-contiguous array that nothing else reads, as a conv's output is
-    (a strided x would be copied for the kernel, and the copy overwritten instead). The
-    caller must evaluate the result (end the CUDA graph) before anything reads it: MLX's CUDA graphs order a kernel
-    after the kernels that wrote the buffers it reads, by the outputs they declared, and this kernel's write to x is
-    not a declared output (benchmarks/results/upsampler_overwrite_cuda.md: wrong outputs without the boundary)."""
+    (a strided x would be copied for the kernel, and the copy overwritten instead). The caller must evaluate the
+    result (end the CUDA graph) before anything reads it: MLX's CUDA graphs order a kernel after the kernels that
+    wrote the buffers it reads, by the outputs they declared, and this kernel's write to x is not a declared output
+    (benchmarks/results/upsampler_overwrite_cuda.md: wrong outputs without the boundary)."""
     b, c = x.shape[0], x.shape[-1]
     bias = _channel_bias(bias, c, x.dtype)
     moments, _ = group_moments(x, groups, bias)

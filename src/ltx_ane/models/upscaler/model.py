@@ -219,8 +219,9 @@ class LatentUpsampler(nn.Module):
     each GroupNorm's elementwise steps into a few kernels. Most kernels here are small, and on a GPU their launch
     cost rather than the convolutions decides the time: with MLX ops, compiled, a call took about half as long (7.8
     against 16.5 ms at 16x8x12 on an H200, benchmarks/results/upsampler_cuda.md). On MLX's CUDA backend each
-    GroupNorm + SiLU is now three kernels of models/fused.py either way, and compiling still saves ~10 % (7.1 against
-    7.7 ms, upsampler_fused_cuda.md). But the compiled call's kernels are built at their first use: ~40 of them,
+    GroupNorm + SiLU is now three kernels of models/fused.py either way, and compiling saves up to a quarter (8.9
+    against 11.7 ms at 16x8x12, 5.7 against 6.7 temporal, 14.6 either way at 16x11x20;
+    upsampler_inplace_drain_cuda.md). But the compiled call's kernels are built at their first use: ~40 of them,
     40-50 s on a machine whose kernel cache is empty, 0.3-0.4 s once it holds them
     (benchmarks/results/cold_start_cuda.md). A generation upsamples once, so the build would never pay for itself
     there. None (the default) therefore compiles on a GPU from the second call of a shape on, when the model is being
