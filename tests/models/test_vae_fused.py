@@ -1,4 +1,5 @@
-"""The VAE's fused CUDA kernel for pad(SiLU(PixelNorm(x + bias))) against the same steps as MLX ops.
+"""The VAE's fused CUDA kernels (pad(SiLU(PixelNorm(x + bias))), the decoder's depth-to-space) against the same
+steps as MLX ops.
 
 The kernel runs only on MLX's CUDA backend: on the lent GPU machine, ``pytest tests/models/test_vae_fused.py``.
 Elsewhere those tests skip, and the MLX ops they compare against are what the parity tests check.
@@ -79,6 +80,50 @@ def test_kernel_reads_a_sliced_input_and_the_layer_dispatches_to_it():
     assert np.abs(np.array(out.astype(mx.float32)) - ref).max() <= TOL[mx.bfloat16] * np.abs(ref).max()
     dispatched = layers.norm_silu_pad(x, None, False, False)
     np.testing.assert_array_equal(np.array(dispatched.astype(mx.float32)), np.array(out.astype(mx.float32)))
+
+
+@CUDA
+@pytest.mark.parametrize("dtype", [mx.bfloat16, mx.float16, mx.float32])
+@pytest.mark.parametrize("stride", [(2, 2, 2), (1, 2, 2), (2, 1, 1)])
+def test_depth_to_space_kernel_equals_the_mlx_ops_bit_for_bit(dtype, stride, monkeypatch):
+    """The upsampling kernel (bias, a residual whose channels repeat over the conv's, frame 0 dropped) against
+    ``layers.depth_to_space`` as MLX ops, for every combination the decoders use."""
+    p = stride[0] * stride[1] * stride[2]
+    keys = mx.random.split(mx.random.key(7), 4)
+    x = (mx.random.normal((2, 3, 4, 5, 16 * p), key=keys[0]) * 4).astype(dtype)
+    bias = mx.random.normal((16 * p,), key=keys[1]).astype(dtype)
+    # residuals: none, the conv output's width, and an input of 16 * multiplier channels (multiplier 1 and 2)
+    residuals = [None, mx.random.normal(x.shape, key=keys[2]).astype(dtype)] + [
+        mx.random.normal((2, 3, 4, 5, 16 * m), key=keys[3]).astype(dtype) for m in (1, 2)]
+    kernel = [fused.depth_to_space(x, stride, b, r, drop) for r in residuals for b in (None, bias)
+              for drop in (False, True)]
+    assert layers.depth_to_space(x, stride, bias).dtype == dtype
+    monkeypatch.setattr(fused, "depth_to_space_available", lambda *args: False)
+    ops = [layers.depth_to_space(x, stride, b, r, drop) for r in residuals for b in (None, bias)
+           for drop in (False, True)]
+    for i, (got, want) in enumerate(zip(kernel, ops)):
+        assert got.shape == want.shape and got.dtype == want.dtype, i
+        assert mx.array_equal(got, want).item(), i
+
+
+@CUDA
+@pytest.mark.parametrize("dtype", [mx.bfloat16, mx.float32])
+def test_unpatchify_kernel_equals_the_mlx_ops(dtype, monkeypatch):
+    x = mx.random.normal((1, 3, 4, 5, 48), key=mx.random.key(9)).astype(dtype)
+    kernel = layers.unpatchify(x, 4)
+    monkeypatch.setattr(fused, "depth_to_space_available", lambda *args: False)
+    ops = layers.unpatchify(x, 4)
+    assert kernel.shape == ops.shape == (1, 3, 16, 20, 3)
+    assert mx.array_equal(kernel, ops).item()
+
+
+@CUDA
+def test_the_decoder_upsamples_with_the_kernel(monkeypatch):
+    calls, kernel = [], fused.depth_to_space
+    monkeypatch.setattr(fused, "depth_to_space", lambda *args, **kw: calls.append(args[0].shape) or kernel(*args, **kw))
+    x = mx.random.normal((1, 2, 3, 3, 32), key=mx.random.key(8)).astype(mx.bfloat16)
+    out = layers.depth_to_space(x, (2, 2, 2), None, x[..., :16], drop_first_frame=True)
+    assert calls == [x.shape] and out.shape == (1, 3, 6, 6, 4)
 
 
 def counting_kernel_calls(monkeypatch) -> list:

@@ -114,6 +114,32 @@ def test_bias_and_residual_added_in_the_shuffle_equal_adding_before_it(stride):
     assert mx.array_equal(space_to_depth(y, stride, bias[:16], skip), space_to_depth(y + bias[:16], stride) + skip).item()
 
 
+@pytest.mark.parametrize("stride, multiplier", [((2, 2, 2), 2), ((2, 2, 2), 1), ((1, 2, 2), 2), ((2, 1, 1), 2)])
+def test_upsampling_repeats_its_input_over_the_channels_as_ltx_core_does(stride, multiplier):
+    """The decoder's upsampling residual, defined by ltx-core as the input rearranged, its channels repeated, frame 0
+    dropped when time doubles: passed as the input itself (its channels repeat over the conv's), with the drop."""
+    from ltx_ane.models.layers import depth_to_space
+
+    pt, ph, pw = stride
+    p = pt * ph * pw
+    keys = mx.random.split(mx.random.key(4), 3)
+    c_in = 8 * p  # the upsampling's input; the conv makes p * c_in / multiplier channels
+    x = mx.random.normal((1, 3, 2, 3, c_in), key=keys[0])
+    y = mx.random.normal((1, 3, 2, 3, p * c_in // multiplier), key=keys[1])
+    bias = mx.random.normal((y.shape[-1],), key=keys[2])
+
+    def rearranged(a: np.ndarray) -> np.ndarray:  # ltx-core: b (c p1 p2 p3) d h w -> b c (d p1) (h p2) (w p3)
+        b, f, h, w, c = a.shape
+        a = a.reshape(b, f, h, w, c // p, pt, ph, pw).transpose(0, 1, 5, 2, 6, 3, 7, 4)
+        return a.reshape(b, f * pt, h * ph, w * pw, c // p)
+
+    residual = np.tile(rearranged(np.array(x)), (1, 1, 1, 1, p // multiplier))
+    expected = rearranged(np.array(y) + np.array(bias)) + residual
+    expected = expected[:, 1:] if pt == 2 else expected
+    got = depth_to_space(y, stride, bias, x, drop_first_frame=pt == 2)
+    np.testing.assert_allclose(np.array(got), expected, rtol=1e-6, atol=1e-6)
+
+
 @pytest.mark.parametrize("stride", [(1, 2, 2), (2, 1, 1), (2, 2, 2), (1, 1, 2)])
 @pytest.mark.parametrize("group_size", [1, 2, 4, 8])
 def test_grouped_mean_before_the_rearrangement_equals_averaging_after_it(stride, group_size):

@@ -6,6 +6,8 @@ norm, SiLU, then one copy per padded axis: ``mx.compile`` fuses neither a reduct
 neighbours). On an H200 those passes were a third of the decoders' kernel time against ltx-core
 (benchmarks/results/kernels_vae_cuda.md). The kernel reads each input row once and writes the padded output once.
 
+``depth_to_space`` is the decoder's upsampling: the rearrangement of a conv's output with its bias and residual added.
+
 ``group_norm_silu`` is the latent upscalers' ``SiLU(GroupNorm(x + bias) [+ residual])``, whose MLX-ops form writes
 float32 copies of the activation that MLX's CUDA backend holds until a queued stage has run (see its section).
 
@@ -157,6 +159,84 @@ def norm_silu_pad(x: mx.array, bias: mx.array | None, causal: bool, reflect_hw: 
         grid=(-(-rows // rows_per_warp) * 32, 1, 1),
         threadgroup=(256, 1, 1),
         constants={"LANES": lanes, "CHUNKS": chunks, "R": per_thread},
+    )
+    return out
+
+
+# --- Decoder upsampling: depth-to-space with the conv's bias and the residual ------------------------------------
+# Written with MLX ops the rearrangement's adds read the conv output through an 8-D transposed view, each thread
+# one value 8-16 bytes from its neighbour's, and MLX runs them as its general strided kernels: the LTX-2.3 decoder's
+# four bias adds took 3.6 ms of an H200 (about 1 TB/s; benchmarks/results/kernels_vae_rows_cuda.md). Here each thread
+# loads 16 contiguous bytes of a conv output row and of the residual (the upsampling's input, whose channels repeat
+# over the conv's: no tiled copy), and writes each value to its place in the rearranged output, leaving out frame 0
+# when time doubles (the decoder drops it: no strided slice left for the next kernel). ``(x + bias) + residual``
+# rounded as the MLX ops round it. The decoder's last step, unpatchify, is the same rearrangement with its offsets
+# ordered (pw, ph): MLX's general copy took 2.3 ms of an H200 for it (kernels_vae_launches_cuda.md).
+_DEPTH_TO_SPACE = cuda_jit.Kernel("depth_to_space", """
+void depth_to_space(const T* x, const T* bias, const T* residual, T* out, int B, int F, int H, int W, int C, int CR,
+                    int drop, int with_residual) {
+    constexpr int P = PT * PH * PW;
+    const long i = ((long)blockIdx.x * blockDim.x + threadIdx.x) * V;
+    if (i >= (long)B * F * H * W * C) return;
+    const int k0 = i % C;
+    long pos = i / C;
+    const Pack xp = *reinterpret_cast<const Pack*>(x + i);
+    const Pack bp = *reinterpret_cast<const Pack*>(bias + k0);
+    Pack rp = xp;
+    if (with_residual) rp = *reinterpret_cast<const Pack*>(residual + pos * CR + k0 % CR);
+    const T* xs = reinterpret_cast<const T*>(&xp);
+    const T* bs = reinterpret_cast<const T*>(&bp);
+    const T* rs = reinterpret_cast<const T*>(&rp);
+    const int w = pos % W;
+    pos /= W;
+    const int h = pos % H;
+    pos /= H;
+    const int f = pos % F;
+    const long b = pos / F;
+    const int Fo = F * PT - drop, co = C / P;
+    #pragma unroll
+    for (int j = 0; j < V; ++j) {
+        const int k = k0 + j, c = k / P, o = k % P;
+        // channel offsets ordered (pt, ph, pw) as ltx-core's shuffles, or (pw, ph) as its patchify (WIDTH_FIRST)
+        const int ot = WIDTH_FIRST ? 0 : o / (PH * PW), oh = WIDTH_FIRST ? o % PH : (o / PW) % PH;
+        const int ow = WIDTH_FIRST ? o / PH : o % PW;
+        const int fo = f * PT + ot - drop;
+        if (fo < 0) continue;
+        float y = load(store(load(xs[j]) + load(bs[j])));
+        if (with_residual) y += load(rs[j]);
+        const long row = ((b * Fo + fo) * H * PH + h * PH + oh) * (long)(W * PW) + w * PW + ow;
+        out[row * co + c] = store(y);
+    }
+}
+""")
+
+
+def depth_to_space_available(x: mx.array, residual: mx.array | None = None) -> bool:
+    """Whether :func:`depth_to_space` applies to the channels-last conv output x (and residual) here."""
+    per_load = 16 // x.dtype.size
+    return (x.ndim == 5 and x.dtype in cuda_jit.DTYPES and x.shape[-1] % per_load == 0 and x.size // per_load < 2**31
+            and (residual is None or residual.shape[-1] % per_load == 0) and cuda_jit.available())
+
+
+def depth_to_space(x: mx.array, stride: tuple[int, int, int], bias: mx.array | None = None,
+                   residual: mx.array | None = None, drop_first_frame: bool = False,
+                   width_first: bool = False) -> mx.array:
+    """``layers.depth_to_space(x, stride, bias, residual, drop_first_frame)`` as one CUDA kernel, where
+    :func:`depth_to_space_available`: (B, F, H, W, C*pt*ph*pw) -> (B, F*pt [- 1], H*ph, W*pw, C); ``residual``
+    (B, F, H, W, R) with R dividing the conv's channels, added repeated over them. ``width_first``: channels
+    ordered (c, pw, ph) with pt = 1, ``layers.unpatchify``'s rearrangement."""
+    b, f, h, w, c = x.shape
+    pt, ph, pw = stride
+    drop = int(drop_first_frame)
+    (out,) = _DEPTH_TO_SPACE(
+        x.dtype,
+        inputs=[x, _channel_bias(bias, c, x.dtype), x if residual is None else residual.astype(x.dtype)],
+        output_shapes=[(b, f * pt - drop, h * ph, w * pw, c // (pt * ph * pw))],
+        output_dtypes=[x.dtype],
+        scalars=[b, f, h, w, c, c if residual is None else residual.shape[-1], drop, int(residual is not None)],
+        grid=(x.size // (16 // x.dtype.size), 1, 1),
+        threadgroup=(256, 1, 1),
+        constants={"PT": pt, "PH": ph, "PW": pw, "WIDTH_FIRST": int(width_first)},
     )
     return out
 

@@ -132,12 +132,16 @@ class UNetMidBlock3D(nn.Module):
 
 
 def depth_to_space(x: mx.array, stride: tuple[int, int, int], bias: mx.array | None = None,
-                   residual: mx.array | None = None) -> mx.array:
+                   residual: mx.array | None = None, drop_first_frame: bool = False) -> mx.array:
     """(B, F, H, W, C*pt*ph*pw) -> (B, F*pt, H*ph, W*pw, C), channels ordered (c, pt, ph, pw) as in ltx-core.
 
-    ``(x + bias) + residual`` before the rearrangement (``bias`` per input channel, ``residual`` x's shape), added
-    on the rearranged views instead: the add then writes the rearranged result, one pass instead of the add and a
-    copy, the same values (a permutation of the same additions)."""
+    ``(x + bias) + residual`` before the rearrangement (``bias`` per input channel; ``residual`` x's shape, or with
+    fewer channels that repeat over x's), then frame 0 left out with ``drop_first_frame``. One CUDA kernel where
+    :func:`fused.depth_to_space_available`; with MLX ops the adds run on the rearranged views, so that they write the
+    rearranged result (one pass instead of the add and a copy), the same values (a permutation of the same additions).
+    """
+    if fused.depth_to_space_available(x, residual):
+        return fused.depth_to_space(x, stride, bias, residual, drop_first_frame)
     b, f, h, w, c = x.shape
     pt, ph, pw = stride
     c_out = c // (pt * ph * pw)
@@ -149,8 +153,9 @@ def depth_to_space(x: mx.array, stride: tuple[int, int, int], bias: mx.array | N
     if bias is not None:
         x = x + bias.reshape(c_out, pt, ph, pw).transpose(1, 2, 3, 0).reshape(pt, 1, ph, 1, pw, c_out)
     if residual is not None:
-        x = x + rearranged(residual)
-    return x.reshape(b, f * pt, h * ph, w * pw, c_out)
+        x = x + rearranged(mx.tile(residual, (1, 1, 1, 1, c // residual.shape[-1])))
+    x = x.reshape(b, f * pt, h * ph, w * pw, c_out)
+    return x[:, 1:] if drop_first_frame else x
 
 
 def space_to_depth(x: mx.array, stride: tuple[int, int, int], bias: mx.array | None = None,
@@ -179,7 +184,9 @@ def patchify(x: mx.array, patch: int) -> mx.array:
 
 
 def unpatchify(x: mx.array, patch: int) -> mx.array:
-    """Inverse of :func:`patchify`."""
+    """Inverse of :func:`patchify` (one CUDA kernel where :func:`fused.depth_to_space_available`)."""
+    if fused.depth_to_space_available(x):
+        return fused.depth_to_space(x, (1, patch, patch), width_first=True)
     b, f, h, w, cpp = x.shape
     c = cpp // (patch * patch)
     x = x.reshape(b, f, h, w, c, patch, patch)  # (c, w-offset, h-offset)

@@ -40,24 +40,17 @@ class DepthToSpaceUpsample(nn.Module):
     def __init__(self, channels: int, block: Block, spatial_padding_mode: str):
         super().__init__()
         self.stride = block.stride
-        self.multiplier = block.multiplier
         self.residual = block.residual
         prod = self.stride[0] * self.stride[1] * self.stride[2]
         self.conv = CausalConv3d(channels, prod * channels // block.multiplier, spatial_padding_mode=spatial_padding_mode)
 
     def __call__(self, x: mx.array, causal: bool) -> mx.array:
+        # The conv's bias, the residual (the input, its channels repeated over the conv's: ltx-core's
+        # shuffle-then-repeat moves only the (pt, ph, pw) part of each channel) and dropping frame 0 all happen in
+        # the shuffle's own pass.
         y = self.conv(x, causal, bias=False)
-        residual = None
-        if self.residual:
-            # Tiling the input over channels before the shuffle equals ltx-core's shuffle-then-repeat (the
-            # shuffle only moves the (pt, ph, pw) part of each channel), and saves a full-size copy.
-            prod = self.stride[0] * self.stride[1] * self.stride[2]
-            residual = mx.tile(x, (1, 1, 1, 1, prod // self.multiplier))
-        # The conv's bias (and the residual) are added in the shuffle's own pass.
-        y = depth_to_space(y, self.stride, self.conv.conv.bias, residual)
-        if self.stride[0] == 2:
-            y = y[:, 1:]
-        return eval_if_large(y)
+        return eval_if_large(depth_to_space(y, self.stride, self.conv.conv.bias, x if self.residual else None,
+                                            drop_first_frame=self.stride[0] == 2))
 
 
 class SpaceToDepthDownsample(nn.Module):
