@@ -80,6 +80,25 @@ def cuda_kernel_time(fn, sync, reps: int = 5, top: int = 0) -> dict:
     return out
 
 
+def cuda_kernel_launches(fn, sync) -> list[dict]:
+    """Every kernel one call of ``fn`` runs, in the order the device started them: name, start (microseconds
+    from the first kernel's start) and duration, as CUPTI records them (through torch.profiler). The gaps between
+    one kernel's end and the next one's start are time the device waited (for the host, or for a copy)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    sync()
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        fn()
+        sync()
+    events = sorted((e for e in prof.events() if str(e.device_type).endswith("CUDA")),
+                    key=lambda e: e.time_range.start)
+    if not events:
+        return []
+    t0 = events[0].time_range.start
+    return [{"name": e.name[:240], "start_us": e.time_range.start - t0, "us": e.time_range.elapsed_us()}
+            for e in events]
+
+
 def write_results(stem: str | Path, payload: dict, markdown: str, results_dir: Path) -> tuple[Path, Path]:
     """``stem``.json (the payload) and ``stem``.md; a bare name (no folder) goes to ``results_dir``."""
     stem = Path(stem)
