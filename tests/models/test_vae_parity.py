@@ -175,23 +175,27 @@ def test_queued_sync_points_compute_the_same(checkpoint, monkeypatch):
         np.testing.assert_array_equal(np.array(encoder(video)), expected[1])
 
 
-def test_queue_waits_at_once_for_pieces_above_its_byte_bound(monkeypatch):
-    """Small pieces are queued up to the depth; a piece above ``max_bytes`` is evaluated at once, with everything
-    queued before it (the decoder's last stage, which sets its peak, never overlaps)."""
+def test_queue_runs_pieces_above_its_byte_bound_and_at_depth_0_alone(monkeypatch):
+    """Small pieces are queued up to the depth; a piece above ``max_bytes`` (or any piece at depth 0) runs alone: it,
+    everything before it and its buffers are waited for (a synchronize) just before the next piece starts, or when
+    the queued block ends, so the host builds the next piece while the device runs it (the decoder's last stage,
+    which sets its peak, never overlaps)."""
     from ltx_ane.models import queue
 
-    started, waited = [], []
-    monkeypatch.setattr(queue.mx, "async_eval", lambda arrays: started.append(arrays))
-    monkeypatch.setattr(queue.mx, "eval", lambda arrays: waited.append(arrays))
+    events = []
+    monkeypatch.setattr(queue.mx, "async_eval", lambda arrays: events.append(f"start {arrays.size}"))
+    monkeypatch.setattr(queue.mx, "eval", lambda arrays: events.append(f"wait {arrays.size}"))
+    monkeypatch.setattr(queue.mx, "synchronize", lambda: events.append("synchronize"))
     q = queue.DeviceQueue(depth=1, max_bytes=100)
-    small, small2, large = mx.zeros(10), mx.zeros(20), mx.zeros(100)  # 40, 80 and 400 bytes
-    q.push(small)
-    q.push(small2)
-    assert started == [small, small2] and waited == [small]
-    q.push(large)
-    assert waited == [small, large] and len(q._queued) == 0
-    q.push([small, small])
-    assert started[-1] == [small, small] and len(q._queued) == 1
+    for size in (10, 20, 100, 30):  # 40, 80, 400 and 120 bytes
+        q.push(mx.zeros(size))
+    assert events == ["start 10", "start 20", "wait 10", "start 100", "synchronize", "start 30"]
+    assert len(q._queued) == 1
+    events.clear()
+    with queue.queued(0):
+        queue.settle(mx.zeros(1))
+        queue.settle(mx.zeros(2))
+    assert events == ["start 1", "synchronize", "start 2", "synchronize"]
 
 
 def test_draining_queue_synchronizes_after_every_depth_plus_one_pieces(monkeypatch):

@@ -6,7 +6,8 @@ host is done. But a GPU backend keeps every buffer that a queued kernel reads or
 has run, so a host far ahead of the device holds the intermediates of every queued piece at once. The queue waits
 for the oldest piece once more than ``depth`` are unfinished: 0 waits for each piece, None queues nothing (the
 caller evaluates one lazy graph itself). With ``max_bytes`` only pieces whose result is at most that large are
-queued; a larger one is waited for at once, so that the largest pieces, which set the peak, never overlap.
+queued; a larger one runs alone (nothing starts before it has finished), so that the largest pieces, which set the
+peak, never overlap.
 
 Waiting for a piece's result does not wait for its buffers: MLX's CUDA backend returns them on a completion thread,
 which may run after the host has started allocating the next piece, so that now and then one more piece's buffers
@@ -29,21 +30,29 @@ class DeviceQueue:
         self.drain = False
         self._queued: deque = deque()
         self._since_drain = 0
+        self._alone = False  # the newest piece must finish before the next one starts
 
     def push(self, arrays) -> None:
-        """Start ``arrays`` (an array or a list of them) on the device; wait for the oldest beyond ``depth``, and
-        for all of them if ``arrays`` are larger than ``max_bytes`` or, with ``drain``, once ``depth + 1`` have been
-        started since the last such wait."""
+        """Start ``arrays`` (an array or a list of them) on the device; wait for the oldest beyond ``depth``, and,
+        with ``drain``, for all of them once ``depth + 1`` have been started since the last such wait.
+
+        A piece that runs alone (depth 0, or larger than ``max_bytes``) is waited for, with its buffers, just before
+        the next piece starts rather than right after it has started: the host builds the next piece's graph while
+        the device runs it (MLX allocates a piece's buffers when it starts it, not while its graph is built). The
+        last stage of the LTX-2.3 decoder waited ~0.7 ms for the host after each residual block
+        (benchmarks/results/kernels_vae_launches_cuda.md)."""
         if self.depth is None:
             return
+        self.finish()
+        large = False
         if self.max_bytes is not None:
-            size = sum(a.nbytes for a in arrays) if isinstance(arrays, (list, tuple)) else arrays.nbytes
-            if size > self.max_bytes:
-                mx.eval(arrays)  # the stream runs in order: everything queued before has run too
-                self._queued.clear()
-                return
+            large = (sum(a.nbytes for a in arrays) if isinstance(arrays, (list, tuple)) else arrays.nbytes) > (
+                self.max_bytes)
         mx.async_eval(arrays)
         self._queued.append(arrays)
+        self._alone = large or self.depth == 0
+        if self._alone:
+            return
         while len(self._queued) > self.depth:
             mx.eval(self._queued.popleft())
         self._since_drain = self._since_drain + 1 if self.drain else 0
@@ -56,6 +65,14 @@ class DeviceQueue:
             self._queued.clear()
             self._since_drain = 0
 
+    def finish(self) -> None:
+        """If the newest piece runs alone, wait for it and everything before it, and for MLX to have returned their
+        buffers (``mx.synchronize``): before the next piece, or whatever the caller starts after the queue."""
+        if self._alone:
+            mx.synchronize()
+            self._queued.clear()
+            self._alone = False
+
 
 # The queue that ``settle`` feeds in this thread, set by ``queued`` for the length of a forward pass.
 _local = threading.local()
@@ -64,13 +81,14 @@ _local = threading.local()
 @contextmanager
 def queued(depth: int | None, max_bytes: int | None = None):
     """Within the block, ``settle(x)`` pushes ``x`` onto one ``DeviceQueue(depth, max_bytes)`` instead of evaluating
-    it at once (depth 0 is the same as evaluating at once). Per thread: tiles decoding on several threads keep
-    their own."""
+    it at once (at depth 0 each piece runs alone: it finishes before the next one starts). Per thread: tiles
+    decoding on several threads keep their own."""
     outer = getattr(_local, "queue", None)
-    _local.queue = DeviceQueue(depth, max_bytes)
+    _local.queue = queue = DeviceQueue(depth, max_bytes)
     try:
         yield
     finally:
+        queue.finish()
         _local.queue = outer
 
 

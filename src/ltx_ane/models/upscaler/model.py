@@ -315,6 +315,7 @@ class LatentUpsampler(nn.Module):
             x = stage(x)
             queue.drain = i > upsampling
             queue.push(x)
+        queue.finish()
         return last(x)
 
     def __call__(self, latent: mx.array) -> mx.array:
