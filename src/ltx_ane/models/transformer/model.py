@@ -103,7 +103,13 @@ class LTXModel(nn.Module):
         with queued(depth):
             for block in self.resident_blocks():
                 video_args, audio_args = block(video_args, audio_args, perturbations, sync=sync)
-                settle([args.x for args in (video_args, audio_args) if args is not None])
+                outputs = [args.x for args in (video_args, audio_args) if args is not None]
+                # A streamed block's weights are released as the loop moves on and the next block's are read: it
+                # must have run by then (a queue at depth 0 waits only before the next piece starts).
+                if self.block_streamer is not None:
+                    mx.eval(outputs)
+                else:
+                    settle(outputs)
         return (
             self.process_output("video", video_args) if video_args is not None else None,
             self.process_output("audio", audio_args) if audio_args is not None else None,
