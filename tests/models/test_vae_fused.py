@@ -118,7 +118,7 @@ def test_unpatchify_kernel_equals_the_mlx_ops(dtype, monkeypatch):
 
 
 @CUDA
-def test_the_decoder_upsamples_with_the_kernel(monkeypatch):
+def test_layers_depth_to_space_dispatches_to_the_kernel(monkeypatch):
     calls, kernel = [], fused.depth_to_space
     monkeypatch.setattr(fused, "depth_to_space", lambda *args, **kw: calls.append(args[0].shape) or kernel(*args, **kw))
     x = mx.random.normal((1, 2, 3, 3, 32), key=mx.random.key(8)).astype(mx.bfloat16)
