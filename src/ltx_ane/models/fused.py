@@ -30,16 +30,19 @@ PIXEL_NORM_EPS = 1e-8  # ltx-core's PixelNorm default (the VAE's)
 # activation (C = 128 in bf16 is 256 bytes) is too little in flight per warp to keep the memory busy: with a warp per
 # row the LTX-2.3 decoder's norms took 23.2 ms of an H200's time, this way 17.1 ms (kernels_vae_fused_cuda.md,
 # kernels_vae_rows_cuda.md in benchmarks/results). Each row's sum of squares still reduces over the same lanes in the
-# same order as with a warp per row. (``__expf`` / ``__fdividef`` for SiLU saved another 3-5 ms of a decode but moved
-# its output by up to 1.8 % of its range, norm_silu_fast_math_cuda.txt: not taken.)
+# same order as with a warp per row. Row indices are 32-bit: a 64-bit division is a subroutine of dozens of
+# instructions, and the kernel is bound by its arithmetic as much as by memory (vae_kernels_cuda.txt: 32-bit indices
+# 796 -> 705 us at the last stage, a copy of the same bytes 361 us). (``__expf`` / ``__fdividef`` for SiLU saved
+# another 3-5 ms of a decode but moved its output by up to 1.8 % of its range, norm_silu_fast_math_cuda.txt: not
+# taken.)
 # causal: the time padding (2 copies of frame 0 in front, else one copy of the first frame in front and of the last
 # behind); pad_hw 1 for reflect padding of H and W, 0 for none.
 _NORM_SILU_PAD = cuda_jit.Kernel("norm_silu_pad", """
 void norm_silu_pad(const T* x, const T* bias, T* out, int B, int F, int H, int W, int C, int causal, int pad_hw) {
     constexpr int SUB = 32 / LANES;
     const int Fo = F + 2, Ho = H + 2 * pad_hw, Wo = W + 2 * pad_hw;
-    const long rows = (long)B * Fo * Ho * Wo;
-    const long warp = ((long)blockIdx.x * blockDim.x + threadIdx.x) >> 5;
+    const unsigned rows = (unsigned)B * Fo * Ho * Wo;
+    const unsigned warp = (blockIdx.x * blockDim.x + threadIdx.x) >> 5;
     const int lane = threadIdx.x & 31, sub = lane / LANES, l = lane % LANES;
     float bv[CHUNKS * V];
     #pragma unroll
@@ -55,18 +58,18 @@ void norm_silu_pad(const T* x, const T* bias, T* out, int B, int F, int H, int W
     float ss[R];
     #pragma unroll
     for (int r = 0; r < R; ++r) {
-        const long row = (warp * R + r) * SUB + sub;
+        const unsigned row = (warp * R + r) * SUB + sub;
         ss[r] = 0.0f;
         if (row >= rows) continue;  // the lanes stay for the shuffles below
         const int wo = row % Wo;
-        long rest = row / Wo;
+        unsigned rest = row / Wo;
         const int ho = rest % Ho;
         rest /= Ho;
         const int fo = rest % Fo;
-        const long b = rest / Fo;
+        const unsigned b = rest / Fo;
         const int fi = causal ? imax(fo - 2, 0) : imin(imax(fo - 1, 0), F - 1);
         const int hi = reflect_index(ho - pad_hw, H), wi = reflect_index(wo - pad_hw, W);
-        const T* src = x + (((b * F + fi) * H + hi) * W + wi) * (long)C;
+        const T* src = x + (size_t)(((b * F + fi) * H + hi) * W + wi) * C;
         #pragma unroll
         for (int k = 0; k < CHUNKS; ++k) {
             const int c = (l + LANES * k) * V;
@@ -89,10 +92,10 @@ void norm_silu_pad(const T* x, const T* bias, T* out, int B, int F, int H, int W
     }
     #pragma unroll
     for (int r = 0; r < R; ++r) {
-        const long row = (warp * R + r) * SUB + sub;
+        const unsigned row = (warp * R + r) * SUB + sub;
         if (row >= rows) continue;
         const float inv = rsqrtf(ss[r] / C + PIXEL_NORM_EPS);
-        T* dst = out + row * (long)C;
+        T* dst = out + (size_t)row * C;
         #pragma unroll
         for (int k = 0; k < CHUNKS; ++k) {
             const int c = (l + LANES * k) * V;
@@ -176,10 +179,10 @@ _DEPTH_TO_SPACE = cuda_jit.Kernel("depth_to_space", """
 void depth_to_space(const T* x, const T* bias, const T* residual, T* out, int B, int F, int H, int W, int C, int CR,
                     int drop, int with_residual) {
     constexpr int P = PT * PH * PW;
-    const long i = ((long)blockIdx.x * blockDim.x + threadIdx.x) * V;
-    if (i >= (long)B * F * H * W * C) return;
+    const unsigned i = (blockIdx.x * blockDim.x + threadIdx.x) * V;
+    if (i >= (unsigned)B * F * H * W * C) return;
     const int k0 = i % C;
-    long pos = i / C;
+    unsigned pos = i / C;
     const Pack xp = *reinterpret_cast<const Pack*>(x + i);
     const Pack bp = *reinterpret_cast<const Pack*>(bias + k0);
     Pack rp = xp;
@@ -192,7 +195,7 @@ void depth_to_space(const T* x, const T* bias, const T* residual, T* out, int B,
     const int h = pos % H;
     pos /= H;
     const int f = pos % F;
-    const long b = pos / F;
+    const unsigned b = pos / F;
     const int Fo = F * PT - drop, co = C / P;
     #pragma unroll
     for (int j = 0; j < V; ++j) {
@@ -204,7 +207,7 @@ void depth_to_space(const T* x, const T* bias, const T* residual, T* out, int B,
         if (fo < 0) continue;
         float y = load(store(load(xs[j]) + load(bs[j])));
         if (with_residual) y += load(rs[j]);
-        const long row = ((b * Fo + fo) * H * PH + h * PH + oh) * (long)(W * PW) + w * PW + ow;
+        const unsigned row = ((b * Fo + fo) * H * PH + h * PH + oh) * (W * PW) + w * PW + ow;
         out[row * co + c] = store(y);
     }
 }
@@ -214,7 +217,7 @@ void depth_to_space(const T* x, const T* bias, const T* residual, T* out, int B,
 def depth_to_space_available(x: mx.array, residual: mx.array | None = None) -> bool:
     """Whether :func:`depth_to_space` applies to the channels-last conv output x (and residual) here."""
     per_load = 16 // x.dtype.size
-    return (x.ndim == 5 and x.dtype in cuda_jit.DTYPES and x.shape[-1] % per_load == 0 and x.size // per_load < 2**31
+    return (x.ndim == 5 and x.dtype in cuda_jit.DTYPES and x.shape[-1] % per_load == 0 and x.size < 2**31
             and (residual is None or residual.shape[-1] % per_load == 0) and cuda_jit.available())
 
 

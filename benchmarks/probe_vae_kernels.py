@@ -1,0 +1,152 @@
+"""The VAE's own CUDA kernels (``fused.norm_silu_pad``, ``fused.depth_to_space``) alone, at the LTX-2.3 decoder's
+shapes for 121 x 512 x 768, against variants of themselves and a copy of the same bytes: how close to the memory's
+speed do they run, and what holds them back?
+
+Variants: ``committed`` (the kernels in ``models/fused.py``), ``64-bit index`` (their index arithmetic in 64-bit
+integers, as before 32-bit indices were adopted: a 64-bit division is a subroutine of dozens of instructions on a
+GPU), ``fast SiLU`` (``__expf`` / ``__fdividef``), and ``copy`` (a kernel that reads the largest input and writes
+the output's bytes, 16 per thread: about the floor). Each kernel's device time from CUPTI, median of 10 calls after
+2 warm-up, bf16, random values. Every variant's output is checked against the committed kernel's (the index variants
+must equal it bit for bit).
+
+    python benchmarks/probe_vae_kernels.py
+"""
+
+import statistics
+
+import mlx.core as mx
+import numpy as np
+
+from ltx_ane.bench.timing import cuda_kernel_launches
+from ltx_ane.models import cuda_jit, fused
+
+
+def variant(kernel: cuda_jit.Kernel, replacements: list[tuple[str, str]]) -> cuda_jit.Kernel:
+    source = kernel.source
+    for new, old in replacements:
+        assert new in source, f"{kernel.name}: {new!r} is gone: update this probe"
+        source = source.replace(new, old)
+    return cuda_jit.Kernel(kernel.name, source, kernel.header)
+
+
+NORM = fused._NORM_SILU_PAD
+NORM_VARIANTS = {
+    "committed": NORM,
+    "64-bit index": variant(NORM, [
+        ("const unsigned rows = (unsigned)B * Fo * Ho * Wo;", "const long rows = (long)B * Fo * Ho * Wo;"),
+        ("const unsigned warp = (blockIdx.x * blockDim.x + threadIdx.x) >> 5;",
+         "const long warp = ((long)blockIdx.x * blockDim.x + threadIdx.x) >> 5;"),
+        ("const unsigned row =", "const long row ="),
+        ("unsigned rest = row / Wo;", "long rest = row / Wo;"),
+        ("const unsigned b = rest / Fo;", "const long b = rest / Fo;"),
+        ("(size_t)(((b * F + fi) * H + hi) * W + wi) * C", "(((b * F + fi) * H + hi) * W + wi) * (long)C"),
+    ]),
+    "fast SiLU": variant(NORM, [("store(y / (1.0f + expf(-y)))", "store(__fdividef(y, 1.0f + __expf(-y)))")]),
+}
+D2S = fused._DEPTH_TO_SPACE
+D2S_VARIANTS = {
+    "committed": D2S,
+    "64-bit index": variant(D2S, [
+        ("const unsigned i = (blockIdx.x * blockDim.x + threadIdx.x) * V;",
+         "const long i = ((long)blockIdx.x * blockDim.x + threadIdx.x) * V;"),
+        ("if (i >= (unsigned)B * F * H * W * C) return;", "if (i >= (long)B * F * H * W * C) return;"),
+        ("unsigned pos = i / C;", "long pos = i / C;"),
+        ("const unsigned b = pos / F;", "const long b = pos / F;"),
+        ("const unsigned row = ((b * Fo + fo) * H * PH + h * PH + oh) * (W * PW) + w * PW + ow;",
+         "const long row = ((b * Fo + fo) * H * PH + h * PH + oh) * (long)(W * PW) + w * PW + ow;"),
+    ]),
+}
+COPY = cuda_jit.Kernel("copy_bytes", """
+void copy_bytes(const T* x, T* out, int n_in, int n_out) {
+    const unsigned i = (blockIdx.x * blockDim.x + threadIdx.x) * V;
+    if (i >= (unsigned)n_out) return;
+    *reinterpret_cast<Pack*>(out + i) = *reinterpret_cast<const Pack*>(x + i % (unsigned)n_in);
+}
+""")
+
+
+def copy_floor(inputs: list[mx.array], out_shape: tuple) -> mx.array:
+    """The largest input read (wrapping around where the output is larger) and the output written."""
+    x = max(inputs, key=lambda a: a.size)
+    n_out = int(np.prod(out_shape))
+    (out,) = COPY(x.dtype, inputs=[x], output_shapes=[out_shape], output_dtypes=[x.dtype],
+                  scalars=[x.size, n_out], grid=(n_out // 8, 1, 1), threadgroup=(256, 1, 1))
+    return out
+
+
+def device_us(fn) -> float:
+    for _ in range(2):
+        mx.eval(fn())
+    times = []
+    for _ in range(10):
+        launches = cuda_kernel_launches(lambda: mx.eval(fn()), mx.synchronize)
+        times.append(sum(k["us"] for k in launches))
+    return statistics.median(times)
+
+
+def report(name: str, nbytes: int, results: dict) -> None:
+    cells = ", ".join(f"{k} {us:.0f} us ({nbytes / us / 1e6:.2f} TB/s)" for k, us in results.items())
+    print(f"{name} [{nbytes / 1e6:.0f} MB moved]: {cells}", flush=True)
+
+
+NORM_CASES = {  # name: (input shape, causal)
+    "last stage 121x128x192x128": ((1, 121, 128, 192, 128), False),
+    "121-frame stage 121x64x96x256": ((1, 121, 64, 96, 256), False),
+    "61-frame stage 61x64x96x512": ((1, 61, 64, 96, 512), False),
+    "encoder first stage (causal) 121x128x192x128": ((1, 121, 128, 192, 128), True),
+}
+D2S_CASES = {  # name: (conv output shape, stride, residual channels or None, drop, width_first)
+    "compress_space 121x64x96x512 -> 256 ch residual": ((1, 121, 64, 96, 512), (1, 2, 2), 256, False, False),
+    "compress_time 61x64x96x512, drop": ((1, 61, 64, 96, 512), (2, 1, 1), 512, True, False),
+    "unpatchify 121x128x192x48": ((1, 121, 128, 192, 48), (1, 4, 4), None, False, True),
+}
+
+rng = np.random.default_rng(0)
+for name, (shape, causal) in NORM_CASES.items():
+    x = mx.array(rng.standard_normal(shape, dtype=np.float32)).astype(mx.bfloat16)
+    bias = mx.array(rng.standard_normal(shape[-1:], dtype=np.float32)).astype(mx.bfloat16)
+    mx.eval(x, bias)
+    outputs, results = {}, {}
+    for key, kernel in NORM_VARIANTS.items():
+        fused._NORM_SILU_PAD = kernel
+        outputs[key] = fused.norm_silu_pad(x, bias, causal, False)
+        mx.eval(outputs[key])
+        results[key] = device_us(lambda: fused.norm_silu_pad(x, bias, causal, False))
+    fused._NORM_SILU_PAD = NORM
+    out_shape = outputs["committed"].shape
+    results["copy"] = device_us(lambda: copy_floor([x], out_shape))
+    report(f"norm_silu_pad {name}", x.nbytes + outputs["committed"].nbytes, results)
+    ref = np.array(outputs["committed"].astype(mx.float32))
+    for key, out in outputs.items():
+        diff = np.array(out.astype(mx.float32)) - ref
+        print(f"  {key}: values differing from committed {np.count_nonzero(diff) / diff.size:.2e}, "
+              f"max |diff| {np.abs(diff).max():.3g}", flush=True)
+    del x, outputs
+
+for name, (shape, stride, residual_channels, drop, width_first) in D2S_CASES.items():
+    x = mx.array(rng.standard_normal(shape, dtype=np.float32)).astype(mx.bfloat16)
+    bias = mx.array(rng.standard_normal(shape[-1:], dtype=np.float32)).astype(mx.bfloat16)
+    residual = None if residual_channels is None else mx.array(
+        rng.standard_normal((*shape[:-1], residual_channels), dtype=np.float32)).astype(mx.bfloat16)
+    mx.eval(x, bias, *([] if residual is None else [residual]))
+
+    def call():
+        return fused.depth_to_space(x, stride, bias, residual, drop, width_first)
+
+    outputs, results = {}, {}
+    for key, kernel in D2S_VARIANTS.items():
+        fused._DEPTH_TO_SPACE = kernel
+        outputs[key] = call()
+        mx.eval(outputs[key])
+        results[key] = device_us(call)
+    fused._DEPTH_TO_SPACE = D2S
+    out_shape = outputs["committed"].shape
+    results["copy"] = device_us(lambda: copy_floor([x], out_shape))
+    moved = x.nbytes + (0 if residual is None else residual.nbytes) + outputs["committed"].nbytes
+    report(f"depth_to_space {name}", moved, results)
+    ref = np.array(outputs["committed"].astype(mx.float32))
+    for key, out in outputs.items():
+        diff = np.array(out.astype(mx.float32)) - ref
+        print(f"  {key}: values differing from committed {np.count_nonzero(diff) / diff.size:.2e}", flush=True)
+    del x, residual, outputs
+
