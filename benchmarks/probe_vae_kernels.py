@@ -4,15 +4,16 @@ speed do they run, and what holds them back?
 
 Variants: ``committed`` (the kernels in ``models/fused.py``), ``64-bit index`` (their index arithmetic in 64-bit
 integers, as before 32-bit indices were adopted: a 64-bit division is a subroutine of dozens of instructions on a
-GPU), ``fast SiLU`` (``__expf`` / ``__fdividef``), and ``copy`` (a kernel that reads the largest input and writes
-the output's bytes, 16 per thread: about the floor). Each kernel's device time from CUPTI, median of 10 calls after
-2 warm-up, bf16, random values. Every variant's output is checked against the committed kernel's (the index variants
-must equal it bit for bit).
+GPU), ``accurate SiLU`` (``expf`` and an IEEE division instead of ``__expf`` / ``__fdividef``) and ``copy`` (a
+kernel that reads the largest input and writes the output's bytes, 16 per thread: about the floor). Each kernel's
+device time from CUPTI, median of 10 calls after 2 warm-up, bf16, random values. Every variant's output is checked
+against the committed kernel's (the index variants must equal it bit for bit).
 
-    python benchmarks/probe_vae_kernels.py
+    python benchmarks/probe_vae_kernels.py [CASE-PART ...]   # only the cases whose names contain one of them
 """
 
 import statistics
+import sys
 
 import mlx.core as mx
 import numpy as np
@@ -41,7 +42,7 @@ NORM_VARIANTS = {
         ("const unsigned b = rest / Fo;", "const long b = rest / Fo;"),
         ("(size_t)(((b * F + fi) * H + hi) * W + wi) * C", "(((b * F + fi) * H + hi) * W + wi) * (long)C"),
     ]),
-    "fast SiLU": variant(NORM, [("store(y / (1.0f + expf(-y)))", "store(__fdividef(y, 1.0f + __expf(-y)))")]),
+    "accurate SiLU": variant(NORM, [("store(silu(y))", "store(y / (1.0f + expf(-y)))")]),
 }
 D2S = fused._DEPTH_TO_SPACE
 D2S_VARIANTS = {
@@ -84,6 +85,10 @@ def device_us(fn) -> float:
     return statistics.median(times)
 
 
+def wanted(name: str) -> bool:
+    return not sys.argv[1:] or any(part in name for part in sys.argv[1:])
+
+
 def report(name: str, nbytes: int, results: dict) -> None:
     cells = ", ".join(f"{k} {us:.0f} us ({nbytes / us / 1e6:.2f} TB/s)" for k, us in results.items())
     print(f"{name} [{nbytes / 1e6:.0f} MB moved]: {cells}", flush=True)
@@ -103,6 +108,8 @@ D2S_CASES = {  # name: (conv output shape, stride, residual channels or None, dr
 
 rng = np.random.default_rng(0)
 for name, (shape, causal) in NORM_CASES.items():
+    if not wanted(f"norm_silu_pad {name}"):
+        continue
     x = mx.array(rng.standard_normal(shape, dtype=np.float32)).astype(mx.bfloat16)
     bias = mx.array(rng.standard_normal(shape[-1:], dtype=np.float32)).astype(mx.bfloat16)
     mx.eval(x, bias)
@@ -124,6 +131,8 @@ for name, (shape, causal) in NORM_CASES.items():
     del x, outputs
 
 for name, (shape, stride, residual_channels, drop, width_first) in D2S_CASES.items():
+    if not wanted(f"depth_to_space {name}"):
+        continue
     x = mx.array(rng.standard_normal(shape, dtype=np.float32)).astype(mx.bfloat16)
     bias = mx.array(rng.standard_normal(shape[-1:], dtype=np.float32)).astype(mx.bfloat16)
     residual = None if residual_channels is None else mx.array(
@@ -149,4 +158,3 @@ for name, (shape, stride, residual_channels, drop, width_first) in D2S_CASES.ite
         diff = np.array(out.astype(mx.float32)) - ref
         print(f"  {key}: values differing from committed {np.count_nonzero(diff) / diff.size:.2e}", flush=True)
     del x, residual, outputs
-

@@ -12,9 +12,8 @@ neighbours). On an H200 those passes were a third of the decoders' kernel time a
 float32 copies of the activation that MLX's CUDA backend holds until a queued stage has run (see its section).
 
 They exist for MLX's CUDA backend only (built and cached through ``cuda_jit``): they were written and tested on the
-lent NVIDIA machine. On Metal (no Mac was
-available to test a Metal twin) and on the CPU, ``layers.norm_silu_pad`` runs the same steps as MLX ops, the
-computation every parity test checks; ``upscaler.model.GroupNorm`` likewise.
+lent NVIDIA machine. On Metal (no Mac was available to test a Metal twin) and on the CPU, ``layers`` runs the same
+steps as MLX ops, the computation every parity test checks; ``upscaler.model.GroupNorm`` likewise.
 """
 
 from __future__ import annotations
@@ -25,6 +24,17 @@ from ltx_ane.models import cuda_jit
 
 PIXEL_NORM_EPS = 1e-8  # ltx-core's PixelNorm default (the VAE's)
 
+# SiLU in float32 through the GPU's hardware exp2 and reciprocal (``__expf``, ``__fdividef``) rather than the
+# accurate ``expf`` and IEEE division: the norm kernels are bound by their arithmetic as much as by memory, and this
+# takes the VAE's norm at the last stage from 705 to 552 us of an H200 (a copy of the same bytes: 361 us). The error
+# is a few float32 units (where ``__fdividef`` gives 0, y < -87, SiLU is below 1e-36 in magnitude): rounded to bf16,
+# 5 values in a million differ from the accurate form, by one unit (benchmarks/results/vae_kernels_cuda.txt).
+# (An earlier probe compared whole decodes with random weights, whose 50-odd layers amplify any rounding difference
+# to ~1.8 % of the output's range, and read that as an error: norm_silu_fast_math_cuda.txt.)
+_SILU = """
+__device__ __forceinline__ float silu(float y) { return __fdividef(y, 1.0f + __expf(-y)); }
+"""
+
 # LANES threads per output row (a position's C channels), each CHUNKS 16-byte loads of it (C <= LANES * CHUNKS * V);
 # a warp takes 32 / LANES rows at once, R times over, and issues all R loads before reducing: one row of a narrow
 # activation (C = 128 in bf16 is 256 bytes) is too little in flight per warp to keep the memory busy: with a warp per
@@ -32,9 +42,7 @@ PIXEL_NORM_EPS = 1e-8  # ltx-core's PixelNorm default (the VAE's)
 # kernels_vae_rows_cuda.md in benchmarks/results). Each row's sum of squares still reduces over the same lanes in the
 # same order as with a warp per row. Row indices are 32-bit: a 64-bit division is a subroutine of dozens of
 # instructions, and the kernel is bound by its arithmetic as much as by memory (vae_kernels_cuda.txt: 32-bit indices
-# 796 -> 705 us at the last stage, a copy of the same bytes 361 us). (``__expf`` / ``__fdividef`` for SiLU saved
-# another 3-5 ms of a decode but moved its output by up to 1.8 % of its range, norm_silu_fast_math_cuda.txt: not
-# taken.)
+# 796 -> 705 us at the last stage, a copy of the same bytes 361 us). SiLU is :data:`_SILU`.
 # causal: the time padding (2 copies of frame 0 in front, else one copy of the first frame in front and of the last
 # behind); pad_hw 1 for reflect padding of H and W, 0 for none.
 _NORM_SILU_PAD = cuda_jit.Kernel("norm_silu_pad", """
@@ -105,14 +113,14 @@ void norm_silu_pad(const T* x, const T* bias, T* out, int B, int F, int H, int W
                 #pragma unroll
                 for (int j = 0; j < V; ++j) {
                     const float y = v[r][k * V + j] * inv;
-                    os[j] = store(y / (1.0f + expf(-y)));
+                    os[j] = store(silu(y));
                 }
                 *reinterpret_cast<Pack*>(dst + c) = op;
             }
         }
     }
 }
-""", header=f"""
+""", header=_SILU + f"""
 #define PIXEL_NORM_EPS {PIXEL_NORM_EPS!r}f
 __device__ __forceinline__ int reflect_index(int i, int n) {{ return i < 0 ? -i : (i >= n ? 2 * n - 2 - i : i); }}
 """)
@@ -346,10 +354,10 @@ void group_merge(const float* partials, float* out, int B, int blocks, int G) {
 _GROUP_NORM_SILU = cuda_jit.Kernel("group_norm_silu", """
 void group_norm_silu(const T* x, const T* bias, const T* residual, const float* moments, const WT* weight,
                      const WT* beta, T* out, int B, int N, int C, int G, int with_residual, int overwrite) {
-    const long i = ((long)blockIdx.x * blockDim.x + threadIdx.x) * V;
-    if (i >= (long)B * N * C) return;
+    const unsigned i = (blockIdx.x * blockDim.x + threadIdx.x) * V;  // 32-bit: see _NORM_SILU_PAD
+    if (i >= (unsigned)B * N * C) return;
     const int c = i % C, per = C / G;
-    const long b = i / ((long)N * C);
+    const unsigned b = i / ((unsigned)N * C);
     const float* mom = moments + (b * G + c / per) * 2;
     const float mean = mom[0], inv_std = rsqrtf(mom[1] / ((float)N * per) + EPS);
     const Pack xp = *reinterpret_cast<const Pack*>(x + i);
@@ -365,12 +373,12 @@ void group_norm_silu(const T* x, const T* bias, const T* residual, const float* 
     for (int j = 0; j < V; ++j) {
         float y = (load(xs[j]) + load(bs[j]) - mean) * inv_std * LOADW(weight[c + j]) + LOADW(beta[c + j]);
         if (with_residual) y += load(rs[j]);
-        os[j] = store(y / (1.0f + expf(-y)));
+        os[j] = store(silu(y));
     }
     // Each thread writes only the 16 bytes it has read: overwriting x is safe inside the kernel.
     *reinterpret_cast<Pack*>((overwrite ? const_cast<T*>(x) : out) + i) = op;
 }
-""")
+""", header=_SILU)
 
 
 def group_layout_fits(channels: int, dtype, groups: int) -> bool:
@@ -387,7 +395,7 @@ def group_layout_fits(channels: int, dtype, groups: int) -> bool:
 
 def group_norm_available(x: mx.array, groups: int) -> bool:
     """Whether :func:`group_moments` and :func:`group_norm_silu` run for channels-last x (B, ..., C) here."""
-    return group_layout_fits(x.shape[-1], x.dtype, groups) and cuda_jit.available()
+    return group_layout_fits(x.shape[-1], x.dtype, groups) and x.size < 2**31 and cuda_jit.available()
 
 
 def group_moments(x: mx.array, groups: int, bias: mx.array | None = None) -> tuple[mx.array, int]:
