@@ -1,13 +1,14 @@
-"""The VAE's own CUDA kernels (``fused.norm_silu_pad``, ``fused.depth_to_space``) alone, at the LTX-2.3 decoder's
-shapes for 121 x 512 x 768, against variants of themselves and a copy of the same bytes: how close to the memory's
-speed do they run, and what holds them back?
+"""The VAE's own CUDA kernels (``fused.norm_silu_pad``, ``fused.depth_to_space``, ``fused.residual_add``) alone, at
+the LTX-2.3 decoder's shapes for 121 x 512 x 768, against variants of themselves and a copy of the same bytes: how
+close to the memory's speed do they run, and what holds them back?
 
 Variants: ``committed`` (the kernels in ``models/fused.py``), ``64-bit index`` (their index arithmetic in 64-bit
 integers, as before 32-bit indices were adopted: a 64-bit division is a subroutine of dozens of instructions on a
-GPU), ``accurate SiLU`` (``expf`` and an IEEE division instead of ``__expf`` / ``__fdividef``) and ``copy`` (a
-kernel that reads the largest input and writes the output's bytes, 16 per thread: about the floor). Each kernel's
-device time from CUPTI, median of 10 calls after 2 warm-up, bf16, random values. Every variant's output is checked
-against the committed kernel's (the index variants must equal it bit for bit).
+GPU), ``accurate SiLU`` (``expf`` and an IEEE division instead of ``__expf`` / ``__fdividef``), ``written over h``
+(the residual add's in-place form), ``mlx ops`` (MLX's own fused kernel for the residual add) and ``copy`` (a kernel
+that reads the largest input and writes the output's bytes, 16 per thread: about the floor). Each kernel's device
+time from CUPTI, median of 10 calls after 2 warm-up, bf16, random values. Every variant's output is checked against
+the committed kernel's (the index variants must equal it bit for bit).
 
     python benchmarks/probe_vae_kernels.py [CASE-PART ...]   # only the cases whose names contain one of them
 """
@@ -19,7 +20,7 @@ import mlx.core as mx
 import numpy as np
 
 from ltx_ane.bench.timing import cuda_kernel_launches
-from ltx_ane.models import cuda_jit, fused
+from ltx_ane.models import cuda_jit, fused, layers
 
 
 def variant(kernel: cuda_jit.Kernel, replacements: list[tuple[str, str]]) -> cuda_jit.Kernel:
@@ -158,3 +159,21 @@ for name, (shape, stride, residual_channels, drop, width_first) in D2S_CASES.ite
         diff = np.array(out.astype(mx.float32)) - ref
         print(f"  {key}: values differing from committed {np.count_nonzero(diff) / diff.size:.2e}", flush=True)
     del x, residual, outputs
+
+if wanted("residual_add last stage"):
+    shape = (1, 121, 128, 192, 128)  # the last stage's residual add
+    x = mx.array(rng.standard_normal(shape, dtype=np.float32)).astype(mx.bfloat16)
+    bias = mx.array(rng.standard_normal(shape[-1:], dtype=np.float32)).astype(mx.bfloat16)
+    h = mx.array(rng.standard_normal(shape, dtype=np.float32)).astype(mx.bfloat16)
+    mx.eval(x, bias, h)
+    results = {
+        "committed": device_us(lambda: fused.residual_add(x, h, bias)),
+        # a fresh h for each call (its copy's time taken off): the kernel writes over it
+        "written over h": (device_us(lambda: fused.residual_add(x, h + 0, bias, overwrite=True))
+                           - device_us(lambda: h + 0)),
+        "mlx ops": device_us(lambda: layers.biased_residual(x, h, bias)),
+        "copy": device_us(lambda: copy_floor([x], shape)),
+    }
+    report("residual_add last stage 121x128x192x128", 3 * x.nbytes, results)
+    same = mx.array_equal(fused.residual_add(x, h, bias), layers.biased_residual(x, h, bias)).item()
+    print(f"  committed equals the mlx ops bit for bit: {same}", flush=True)

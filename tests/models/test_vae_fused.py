@@ -1,5 +1,5 @@
-"""The VAE's fused CUDA kernels (pad(SiLU(PixelNorm(x + bias))), the decoder's depth-to-space) against the same
-steps as MLX ops.
+"""The VAE's fused CUDA kernels (pad(SiLU(PixelNorm(x + bias))), the decoder's depth-to-space, the residual add)
+against the same steps as MLX ops.
 
 The kernel runs only on MLX's CUDA backend: on the lent GPU machine, ``pytest tests/models/test_vae_fused.py``.
 Elsewhere those tests skip, and the MLX ops they compare against are what the parity tests check.
@@ -18,7 +18,7 @@ import torch
 
 from ltx_ane.models import fused, layers
 from ltx_ane.models.loading import Source
-from ltx_ane.models.video_vae.loader import load_decoder
+from ltx_ane.models.video_vae.loader import load_decoder, load_encoder
 from ltx_ane.reference import video_vae as RV
 from tests.vae_util import assert_both_match_reference, psnr, small_config, write_vae
 
@@ -124,6 +124,67 @@ def test_layers_depth_to_space_dispatches_to_the_kernel(monkeypatch):
     x = mx.random.normal((1, 2, 3, 3, 32), key=mx.random.key(8)).astype(mx.bfloat16)
     out = layers.depth_to_space(x, (2, 2, 2), None, x[..., :16], drop_first_frame=True)
     assert calls == [x.shape] and out.shape == (1, 3, 6, 6, 4)
+
+
+@CUDA
+@pytest.mark.parametrize("dtype", [mx.bfloat16, mx.float16, mx.float32])
+def test_residual_add_kernel_equals_the_mlx_ops_bit_for_bit_and_writes_over_h(dtype):
+    keys = mx.random.split(mx.random.key(11), 3)
+    x = (mx.random.normal((2, 3, 4, 5, 64), key=keys[0]) * 4).astype(dtype)
+    bias = mx.random.normal((64,), key=keys[2]).astype(dtype)
+    h = (mx.random.normal(x.shape, key=keys[1]) * 4).astype(dtype)
+    mx.eval(x, bias, h)
+    want = layers.biased_residual(x, h, bias)
+    assert mx.array_equal(fused.residual_add(x, h, bias), want).item()
+    got = fused.residual_add(x, h, bias, overwrite=True)
+    mx.eval(got)
+    assert mx.array_equal(got, want).item()
+    assert mx.array_equal(h, want).item()  # h's own buffer now holds the sum
+
+
+@CUDA
+def test_residual_add_written_over_h_allocates_no_activation():
+    keys = mx.random.split(mx.random.key(12), 3)
+    x = mx.random.normal((1, 9, 64, 96, 128), key=keys[0]).astype(mx.bfloat16)
+    bias = mx.random.normal((128,), key=keys[2]).astype(mx.bfloat16)
+    fresh = lambda: mx.random.normal(x.shape, key=keys[1]).astype(mx.bfloat16)
+    mx.eval(x, bias, fused.residual_add(x, fresh(), bias, overwrite=True))  # built outside the measurement
+    h = fresh()
+    mx.eval(h)
+    mx.synchronize()
+    mx.clear_cache()
+    before = mx.get_active_memory()
+    mx.reset_peak_memory()
+    out = fused.residual_add(x, h, bias, overwrite=True)
+    mx.eval(out)
+    assert mx.get_peak_memory() - before <= 1_000_000 < x.nbytes
+
+
+@CUDA
+@pytest.mark.parametrize("preset", ["ltx2", "ltx23"])
+def test_vae_with_residuals_written_in_place_equals_fresh_outputs_at_every_queue_depth(preset, tmp_path, monkeypatch):
+    """Every block evaluated on its own (EVAL_BYTES 0), so every residual is written over its conv output, except
+    in a queued(None) block, where nothing ends a graph; the values equal the MLX ops' bit for bit."""
+    raw = small_config(preset, base=8)
+    path = write_vae(tmp_path / "vae.safetensors", raw)
+    decoder, encoder = load_decoder(Source(str(path)), "bf16"), load_encoder(Source(str(path)), "bf16")
+    latent = mx.random.normal((1, 16, 3, 4, 5), key=mx.random.key(13))
+    video = mx.random.uniform(-1, 1, (1, 3, 9, 64, 96), key=mx.random.key(14))
+    monkeypatch.setattr(layers, "EVAL_BYTES", 0)
+    in_place, kernel = [], fused.residual_add
+    monkeypatch.setattr(fused, "residual_add", lambda *a, overwrite: in_place.append(overwrite) or kernel(
+        *a, overwrite=overwrite))
+    outputs = {}
+    for depth in (0, 1, 2, None):
+        decoder.sync_depth = encoder.sync_depth = depth
+        in_place.clear()
+        outputs[depth] = decoder(latent), encoder(video)
+        mx.eval(outputs[depth])
+        assert in_place and set(in_place) == {depth is not None}, depth
+    monkeypatch.setattr(fused, "residual_add_available", lambda h: False)
+    expected = decoder(latent), encoder(video)
+    for depth, (decoded, encoded) in outputs.items():
+        assert mx.array_equal(decoded, expected[0]).item() and mx.array_equal(encoded, expected[1]).item(), depth
 
 
 def counting_kernel_calls(monkeypatch) -> list:

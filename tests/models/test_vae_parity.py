@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 
+from ltx_ane.models import layers
 from ltx_ane.reference import video_vae as RV
 from ltx_ane.models.loading import Source
 from ltx_ane.models.video_vae.loader import load_decoder, load_encoder
@@ -244,3 +245,28 @@ def test_settle_evaluates_at_once_outside_a_queued_block_and_per_thread_inside()
             assert queue._local.queue is not inner and queue._local.queue.depth == 0
         assert queue._local.queue is inner
     assert getattr(queue._local, "queue", None) is None and seen["other"] is None
+
+
+def test_settle_ends_a_graph_everywhere_but_in_a_queued_none_block():
+    """Where a kernel may write its result over a buffer it reads (fused.residual_add's overwrite)."""
+    from ltx_ane.models import queue
+
+    assert queue.ends_graph()
+    for depth, ends in ((0, True), (1, True), (None, False)):
+        with queue.queued(depth):
+            assert queue.ends_graph() == ends
+            with queue.queued(2):
+                assert queue.ends_graph()
+    assert queue.ends_graph()
+
+
+def test_residual_blocks_settle_their_result_once(monkeypatch):
+    """A block evaluates its own result (its residual may be written in place only where that ends a graph); the
+    res_x block around it adds no second sync point per block."""
+    settled = []
+    monkeypatch.setattr(layers, "EVAL_BYTES", 0)
+    monkeypatch.setattr(layers, "settle", lambda x: settled.append(x.shape) or x)
+    block = layers.UNetMidBlock3D(8, 3, "zeros")
+    x = mx.random.normal((1, 2, 3, 4, 8))
+    out = block(x, causal=True)
+    assert settled == [x.shape] * 3 and out.shape == x.shape

@@ -7,6 +7,7 @@ neighbours). On an H200 those passes were a third of the decoders' kernel time a
 (benchmarks/results/kernels_vae_cuda.md). The kernel reads each input row once and writes the padded output once.
 
 ``depth_to_space`` is the decoder's upsampling: the rearrangement of a conv's output with its bias and residual added.
+``residual_add`` ends the VAE's residual blocks, written over the conv output it reads where that is safe.
 
 ``group_norm_silu`` is the latent upscalers' ``SiLU(GroupNorm(x + bias) [+ residual])``, whose MLX-ops form writes
 float32 copies of the activation that MLX's CUDA backend holds until a queued stage has run (see its section).
@@ -252,6 +253,54 @@ def depth_to_space(x: mx.array, stride: tuple[int, int, int], bias: mx.array | N
     return out
 
 
+# --- Residual add -------------------------------------------------------------------------------------------------
+# The VAE's residual blocks end in ``x + (h + bias)``, h the second conv's output without its bias. Here each thread
+# adds 16 bytes of each operand, rounded as the MLX ops round them: at the LTX-2.3 decoder's last stage 518 us of an
+# H200 against 620 for MLX's own fused kernel (vae_kernels_silu_cuda.txt). ``overwrite`` writes the sum over h, a
+# conv output nothing else reads, so a block allocates one activation fewer: the tiled LTX-2.3 decode's peak 2.16 ->
+# 1.99 GB (vae_queue_ltx23.md, vae_residual_ltx23.md; the untiled peaks are set elsewhere and did not move).
+_RESIDUAL_ADD = cuda_jit.Kernel("residual_add", """
+void residual_add(const T* x, const T* h, const T* bias, T* out, int N, int C, int overwrite) {
+    const unsigned i = (blockIdx.x * blockDim.x + threadIdx.x) * V;
+    if (i >= (unsigned)N) return;
+    const Pack xp = *reinterpret_cast<const Pack*>(x + i);
+    const Pack hp = *reinterpret_cast<const Pack*>(h + i);
+    const Pack bp = *reinterpret_cast<const Pack*>(bias + i % C);
+    const T* xs = reinterpret_cast<const T*>(&xp);
+    const T* hs = reinterpret_cast<const T*>(&hp);
+    const T* bs = reinterpret_cast<const T*>(&bp);
+    Pack op;
+    T* os = reinterpret_cast<T*>(&op);
+    #pragma unroll
+    for (int j = 0; j < V; ++j) os[j] = store(load(xs[j]) + load(store(load(hs[j]) + load(bs[j]))));
+    // Each thread writes only the 16 bytes it has read: overwriting h is safe inside the kernel.
+    *reinterpret_cast<Pack*>((overwrite ? const_cast<T*>(h) : out) + i) = op;
+}
+""")
+
+
+def residual_add_available(h: mx.array) -> bool:
+    """Whether :func:`residual_add` runs for channels-last h here."""
+    return (h.dtype in cuda_jit.DTYPES and h.shape[-1] % (16 // h.dtype.size) == 0 and h.size < 2**31
+            and cuda_jit.available())
+
+
+def residual_add(x: mx.array, h: mx.array, bias: mx.array, overwrite: bool = False) -> mx.array:
+    """``x + (h + bias)`` for channels-last x and h of one shape, ``bias`` (C,), where :func:`residual_add_available`.
+    ``overwrite`` writes the result into h's buffer, with :func:`group_norm_silu`'s conditions: h a fresh conv output
+    that nothing else reads, and the result evaluated (its CUDA graph ended) before anything reads it."""
+    (out,) = _RESIDUAL_ADD(
+        h.dtype,
+        inputs=[x.astype(h.dtype), h, _channel_bias(bias, h.shape[-1], h.dtype)],
+        output_shapes=[(1,) if overwrite else h.shape],  # overwriting: a placeholder output, never written
+        output_dtypes=[h.dtype],
+        scalars=[h.size, h.shape[-1], int(overwrite)],
+        grid=(h.size // (16 // h.dtype.size), 1, 1),
+        threadgroup=(256, 1, 1),
+    )
+    return _written_over(h, out) if overwrite else out
+
+
 # --- Upscaler GroupNorm + SiLU ------------------------------------------------------------------------------------
 # ``SiLU(GroupNorm(x + bias) [+ residual])``, the upscalers' every norm, as three kernels: per-block statistics, their
 # merge, and one elementwise pass. Written with MLX ops it writes float32 copies of the activation (the group-major
@@ -458,8 +507,14 @@ def group_norm_silu(x: mx.array, groups: int, eps: float, weight: mx.array, beta
         constants={"EPS": f"{float(eps)!r}f", **cuda_jit.element_type("WT", "LOADW", weight.dtype)},
     )
     if overwrite:
-        (out,) = mx.depends([flat], [out])
+        out = _written_over(flat, out)
     return out.reshape(x.shape)
+
+
+def _written_over(target: mx.array, placeholder: mx.array) -> mx.array:
+    """``target``, after the kernel whose output is ``placeholder`` has written its result into target's buffer."""
+    (out,) = mx.depends([target], [placeholder])
+    return out
 
 
 _zeros: dict = {}

@@ -15,7 +15,7 @@ import mlx.core as mx
 import mlx.nn as nn
 
 from ltx_ane.models import fused
-from ltx_ane.models.queue import settle
+from ltx_ane.models.queue import ends_graph, settle
 
 
 def conv_without_bias(conv: nn.Conv1d | nn.ConvTranspose1d | nn.Conv3d, x: mx.array) -> mx.array:
@@ -33,6 +33,16 @@ def biased_residual(x: mx.array, y: mx.array, bias: mx.array) -> mx.array:
     """``x + (y + bias)``: a residual add with the preceding conv's bias, one kernel, the same operations and dtypes
     as the conv's own bias add followed by the add."""
     return x + (y + bias)
+
+
+def settled_residual(x: mx.array, h: mx.array, bias: mx.array) -> mx.array:
+    """``eval_if_large(x + (h + bias))``, h a fresh conv output that nothing else reads: one CUDA kernel
+    (``fused.residual_add``) where it runs, writing the sum over h when that ends a graph of its own (a later kernel
+    of the same CUDA graph could read h before the write: MLX orders kernels by the buffers they declare as
+    outputs); else :func:`biased_residual`."""
+    if fused.residual_add_available(h):
+        return eval_if_large(fused.residual_add(x, h, bias, overwrite=h.nbytes > EVAL_BYTES and ends_graph()))
+    return eval_if_large(biased_residual(x, h, bias))
 
 
 def pixel_norm(x: mx.array, eps: float = fused.PIXEL_NORM_EPS) -> mx.array:
@@ -112,8 +122,10 @@ class ResnetBlock3D(nn.Module):
         h = self.conv1.norm_silu_conv(x, causal, bias=False)
         h = self.conv2.norm_silu_conv(h, causal, input_bias=self.conv1.conv.bias, bias=False)
         # conv2's bias and the residual in one pass (a broadcast bias add was the decoders' slowest elementwise
-        # kernel on an H200, benchmarks/results/kernels_vae_fused_cuda.md); the same bf16 roundings as before
-        return biased_residual(x, h, self.conv2.conv.bias)
+        # kernel on an H200, benchmarks/results/kernels_vae_fused_cuda.md); the same bf16 roundings as before.
+        # Evaluated block by block (eval_if_large) to bound the live intermediates (and, on macOS, to keep each GPU
+        # command buffer short enough not to be killed for hurting interactivity).
+        return settled_residual(x, h, self.conv2.conv.bias)
 
 
 class UNetMidBlock3D(nn.Module):
@@ -125,9 +137,7 @@ class UNetMidBlock3D(nn.Module):
 
     def __call__(self, x: mx.array, causal: bool) -> mx.array:
         for block in self.res_blocks:
-            # Evaluating block by block bounds the live intermediates (and, on macOS, keeps each GPU command
-            # buffer short enough not to be killed for hurting interactivity).
-            x = eval_if_large(block(x, causal))
+            x = block(x, causal)
         return x
 
 

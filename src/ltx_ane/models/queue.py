@@ -92,6 +92,14 @@ def queued(depth: int | None, max_bytes: int | None = None):
         _local.queue = outer
 
 
+def ends_graph() -> bool:
+    """Whether ``settle`` here ends the graph of what it is given (evaluates it, or starts it on the device as a
+    piece of its own): everywhere but in a ``queued(None)`` block, which leaves evaluating to the caller. A kernel
+    that writes its result into a buffer it reads may only run where it does (``fused.residual_add``)."""
+    queue = getattr(_local, "queue", None)
+    return queue is None or queue.depth is not None
+
+
 def settle(x):
     """A sync point inside a model: evaluate ``x`` (an array or a list of them) now, or within ``queued`` let it
     wait on the device behind at most the queue's depth of earlier sync points."""
