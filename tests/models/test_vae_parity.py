@@ -119,8 +119,6 @@ def test_bias_and_residual_added_in_the_shuffle_equal_adding_before_it(stride):
 def test_upsampling_repeats_its_input_over_the_channels_as_ltx_core_does(stride, multiplier):
     """The decoder's upsampling residual, defined by ltx-core as the input rearranged, its channels repeated, frame 0
     dropped when time doubles: passed as the input itself (its channels repeat over the conv's), with the drop."""
-    from ltx_ane.models.layers import depth_to_space
-
     pt, ph, pw = stride
     p = pt * ph * pw
     keys = mx.random.split(mx.random.key(4), 3)
@@ -137,7 +135,7 @@ def test_upsampling_repeats_its_input_over_the_channels_as_ltx_core_does(stride,
     residual = np.tile(rearranged(np.array(x)), (1, 1, 1, 1, p // multiplier))
     expected = rearranged(np.array(y) + np.array(bias)) + residual
     expected = expected[:, 1:] if pt == 2 else expected
-    got = depth_to_space(y, stride, bias, x, drop_first_frame=pt == 2)
+    got = layers.depth_to_space(y, stride, bias, x, drop_first_frame=pt == 2)
     np.testing.assert_allclose(np.array(got), expected, rtol=1e-6, atol=1e-6)
 
 

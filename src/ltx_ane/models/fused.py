@@ -223,11 +223,16 @@ void depth_to_space(const T* x, const T* bias, const T* residual, T* out, int B,
 """)
 
 
+def _whole_loads(a: mx.array) -> bool:
+    """Whether a kernel that loads 16 bytes of a's rows per thread, with 32-bit indices, takes a: a kernel dtype,
+    rows of whole loads, fewer than 2**31 values."""
+    return a.dtype in cuda_jit.DTYPES and a.shape[-1] % (16 // a.dtype.size) == 0 and a.size < 2**31
+
+
 def depth_to_space_available(x: mx.array, residual: mx.array | None = None) -> bool:
     """Whether :func:`depth_to_space` applies to the channels-last conv output x (and residual) here."""
-    per_load = 16 // x.dtype.size
-    return (x.ndim == 5 and x.dtype in cuda_jit.DTYPES and x.shape[-1] % per_load == 0 and x.size < 2**31
-            and (residual is None or residual.shape[-1] % per_load == 0) and cuda_jit.available())
+    return (x.ndim == 5 and _whole_loads(x) and (residual is None or residual.shape[-1] % (16 // x.dtype.size) == 0)
+            and cuda_jit.available())
 
 
 def depth_to_space(x: mx.array, stride: tuple[int, int, int], bias: mx.array | None = None,
@@ -281,8 +286,7 @@ void residual_add(const T* x, const T* h, const T* bias, T* out, int N, int C, i
 
 def residual_add_available(h: mx.array) -> bool:
     """Whether :func:`residual_add` runs for channels-last h here."""
-    return (h.dtype in cuda_jit.DTYPES and h.shape[-1] % (16 // h.dtype.size) == 0 and h.size < 2**31
-            and cuda_jit.available())
+    return _whole_loads(h) and cuda_jit.available()
 
 
 def residual_add(x: mx.array, h: mx.array, bias: mx.array, overwrite: bool = False) -> mx.array:

@@ -41,7 +41,7 @@ def settled_residual(x: mx.array, h: mx.array, bias: mx.array) -> mx.array:
     of the same CUDA graph could read h before the write: MLX orders kernels by the buffers they declare as
     outputs); else :func:`biased_residual`."""
     if fused.residual_add_available(h):
-        return eval_if_large(fused.residual_add(x, h, bias, overwrite=h.nbytes > EVAL_BYTES and ends_graph()))
+        return eval_if_large(fused.residual_add(x, h, bias, overwrite=is_large(h) and ends_graph()))
     return eval_if_large(biased_residual(x, h, bias))
 
 
@@ -56,9 +56,14 @@ def pixel_norm(x: mx.array, eps: float = fused.PIXEL_NORM_EPS) -> mx.array:
 EVAL_BYTES = 16 * 2**20
 
 
+def is_large(x: mx.array) -> bool:
+    """Whether :func:`eval_if_large` makes a sync point of x."""
+    return x.nbytes > EVAL_BYTES
+
+
 def eval_if_large(x: mx.array) -> mx.array:
     """A sync point for a large intermediate (``models.queue.settle``: at once, or queued within a forward pass)."""
-    return settle(x) if x.nbytes > EVAL_BYTES else x
+    return settle(x) if is_large(x) else x
 
 
 def pad_frames(x: mx.array, causal: bool, reflect_hw: bool) -> mx.array:
