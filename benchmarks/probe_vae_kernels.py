@@ -2,11 +2,12 @@
 the LTX-2.3 decoder's shapes for 121 x 512 x 768, against variants of themselves and a copy of the same bytes: how
 close to the memory's speed do they run, and what holds them back?
 
-Variants: ``committed`` (the kernels in ``models/fused.py``), ``64-bit index`` (their index arithmetic in 64-bit
-integers, as before 32-bit indices were adopted: a 64-bit division is a subroutine of dozens of instructions on a
-GPU), ``accurate SiLU`` (``expf`` and an IEEE division instead of ``__expf`` / ``__fdividef``), ``written over h``
-(the residual add's in-place form), ``mlx ops`` (MLX's own fused kernel for the residual add) and ``copy`` (a kernel
-that reads the largest input and writes the output's bytes, 16 per thread: about the floor). Each kernel's device
+Variants: ``committed`` (the kernels in ``models/fused.py``), ``64-bit index`` (the upsampling's index arithmetic in
+64-bit integers, as before 32-bit indices were adopted: a 64-bit division is a subroutine of dozens of instructions
+on a GPU), ``accurate SiLU`` (``expf`` and an IEEE division instead of ``__expf`` / ``__fdividef``), ``written over
+h`` (the residual add's in-place form), ``mlx ops`` (MLX's own fused kernel for the residual add), ``add + norm``
+(``fused.add_norm_silu_pad``, the residual add and the next block's norm in one pass, against the two kernels) and
+``copy`` (a kernel that reads the largest input and writes the output's bytes, 16 per thread: about the floor). Each kernel's device
 time from CUPTI, median of 10 calls after 2 warm-up, bf16, random values. Every variant's output is checked against
 the committed kernel's (the index variants must equal it bit for bit).
 
@@ -32,18 +33,10 @@ def variant(kernel: cuda_jit.Kernel, replacements: list[tuple[str, str]]) -> cud
 
 
 NORM = fused._NORM_SILU_PAD
-NORM_VARIANTS = {
+NORM_VARIANTS = {  # (the norm's 64-bit-index variant measured the kernel before it read rows once: gone with it)
     "committed": NORM,
-    "64-bit index": variant(NORM, [
-        ("const unsigned rows = (unsigned)B * Fo * Ho * Wo;", "const long rows = (long)B * Fo * Ho * Wo;"),
-        ("const unsigned warp = (blockIdx.x * blockDim.x + threadIdx.x) >> 5;",
-         "const long warp = ((long)blockIdx.x * blockDim.x + threadIdx.x) >> 5;"),
-        ("const unsigned row =", "const long row ="),
-        ("unsigned rest = row / Wo;", "long rest = row / Wo;"),
-        ("const unsigned b = rest / Fo;", "const long b = rest / Fo;"),
-        ("(size_t)(((b * F + fi) * H + hi) * W + wi) * C", "(((b * F + fi) * H + hi) * W + wi) * (long)C"),
-    ]),
-    "accurate SiLU": variant(NORM, [("store(silu(y))", "store(y / (1.0f + expf(-y)))")]),
+    "accurate SiLU": variant(NORM, [("store(silu(v[r][k * V + j] * inv))",
+                                     "store(v[r][k * V + j] * inv / (1.0f + expf(-v[r][k * V + j] * inv)))")]),
 }
 D2S = fused._DEPTH_TO_SPACE
 D2S_VARIANTS = {
@@ -177,3 +170,25 @@ if wanted("residual_add last stage"):
     report("residual_add last stage 121x128x192x128", 3 * x.nbytes, results)
     same = mx.array_equal(fused.residual_add(x, h, bias), layers.biased_residual(x, h, bias)).item()
     print(f"  committed equals the mlx ops bit for bit: {same}", flush=True)
+
+if wanted("add + norm last stage"):
+    shape = (1, 121, 128, 192, 128)
+    x, h = (mx.array(rng.standard_normal(shape, dtype=np.float32)).astype(mx.bfloat16) for _ in range(2))
+    bias = mx.array(rng.standard_normal(shape[-1:], dtype=np.float32)).astype(mx.bfloat16)
+    padded = fused.norm_silu_pad(x, None, False, False)
+    mx.eval(x, h, bias, padded)
+    fresh_h = device_us(lambda: h + 0)  # each fused call writes over a fresh h; that copy's time taken off
+    results = {
+        "add, then norm": (device_us(lambda: fused.residual_add(x, h, bias))
+                           + device_us(lambda: fused.norm_silu_pad(x, None, False, False))),
+        "add + norm": device_us(lambda: fused.add_norm_silu_pad(x, h + 0, bias, False, False, into=padded)) - fresh_h,
+        "norm alone, written into a buffer": device_us(lambda: fused.norm_silu_pad(x, None, False, False,
+                                                                                   into=padded)),
+        "copy": device_us(lambda: copy_floor([x], padded.shape)),
+    }
+    report("add + norm last stage 121x128x192x128", 3 * x.nbytes + padded.nbytes, results)
+    want_sum = fused.residual_add(x, h, bias)
+    want = fused.norm_silu_pad(want_sum, None, False, False)
+    got_sum, got = fused.add_norm_silu_pad(x, h + 0, bias, False, False, into=padded)
+    same = mx.array_equal(got_sum, want_sum).item() and mx.array_equal(got, want).item()
+    print(f"  add + norm equals the two kernels bit for bit: {same}", flush=True)

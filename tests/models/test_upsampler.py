@@ -407,7 +407,7 @@ def test_op_by_op_pass_queues_its_stages_like_the_compiled_one(monkeypatch):
     expected = np.array(model(x))
     pushed = []
     push = queue.DeviceQueue.push
-    monkeypatch.setattr(queue.DeviceQueue, "push", lambda self, arrays: pushed.append(self.depth) or push(self, arrays))
+    monkeypatch.setattr(queue.DeviceQueue, "push", lambda self, arrays, *rest: pushed.append(self.depth) or push(self, arrays, *rest))
     for depth in (None, 0, 1, 3):
         monkeypatch.setattr(model, "stages_in_flight", depth)
         pushed.clear()

@@ -15,6 +15,7 @@ import mlx.nn as nn
 import numpy as np
 import pytest
 import torch
+from mlx.utils import tree_map
 
 from ltx_ane.models import fused, layers
 from ltx_ane.models.loading import Source
@@ -68,6 +69,82 @@ def test_kernel_matches_the_float32_steps(channels, dtype):
         assert out.shape == ref.shape and out.dtype == dtype
         ref, out = np.array(ref), np.array(out.astype(mx.float32))
         assert np.abs(out - ref).max() <= TOL[dtype] * np.abs(ref).max(), (causal, reflect, with_bias)
+
+
+@CUDA
+@pytest.mark.parametrize("shape", [(1, 1, 2, 3, 16), (2, 2, 3, 2, 16), (1, 3, 2, 2, 128)])
+def test_kernel_writes_every_padded_copy_of_the_edge_rows(shape):
+    """Each input row is written to every padded position that copies it: a single frame, and reflect padding of
+    sides of 2 and 3 rows, where one row is the mirror image on both sides or its own."""
+    x = (mx.random.normal(shape, key=mx.random.key(20)) * 2).astype(mx.bfloat16)
+    for causal, reflect in itertools.product((False, True), repeat=2):
+        out = fused.norm_silu_pad(x, None, causal, reflect)
+        ref = np.array(float32_steps(x, None, causal, reflect))
+        assert out.shape == ref.shape
+        assert np.abs(np.array(out.astype(mx.float32)) - ref).max() <= TOL[mx.bfloat16] * np.abs(ref).max()
+
+
+@CUDA
+@pytest.mark.parametrize("dtype", [mx.bfloat16, mx.float16, mx.float32])
+def test_kernel_writes_its_result_into_an_earlier_one_bit_for_bit(dtype):
+    keys = mx.random.split(mx.random.key(21), 3)
+    x = (mx.random.normal((2, 3, 4, 5, 64), key=keys[0]) * 3).astype(dtype)
+    bias = mx.random.normal((64,), key=keys[1]).astype(dtype)
+    for causal, reflect in itertools.product((False, True), repeat=2):
+        want = fused.norm_silu_pad(x, bias, causal, reflect)
+        target = fused.norm_silu_pad(mx.random.normal(x.shape, key=keys[2]).astype(dtype), None, causal, reflect)
+        mx.eval(want, target)
+        got = fused.norm_silu_pad(x, bias, causal, reflect, into=target)
+        mx.eval(got)
+        assert mx.array_equal(got, want).item() and mx.array_equal(target, want).item(), (causal, reflect)
+    with pytest.raises(ValueError, match="cannot write"):
+        fused.norm_silu_pad(x, bias, True, False, into=x)
+
+
+@CUDA
+@pytest.mark.parametrize("dtype", [mx.bfloat16, mx.float16, mx.float32])
+@pytest.mark.parametrize("shape", [(2, 3, 4, 5, 64), (1, 1, 2, 3, 16), (1, 2, 3, 2, 128)])
+def test_add_and_norm_kernel_equals_the_residual_add_then_the_norm_bit_for_bit(dtype, shape):
+    """``add_norm_silu_pad``: the sum as ``residual_add`` rounds it, written over h, and the next block's padded
+    norm of it written over an earlier result."""
+    keys = mx.random.split(mx.random.key(22), 4)
+    x = (mx.random.normal(shape, key=keys[0]) * 4).astype(dtype)
+    bias = mx.random.normal((shape[-1],), key=keys[1]).astype(dtype)
+    for causal, reflect in itertools.product((False, True), repeat=2):
+        h = (mx.random.normal(shape, key=keys[2]) * 4).astype(dtype)
+        mx.eval(h)
+        want_sum = fused.residual_add(x, h, bias)
+        want_padded = fused.norm_silu_pad(want_sum, None, causal, reflect)
+        target = fused.norm_silu_pad(mx.random.normal(shape, key=keys[3]).astype(dtype), None, causal, reflect)
+        mx.eval(want_sum, want_padded, target)
+        got_sum, got_padded = fused.add_norm_silu_pad(x, h, bias, causal, reflect, into=target)
+        mx.eval(got_sum, got_padded)
+        assert mx.array_equal(got_sum, want_sum).item() and mx.array_equal(h, want_sum).item(), (causal, reflect)
+        assert mx.array_equal(got_padded, want_padded).item() and mx.array_equal(target, want_padded).item()
+
+
+@CUDA
+@pytest.mark.parametrize("padding", ["zeros", "reflect"])
+@pytest.mark.parametrize("depth", [0, 1, None])
+def test_chained_res_blocks_equal_the_blocks_one_by_one_bit_for_bit(padding, depth, monkeypatch):
+    """``UNetMidBlock3D.chained`` (each norm written over one buffer, each residual add fused with the next norm,
+    queued behind the running piece) at the decoders' last-stage width, against the blocks one by one."""
+    from ltx_ane.models import queue
+
+    monkeypatch.setattr(layers, "EVAL_BYTES", 0)
+    block = layers.UNetMidBlock3D(128, 3, padding)
+    block.update(tree_map(lambda p: (mx.random.normal(p.shape, key=mx.random.key(p.size)) * 0.03).astype(
+        mx.bfloat16), block.parameters()))  # nonzero biases too
+    x = mx.random.normal((1, 5, 16, 24, 128), key=mx.random.key(23)).astype(mx.bfloat16)
+    mx.eval(block.parameters(), x)
+    with queue.queued(depth):
+        assert layers.chain_available(x) == (depth is not None)
+        got = block(x, causal=False)
+    mx.eval(got)
+    monkeypatch.setattr(layers, "chain_available", lambda x: False)
+    with queue.queued(0):
+        want = block(x, causal=False)
+    assert mx.array_equal(got, want).item()
 
 
 @CUDA
@@ -189,7 +266,7 @@ def test_vae_with_residuals_written_in_place_equals_fresh_outputs_at_every_queue
 
 def counting_kernel_calls(monkeypatch) -> list:
     calls, kernel = [], fused.norm_silu_pad
-    monkeypatch.setattr(fused, "norm_silu_pad", lambda *args: calls.append(args[0].shape) or kernel(*args))
+    monkeypatch.setattr(fused, "norm_silu_pad", lambda *args, **kw: calls.append(args[0].shape) or kernel(*args, **kw))
     return calls
 
 

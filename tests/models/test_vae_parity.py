@@ -197,6 +197,68 @@ def test_queue_runs_pieces_above_its_byte_bound_and_at_depth_0_alone(monkeypatch
     assert events == ["start 1", "synchronize", "start 2", "synchronize"]
 
 
+def test_queue_lets_an_overlapping_piece_wait_behind_one_at_any_depth_and_size(monkeypatch):
+    """A piece that allocates at most one activation (``overlap``) is queued behind one unfinished piece even at
+    depth 0 and above ``max_bytes``; a piece that may not overlap starts only after those (and their buffers), and
+    one that runs alone is still waited for before the next one starts."""
+    from ltx_ane.models import queue
+
+    events = []
+    monkeypatch.setattr(queue.mx, "async_eval", lambda arrays: events.append(f"start {arrays.size}"))
+    monkeypatch.setattr(queue.mx, "eval", lambda arrays: events.append(f"wait {arrays.size}"))
+    monkeypatch.setattr(queue.mx, "synchronize", lambda: events.append("synchronize"))
+    q = queue.DeviceQueue(depth=0, max_bytes=10)
+    for size, overlap in ((100, True), (200, True), (300, True), (400, False), (500, True)):
+        q.push(mx.zeros(size), overlap)
+    assert events == ["start 100", "start 200", "wait 100", "start 300", "wait 200", "synchronize", "start 400",
+                      "synchronize", "start 500"]
+
+
+def test_the_newest_piece_is_known_to_the_queue(monkeypatch):
+    """``is_newest_piece``: whether a stage's input is what the queue just started (its first norm may then overlap)."""
+    from ltx_ane.models import queue
+
+    x, y = mx.ones(2), mx.ones(3)
+    assert not queue.is_newest_piece(x)
+    with queue.queued(1):
+        queue.settle(x)
+        assert queue.is_newest_piece(x) and not queue.is_newest_piece(y)
+        queue.settle(y, overlap=True)
+        assert queue.is_newest_piece(y) and not queue.is_newest_piece(x)
+
+
+def test_chained_res_blocks_compute_what_the_blocks_one_by_one_do(monkeypatch):
+    """``UNetMidBlock3D.chained``'s order of kernels (norm; then per block conv, norm with conv1's bias, conv, and
+    the residual add fused with the next block's norm, the last block's add alone), with the CUDA kernels replaced
+    by the MLX ops they fuse: the same values as the blocks one by one, each piece settled as one that may
+    overlap. The kernels themselves are checked against these ops on the GPU (test_vae_fused.py)."""
+    from mlx.utils import tree_map
+
+    from ltx_ane.models import fused
+
+    def norm(x, bias, causal, reflect, into=None):
+        assert into is None or into.shape[-1] == x.shape[-1]
+        return layers.pad_frames(layers.nn.silu(layers.pixel_norm(x if bias is None else x + bias)), causal, reflect)
+
+    def add_norm(x, h, bias, causal, reflect, into):
+        s = layers.biased_residual(x, h, bias)
+        return s, norm(s, None, causal, reflect, into)
+
+    settled = []
+    monkeypatch.setattr(fused, "norm_silu_pad", norm)
+    monkeypatch.setattr(fused, "add_norm_silu_pad", add_norm)
+    monkeypatch.setattr(fused, "residual_add", lambda x, h, bias, overwrite: layers.biased_residual(x, h, bias))
+    monkeypatch.setattr(layers, "settle", lambda x, overlap=False: settled.append(overlap) or x)
+    for padding, causal in (("zeros", True), ("reflect", False)):
+        block = layers.UNetMidBlock3D(8, 3, padding)
+        block.update(tree_map(lambda p: mx.random.normal(p.shape, key=mx.random.key(p.size)) * 0.2, block.parameters()))
+        x = mx.random.normal((1, 3, 4, 5, 8), key=mx.random.key(5))
+        want = block(x, causal)  # the blocks one by one: chain_available is False off CUDA, x too small to settle
+        settled.clear()
+        np.testing.assert_array_equal(np.array(block.chained(x, causal)), np.array(want))
+        assert settled == [False] + [True] * 2 * 3  # x is not a piece the queue started: the first norm waits
+
+
 def test_draining_queue_synchronizes_after_every_depth_plus_one_pieces(monkeypatch):
     """With ``drain`` the queue synchronizes (which also waits for MLX to return the pieces' buffers) after every
     depth + 1 pieces it has started, at once, so that what the caller starts next (say, a last stage it evaluates
@@ -263,6 +325,7 @@ def test_residual_blocks_settle_their_result_once(monkeypatch):
     res_x block around it adds no second sync point per block."""
     settled = []
     monkeypatch.setattr(layers, "EVAL_BYTES", 0)
+    monkeypatch.setattr(layers, "chain_available", lambda x: False)  # on CUDA: UNetMidBlock3D.chained's own test
     monkeypatch.setattr(layers, "settle", lambda x: settled.append(x.shape) or x)
     block = layers.UNetMidBlock3D(8, 3, "zeros")
     x = mx.random.normal((1, 2, 3, 4, 8))

@@ -36,7 +36,7 @@ _SILU = """
 __device__ __forceinline__ float silu(float y) { return __fdividef(y, 1.0f + __expf(-y)); }
 """
 
-# LANES threads per output row (a position's C channels), each CHUNKS 16-byte loads of it (C <= LANES * CHUNKS * V);
+# LANES threads per input row (a position's C channels), each CHUNKS 16-byte loads of it (C <= LANES * CHUNKS * V);
 # a warp takes 32 / LANES rows at once, R times over, and issues all R loads before reducing: one row of a narrow
 # activation (C = 128 in bf16 is 256 bytes) is too little in flight per warp to keep the memory busy: with a warp per
 # row the LTX-2.3 decoder's norms took 23.2 ms of an H200's time, this way 17.1 ms (kernels_vae_fused_cuda.md,
@@ -45,14 +45,19 @@ __device__ __forceinline__ float silu(float y) { return __fdividef(y, 1.0f + __e
 # instructions, and the kernel is bound by its arithmetic as much as by memory (vae_kernels_cuda.txt: 32-bit indices
 # 796 -> 705 us at the last stage, a copy of the same bytes 361 us). SiLU is :data:`_SILU`.
 # causal: the time padding (2 copies of frame 0 in front, else one copy of the first frame in front and of the last
-# behind); pad_hw 1 for reflect padding of H and W, 0 for none.
+# behind); pad_hw 1 for reflect padding of H and W, 0 for none. Each input row is read by one thread group, which
+# writes its result to every padded position that copies it, so that with ``with_residual`` it may also write the
+# sum ``residual + (x + bias)`` back over its own row of x: the residual blocks' add and the next block's norm in one
+# pass. ``into_target`` writes the padded result into ``target``'s buffer instead of ``out``.
 _NORM_SILU_PAD = cuda_jit.Kernel("norm_silu_pad", """
-void norm_silu_pad(const T* x, const T* bias, T* out, int B, int F, int H, int W, int C, int causal, int pad_hw) {
+void norm_silu_pad(const T* x, const T* bias, const T* residual, const T* target, T* out, int B, int F, int H, int W,
+                   int C, int causal, int pad_hw, int with_residual, int into_target) {
     constexpr int SUB = 32 / LANES;
     const int Fo = F + 2, Ho = H + 2 * pad_hw, Wo = W + 2 * pad_hw;
-    const unsigned rows = (unsigned)B * Fo * Ho * Wo;
+    const unsigned rows = (unsigned)B * F * H * W;
     const unsigned warp = (blockIdx.x * blockDim.x + threadIdx.x) >> 5;
     const int lane = threadIdx.x & 31, sub = lane / LANES, l = lane % LANES;
+    T* dst_base = into_target ? const_cast<T*>(target) : out;
     float bv[CHUNKS * V];
     #pragma unroll
     for (int k = 0; k < CHUNKS; ++k) {
@@ -70,26 +75,35 @@ void norm_silu_pad(const T* x, const T* bias, T* out, int B, int F, int H, int W
         const unsigned row = (warp * R + r) * SUB + sub;
         ss[r] = 0.0f;
         if (row >= rows) continue;  // the lanes stay for the shuffles below
-        const int wo = row % Wo;
-        unsigned rest = row / Wo;
-        const int ho = rest % Ho;
-        rest /= Ho;
-        const int fo = rest % Fo;
-        const unsigned b = rest / Fo;
-        const int fi = causal ? imax(fo - 2, 0) : imin(imax(fo - 1, 0), F - 1);
-        const int hi = reflect_index(ho - pad_hw, H), wi = reflect_index(wo - pad_hw, W);
-        const T* src = x + (size_t)(((b * F + fi) * H + hi) * W + wi) * C;
+        T* src = const_cast<T*>(x) + (size_t)row * C;
+        const T* res = residual + (size_t)row * C;
         #pragma unroll
         for (int k = 0; k < CHUNKS; ++k) {
             const int c = (l + LANES * k) * V;
             if (c < C) {
                 const Pack xp = *reinterpret_cast<const Pack*>(src + c);
                 const T* xs = reinterpret_cast<const T*>(&xp);
-                #pragma unroll
-                for (int j = 0; j < V; ++j) {
-                    const float y = load(xs[j]) + bv[k * V + j];
-                    v[r][k * V + j] = y;
-                    ss[r] += y * y;
+                if (with_residual) {
+                    // rounded as the residual add rounds it (residual_add); this thread alone reads the row
+                    const Pack rp = *reinterpret_cast<const Pack*>(res + c);
+                    const T* rs = reinterpret_cast<const T*>(&rp);
+                    Pack sp;
+                    T* sums = reinterpret_cast<T*>(&sp);
+                    #pragma unroll
+                    for (int j = 0; j < V; ++j) {
+                        sums[j] = store(load(rs[j]) + load(store(load(xs[j]) + bv[k * V + j])));
+                        const float y = load(sums[j]);
+                        v[r][k * V + j] = y;
+                        ss[r] += y * y;
+                    }
+                    *reinterpret_cast<Pack*>(src + c) = sp;
+                } else {
+                    #pragma unroll
+                    for (int j = 0; j < V; ++j) {
+                        const float y = load(xs[j]) + bv[k * V + j];
+                        v[r][k * V + j] = y;
+                        ss[r] += y * y;
+                    }
                 }
             }
         }
@@ -104,26 +118,50 @@ void norm_silu_pad(const T* x, const T* bias, T* out, int B, int F, int H, int W
         const unsigned row = (warp * R + r) * SUB + sub;
         if (row >= rows) continue;
         const float inv = rsqrtf(ss[r] / C + PIXEL_NORM_EPS);
-        T* dst = out + (size_t)row * C;
+        Pack op[CHUNKS];
         #pragma unroll
         for (int k = 0; k < CHUNKS; ++k) {
-            const int c = (l + LANES * k) * V;
-            if (c < C) {
-                Pack op;
-                T* os = reinterpret_cast<T*>(&op);
-                #pragma unroll
-                for (int j = 0; j < V; ++j) {
-                    const float y = v[r][k * V + j] * inv;
-                    os[j] = store(silu(y));
-                }
-                *reinterpret_cast<Pack*>(dst + c) = op;
-            }
+            T* os = reinterpret_cast<T*>(&op[k]);
+            #pragma unroll
+            for (int j = 0; j < V; ++j) os[j] = store(silu(v[r][k * V + j] * inv));
         }
+        // The padded positions that copy this row: in time, its own and the edge copies; in H and W, for reflect
+        // padding, its own and the mirror images of rows 1 and n - 2. (Writing its own position first and the
+        // copies in a branch of their own took the kernel from 577 to 700 us at the last stage: the loops stay.)
+        const int wi = row % W;
+        unsigned rest = row / W;
+        const int hi = rest % H;
+        rest /= H;
+        const int fi = rest % F;
+        const unsigned b = rest / F;
+        int fos[3], hos[3], wos[3];
+        int nf = 0, nh = 0, nw = 0;
+        fos[nf++] = fi + (causal ? 2 : 1);
+        if (fi == 0) fos[nf++] = 0;
+        if (fi == 0 && causal) fos[nf++] = 1;
+        if (fi == F - 1 && !causal) fos[nf++] = F + 1;
+        hos[nh++] = hi + pad_hw;
+        wos[nw++] = wi + pad_hw;
+        if (pad_hw) {
+            if (hi == 1) hos[nh++] = 0;
+            if (hi == H - 2) hos[nh++] = H + 1;
+            if (wi == 1) wos[nw++] = 0;
+            if (wi == W - 2) wos[nw++] = W + 1;
+        }
+        for (int a = 0; a < nf; ++a)
+            for (int e = 0; e < nh; ++e)
+                for (int g = 0; g < nw; ++g) {
+                    T* dst = dst_base + (size_t)(((b * Fo + fos[a]) * Ho + hos[e]) * Wo + wos[g]) * C;
+                    #pragma unroll
+                    for (int k = 0; k < CHUNKS; ++k) {
+                        const int c = (l + LANES * k) * V;
+                        if (c < C) *reinterpret_cast<Pack*>(dst + c) = op[k];
+                    }
+                }
     }
 }
 """, header=_SILU + f"""
 #define PIXEL_NORM_EPS {PIXEL_NORM_EPS!r}f
-__device__ __forceinline__ int reflect_index(int i, int n) {{ return i < 0 ? -i : (i >= n ? 2 * n - 2 - i : i); }}
 """)
 MAX_CHUNKS = 8
 ROW_LOADS = 4  # 16-byte loads each thread issues before its first reduction (R rows of CHUNKS loads)
@@ -152,27 +190,51 @@ def fused_available(x: mx.array) -> bool:
     return b * (f + 2) * (h + 2) * (w + 2) * 32 < 2**31  # at most a warp per output row: a 32-bit launch grid
 
 
-def norm_silu_pad(x: mx.array, bias: mx.array | None, causal: bool, reflect_hw: bool) -> mx.array:
+def norm_silu_pad(x: mx.array, bias: mx.array | None, causal: bool, reflect_hw: bool,
+                  into: mx.array | None = None) -> mx.array:
     """``pad_frames(SiLU(PixelNorm(x + bias)), causal, reflect_hw)`` as one CUDA kernel, where
-    :func:`fused_available`; ``bias`` (C,) or None. The result is computed in float32 and rounded once."""
+    :func:`fused_available`; ``bias`` (C,) or None. The result is computed in float32 and rounded once.
+
+    ``into``: an earlier result of this shape whose buffer the result is written over (no allocation), with
+    :func:`group_norm_silu`'s conditions for ``overwrite``: whatever reads ``into``'s old values is ordered before
+    this kernel (in an earlier CUDA graph, or producing x), and the result is evaluated before anything reads it."""
+    return _norm_silu_pad(x, bias, None, causal, reflect_hw, into)
+
+
+def add_norm_silu_pad(residual: mx.array, h: mx.array, bias: mx.array, causal: bool, reflect_hw: bool,
+                      into: mx.array) -> tuple[mx.array, mx.array]:
+    """A residual block's end and the next block's first norm in one pass: ``s = residual + (h + bias)`` (as
+    :func:`residual_add` rounds it), written over h, and ``norm_silu_pad(s, None, ...)`` written over ``into``.
+    Returns (s, padded). h must be a fresh conv output that nothing else reads, ``into`` as for :func:`norm_silu_pad`;
+    both results must be evaluated before anything reads them."""
+    return _norm_silu_pad(h, bias, residual.astype(h.dtype), causal, reflect_hw, into)
+
+
+def _norm_silu_pad(x, bias, residual, causal, reflect_hw, into):
     b, f, h, w, c = x.shape
     bias = _channel_bias(bias, c, x.dtype)
     pad_hw = 1 if reflect_hw else 0
     shape = (b, f + 2, h + 2 * pad_hw, w + 2 * pad_hw, c)
-    rows = shape[0] * shape[1] * shape[2] * shape[3]
+    if into is not None and (into.shape != shape or into.dtype != x.dtype):
+        raise ValueError(f"norm_silu_pad: cannot write a {shape} result over a {into.shape} array")
+    rows = b * f * h * w
     lanes, chunks, per_thread = _row_layout(x)
     rows_per_warp = 32 // lanes * per_thread
     (out,) = _NORM_SILU_PAD(
         x.dtype,
-        inputs=[x, bias],
-        output_shapes=[shape],
+        inputs=[x, bias, x if residual is None else residual, x if into is None else into],
+        output_shapes=[shape if into is None else (1,)],  # writing into ``into``: a placeholder, never written
         output_dtypes=[x.dtype],
-        scalars=[b, f, h, w, c, int(bool(causal)), pad_hw],
+        scalars=[b, f, h, w, c, int(bool(causal)), pad_hw, int(residual is not None), int(into is not None)],
         grid=(-(-rows // rows_per_warp) * 32, 1, 1),
         threadgroup=(256, 1, 1),
         constants={"LANES": lanes, "CHUNKS": chunks, "R": per_thread},
     )
-    return out
+    targets = ([x] if residual is not None else []) + ([into] if into is not None else [])
+    if not targets:
+        return out
+    written = _written_over(targets, out)
+    return tuple(written) if residual is not None else written[0]
 
 
 # --- Decoder upsampling: depth-to-space with the conv's bias and the residual ------------------------------------
@@ -515,9 +577,12 @@ def group_norm_silu(x: mx.array, groups: int, eps: float, weight: mx.array, beta
     return out.reshape(x.shape)
 
 
-def _written_over(target: mx.array, placeholder: mx.array) -> mx.array:
-    """``target``, after the kernel whose output is ``placeholder`` has written its result into target's buffer."""
-    (out,) = mx.depends([target], [placeholder])
+def _written_over(targets, placeholder: mx.array):
+    """``targets`` (an array, or a list of them), after the kernel whose output is ``placeholder`` has written its
+    results into their buffers."""
+    if isinstance(targets, list):
+        return mx.depends(targets, [placeholder])
+    (out,) = mx.depends([targets], [placeholder])
     return out
 
 

@@ -15,7 +15,7 @@ import mlx.core as mx
 import mlx.nn as nn
 
 from ltx_ane.models import fused
-from ltx_ane.models.queue import ends_graph, settle
+from ltx_ane.models.queue import ends_graph, is_newest_piece, settle
 
 
 def conv_without_bias(conv: nn.Conv1d | nn.ConvTranspose1d | nn.Conv3d, x: mx.array) -> mx.array:
@@ -141,9 +141,42 @@ class UNetMidBlock3D(nn.Module):
         self.res_blocks = [ResnetBlock3D(channels, spatial_padding_mode) for _ in range(num_layers)]
 
     def __call__(self, x: mx.array, causal: bool) -> mx.array:
+        if chain_available(x):
+            return self.chained(x, causal)
         for block in self.res_blocks:
             x = block(x, causal)
         return x
+
+    def chained(self, x: mx.array, causal: bool) -> mx.array:
+        """The residual blocks as pieces that each allocate one activation, the conv's output: every norm writes
+        its padded result over one buffer the stage keeps, and each block's residual add is the next block's first
+        norm (``fused.add_norm_silu_pad``), written over the conv output it reads. The same values as the blocks
+        one by one (the same kernels' arithmetic), one pass over the activation fewer per block, and one buffer
+        fewer at the peak; as such a piece allocates so little, it may be queued behind the one running
+        (``settle(..., overlap=True)``), where a block that runs alone left the device idle while the host waited
+        for it and started the next (~0.6-0.75 ms a block at the LTX-2.3 decoder's last stage on an H200,
+        benchmarks/results/decode_gaps_ltx23_cuda.txt). A kernel's writes over a buffer are not outputs MLX orders
+        the CUDA graph by, so each piece ends where its written-over results are read next: conv1 and the norm
+        after it; conv2 and the add + norm after it."""
+        # The first norm allocates the stage's buffer; it may overlap only where x holds no unsettled work.
+        padded = settle(fused.norm_silu_pad(x, None, causal, self.res_blocks[0].conv1.reflect),
+                        overlap=is_newest_piece(x))
+        for i, block in enumerate(self.res_blocks):
+            h = block.conv1.convolve(padded, bias=False)
+            padded = settle(fused.norm_silu_pad(h, block.conv1.conv.bias, causal, block.conv2.reflect, into=padded),
+                            overlap=True)
+            h = block.conv2.convolve(padded, bias=False)
+            if i + 1 == len(self.res_blocks):
+                return settle(fused.residual_add(x, h, block.conv2.conv.bias, overwrite=True), overlap=True)
+            following = self.res_blocks[i + 1].conv1
+            x, padded = settle(list(fused.add_norm_silu_pad(x, h, block.conv2.conv.bias, causal, following.reflect,
+                                                            into=padded)), overlap=True)
+
+
+def chain_available(x: mx.array) -> bool:
+    """Whether ``UNetMidBlock3D.chained`` runs for x: the CUDA kernels apply, every sync point ends a graph (their
+    writes over buffers need that), and x is large enough that the blocks would be evaluated piece by piece anyway."""
+    return fused.fused_available(x) and fused.residual_add_available(x) and ends_graph() and is_large(x)
 
 
 def depth_to_space(x: mx.array, stride: tuple[int, int, int], bias: mx.array | None = None,

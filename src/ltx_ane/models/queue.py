@@ -31,10 +31,16 @@ class DeviceQueue:
         self._queued: deque = deque()
         self._since_drain = 0
         self._alone = False  # the newest piece must finish before the next one starts
+        self.newest = None  # what the newest push started
 
-    def push(self, arrays) -> None:
+    def push(self, arrays, overlap: bool = False) -> None:
         """Start ``arrays`` (an array or a list of them) on the device; wait for the oldest beyond ``depth``, and,
         with ``drain``, for all of them once ``depth + 1`` have been started since the last such wait.
+
+        ``overlap``: the piece allocates at most one activation of its own (it writes its other results over
+        buffers it was given), so it may wait behind one unfinished piece whatever its size and the depth: the
+        device need not idle while the host starts it (``layers.UNetMidBlock3D.chained``). A piece that may not
+        overlap starts after those.
 
         A piece that runs alone (depth 0, or larger than ``max_bytes``) is waited for, with its buffers, just before
         the next piece starts rather than right after it has started: the host builds the next piece's graph while
@@ -44,16 +50,23 @@ class DeviceQueue:
         if self.depth is None:
             return
         self.finish()
+        depth = max(self.depth, 1) if overlap else self.depth
+        if not overlap and len(self._queued) > depth:
+            # pieces that ``overlap`` let wait beyond the depth: a piece that may not overlap starts after them (and
+            # their buffers), as it would have behind pieces of its own kind
+            mx.synchronize()
+            self._queued.clear()
         large = False
         if self.max_bytes is not None:
             large = (sum(a.nbytes for a in arrays) if isinstance(arrays, (list, tuple)) else arrays.nbytes) > (
                 self.max_bytes)
         mx.async_eval(arrays)
         self._queued.append(arrays)
-        self._alone = large or self.depth == 0
+        self.newest = arrays
+        self._alone = not overlap and (large or self.depth == 0)
         if self._alone:
             return
-        while len(self._queued) > self.depth:
+        while len(self._queued) > depth:
             mx.eval(self._queued.popleft())
         self._since_drain = self._since_drain + 1 if self.drain else 0
         if self._since_drain > self.depth:
@@ -100,12 +113,20 @@ def ends_graph() -> bool:
     return queue is None or queue.depth is not None
 
 
-def settle(x):
+def is_newest_piece(x) -> bool:
+    """Whether x is what the newest sync point of this thread's queue started: a piece built on x then holds no
+    earlier, unsettled work (which may allocate more than the piece itself)."""
+    queue = getattr(_local, "queue", None)
+    return queue is not None and queue.newest is x
+
+
+def settle(x, overlap: bool = False):
     """A sync point inside a model: evaluate ``x`` (an array or a list of them) now, or within ``queued`` let it
-    wait on the device behind at most the queue's depth of earlier sync points."""
+    wait on the device behind at most the queue's depth of earlier sync points (``overlap``: see
+    ``DeviceQueue.push``)."""
     queue = getattr(_local, "queue", None)
     if queue is None:
         mx.eval(x)
     else:
-        queue.push(x)
+        queue.push(x, overlap)
     return x
