@@ -268,18 +268,29 @@ void depth_to_space(const T* x, const T* bias, const T* residual, T* out, int B,
     const int f = pos % F;
     const unsigned b = pos / F;
     const int Fo = F * PT - drop, co = C / P;
+    // This thread's V channels are PER consecutive output channels at each of V / PER offsets: each offset's values
+    // go out as one store (2 bf16 values at the 2x2 spatial shuffle, 4 at the time shuffle) instead of one each.
+    constexpr int PER = (P < V && V % P == 0) ? V / P : 1;
+    constexpr int OFFSETS = V / PER;
+    struct alignas(sizeof(T) * PER) Run { T v[PER]; };
     #pragma unroll
-    for (int j = 0; j < V; ++j) {
-        const int k = k0 + j, c = k / P, o = k % P;
+    for (int q = 0; q < OFFSETS; ++q) {
+        const int k = k0 + q, c = k / P, o = k % P;  // with PER > 1, k0 is a multiple of P: q is the offset
         // channel offsets ordered (pt, ph, pw) as ltx-core's shuffles, or (pw, ph) as its patchify (WIDTH_FIRST)
         const int ot = WIDTH_FIRST ? 0 : o / (PH * PW), oh = WIDTH_FIRST ? o % PH : (o / PW) % PH;
         const int ow = WIDTH_FIRST ? o / PH : o % PW;
         const int fo = f * PT + ot - drop;
         if (fo < 0) continue;
-        float y = load(store(load(xs[j]) + load(bs[j])));
-        if (with_residual) y += load(rs[j]);
+        Run run;
+        #pragma unroll
+        for (int m = 0; m < PER; ++m) {
+            const int j = q + m * P;  // channel k0 + j: output channel c + m, offset o
+            float y = load(store(load(xs[j]) + load(bs[j])));
+            if (with_residual) y += load(rs[j]);
+            run.v[m] = store(y);
+        }
         const unsigned row = ((b * Fo + fo) * H * PH + h * PH + oh) * (W * PW) + w * PW + ow;
-        out[row * co + c] = store(y);
+        *reinterpret_cast<Run*>(out + row * co + c) = run;
     }
 }
 """)
