@@ -152,7 +152,8 @@ class UNetMidBlock3D(nn.Module):
         its padded result over one buffer the stage keeps, and each block's residual add is the next block's first
         norm (``fused.add_norm_silu_pad``), written over the conv output it reads. The same values as the blocks
         one by one (the same kernels' arithmetic), one pass over the activation fewer per block, and one buffer
-        fewer at the peak; as such a piece allocates so little, it may be queued behind the one running
+        fewer at the peak (unless MLX returns a finished piece's buffers after the next has allocated: then as
+        before, benchmarks/results/vae_chained_*ltx23.md); as such a piece allocates so little, it may be queued behind the one running
         (``settle(..., overlap=True)``), where a block that runs alone left the device idle while the host waited
         for it and started the next (~0.6-0.75 ms a block at the LTX-2.3 decoder's last stage on an H200,
         benchmarks/results/decode_gaps_ltx23_cuda.txt). A kernel's writes over a buffer are not outputs MLX orders
