@@ -7,8 +7,8 @@ Variants: ``committed`` (the kernels in ``models/fused.py``), ``64-bit index`` (
 on a GPU), ``accurate SiLU`` (``expf`` and an IEEE division instead of ``__expf`` / ``__fdividef``), ``written over
 h`` (the residual add's in-place form), ``mlx ops`` (MLX's own fused kernel for the residual add), ``add + norm``
 (``fused.add_norm_silu_pad``, the residual add and the next block's norm in one pass, against the two kernels) and
-``copy`` (a kernel that reads the largest input and writes the output's bytes, 16 per thread: about the floor). Each kernel's device
-time from CUPTI, median of 10 calls after 2 warm-up, bf16, random values. Every variant's output is checked against
+``copy`` (a kernel that reads the largest input and writes the output's bytes, 16 per thread: about the floor).
+Each kernel's device time from CUPTI, median of 10 calls after 2 warm-up, bf16, random values. Every variant's output is checked against
 the committed kernel's (the index variants must equal it bit for bit).
 
     python benchmarks/probe_vae_kernels.py [CASE-PART ...]   # only the cases whose names contain one of them

@@ -153,12 +153,12 @@ class UNetMidBlock3D(nn.Module):
         norm (``fused.add_norm_silu_pad``), written over the conv output it reads. The same values as the blocks
         one by one (the same kernels' arithmetic), one pass over the activation fewer per block, and one buffer
         fewer at the peak (unless MLX returns a finished piece's buffers after the next has allocated: then as
-        before, benchmarks/results/vae_chained_*ltx23.md); as such a piece allocates so little, it may be queued behind the one running
-        (``settle(..., overlap=True)``), where a block that runs alone left the device idle while the host waited
-        for it and started the next (~0.6-0.75 ms a block at the LTX-2.3 decoder's last stage on an H200,
-        benchmarks/results/decode_gaps_ltx23_cuda.txt). A kernel's writes over a buffer are not outputs MLX orders
-        the CUDA graph by, so each piece ends where its written-over results are read next: conv1 and the norm
-        after it; conv2 and the add + norm after it."""
+        before, benchmarks/results/vae_chained_*ltx23.md). As such a piece allocates so little, it may be queued
+        behind the one running (``settle(..., overlap=True)``), where a block that runs alone left the device idle
+        while the host waited for it and started the next (~0.6-0.75 ms a block at the LTX-2.3 decoder's last
+        stage on an H200, benchmarks/results/decode_gaps_ltx23_cuda.txt). A kernel's writes over a buffer are not
+        outputs MLX orders the CUDA graph by, so each piece ends where its written-over results are read next: conv1
+        and the norm after it; conv2 and the add + norm after it."""
         # The first norm allocates the stage's buffer; it may overlap only where x holds no unsettled work.
         padded = settle(fused.norm_silu_pad(x, None, causal, self.res_blocks[0].conv1.reflect),
                         overlap=is_newest_piece(x))
