@@ -21,13 +21,14 @@ from pathlib import Path
 
 from ltx_ane.bench.timing import write_results
 
-def profile_case(case: str, reps: int, top: int, tmp: Path, torch_device: str, launches: bool = False) -> dict:
+def sides(case: str, tmp: Path, torch_device: str):
+    """The case's MLX and ltx-core backends, one at a time (the other freed), with the same random weights:
+    yields (name, backend, prepared input)."""
     import mlx.core as mx
     import torch
 
     from ltx_ane import reference as R
-    from ltx_ane.bench.runner import Setup, identity_statistics, make_input, to_host_layout
-    from ltx_ane.bench.timing import cuda_kernel_launches, cuda_kernel_time, summary, timed
+    from ltx_ane.bench.runner import FAMILIES, Setup, identity_statistics, make_input, to_host_layout
     from ltx_ane.models import registry
     from ltx_ane.models.config import load_config_file
     from ltx_ane.models.loading import Source
@@ -37,21 +38,32 @@ def profile_case(case: str, reps: int, top: int, tmp: Path, torch_device: str, l
     spec = registry.spec(component)
     raw = load_config_file(config) if spec.family == "video_vae" else spec.resolve(Source(random_weights=True))[0]
     module = spec.reference(raw, 0)
-    from ltx_ane.bench.runner import FAMILIES
-
     path = R.write_checkpoint(tmp / f"{component}.safetensors", FAMILIES[spec.family][2](module, component), raw)
     del module
     setup = Setup(component, raw, path, "random weights, real architecture")
     stats = identity_statistics(setup) if spec.io == "upsample" else None
     x = to_host_layout(setup, make_input(setup, tuple(int(v) for v in tile.split("x")), 0))
-    out = {"case": case}
     for name in ("mlx", "ltx_core"):
         if name == "mlx":
             backend = MLXBackend(spec.load(setup.source(), "bf16", 0), component, stats)
         else:
             backend = TorchBackend(R.from_checkpoint(component, path, raw), component, stats, torch_device, "bf16")
         prepared = backend.prepare(x)
+        yield name, backend, prepared
+        del backend, prepared
+        gc.collect()
+        mx.clear_cache()
+        if torch_device == "cuda":
+            torch.cuda.empty_cache()
 
+
+def profile_case(case: str, reps: int, top: int, tmp: Path, torch_device: str, launches: bool = False) -> dict:
+    import torch
+
+    from ltx_ane.bench.timing import cuda_kernel_launches, cuda_kernel_time, summary, timed
+
+    out = {"case": case}
+    for name, backend, prepared in sides(case, tmp, torch_device):
         def call():
             return backend.run(prepared)
 
@@ -64,11 +76,6 @@ def profile_case(case: str, reps: int, top: int, tmp: Path, torch_device: str, l
                      "top": [], **kernels}
         if launches and torch.cuda.is_available():
             out[name]["launches"] = cuda_kernel_launches(call, backend.sync)
-        del backend, prepared
-        gc.collect()
-        mx.clear_cache()
-        if torch_device == "cuda":
-            torch.cuda.empty_cache()
     return out
 
 
