@@ -140,11 +140,15 @@ def test_chained_res_blocks_equal_the_blocks_one_by_one_bit_for_bit(padding, dep
     with queue.queued(depth):
         assert layers.chain_available(x) == (depth is not None)
         got = block(x, causal=False)
-    mx.eval(got)
+        conv = layers.CausalConv3d(128, 48, spatial_padding_mode=padding)  # the decoders' conv_out follows
+        got_padded = block.then_norm(x, False, conv)
+    mx.eval(got, got_padded)
     monkeypatch.setattr(layers, "chain_available", lambda x: False)
     with queue.queued(0):
         want = block(x, causal=False)
+        want_padded = layers.norm_silu_pad(want, None, False, conv.reflect)
     assert mx.array_equal(got, want).item()
+    assert mx.array_equal(got_padded, want_padded).item()
 
 
 @CUDA
@@ -186,12 +190,20 @@ def test_depth_to_space_kernel_equals_the_mlx_ops_bit_for_bit(dtype, stride, mon
 @CUDA
 @pytest.mark.parametrize("dtype", [mx.bfloat16, mx.float32])
 def test_unpatchify_kernel_equals_the_mlx_ops(dtype, monkeypatch):
-    x = mx.random.normal((1, 3, 4, 5, 48), key=mx.random.key(9)).astype(dtype)
-    kernel = layers.unpatchify(x, 4)
+    """Also with conv_out's bias, and reading the first 48 channels of a conv output run 64 wide."""
+    keys = mx.random.split(mx.random.key(9), 2)
+    wide = (mx.random.normal((1, 3, 4, 5, 64), key=keys[0]) * 4).astype(dtype)
+    bias = mx.random.normal((48,), key=keys[1]).astype(dtype)
+    x = mx.contiguous(wide[..., :48])
+    cases = [(x, None, None), (x, bias, None), (wide, None, 48), (wide, bias, 48)]
+    kernel = [layers.unpatchify(a, 4, b, c) for a, b, c in cases]
     monkeypatch.setattr(fused, "depth_to_space_available", lambda *args: False)
-    ops = layers.unpatchify(x, 4)
-    assert kernel.shape == ops.shape == (1, 3, 16, 20, 3)
-    assert mx.array_equal(kernel, ops).item()
+    ops = [layers.unpatchify(x, 4, b) for _, b, _ in cases]
+    for i, (got, want) in enumerate(zip(kernel, ops)):
+        assert got.shape == want.shape == (1, 3, 16, 20, 3) and got.dtype == dtype, i
+        assert mx.array_equal(got, want).item(), i
+    with pytest.raises(ValueError):
+        fused.depth_to_space(wide, (1, 4, 4), width_first=True, channels=42)  # not whole 16-byte loads
 
 
 @CUDA
@@ -285,6 +297,24 @@ def test_vae_with_the_kernel_matches_ltx_core(variant, tmp_path, monkeypatch):
     video = torch.rand(1, 3, 9, 64, 96, generator=torch.Generator().manual_seed(4)) * 2 - 1
     assert_both_match_reference(path, raw, latent, video)
     assert calls
+
+
+@CUDA
+@pytest.mark.parametrize("preset", ["ltx2", "ltx23"])
+def test_decoder_runs_conv_out_wide_to_the_same_values(preset, tmp_path, monkeypatch):
+    """conv_out run 64 wide (cuDNN's faster kernel; its sums in another order) against 48 wide: bf16 roundings apart."""
+    raw = small_config(preset, base=8)
+    decoder = load_decoder(Source(str(write_vae(tmp_path / "vae.safetensors", raw))), "bf16")
+    latent = mx.random.normal((1, 16, 3, 4, 5), key=mx.random.key(15))
+    widths, convolve = [], layers.CausalConv3d.convolve
+    monkeypatch.setattr(layers.CausalConv3d, "convolve", lambda self, *a, width=None, **kw: widths.append(width) or
+                        convolve(self, *a, width=width, **kw))
+    wide = np.array(decoder(latent).astype(mx.float32))
+    assert widths[-1] == 64
+    monkeypatch.setattr(fused, "conv_out_width", lambda channels: channels)
+    narrow = np.array(decoder(latent).astype(mx.float32))
+    assert widths[-1] == 48
+    assert np.abs(wide - narrow).max() <= 2**-7 * np.abs(narrow).max()
 
 
 @CUDA

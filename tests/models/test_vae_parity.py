@@ -115,6 +115,53 @@ def test_bias_and_residual_added_in_the_shuffle_equal_adding_before_it(stride):
     assert mx.array_equal(space_to_depth(y, stride, bias[:16], skip), space_to_depth(y + bias[:16], stride) + skip).item()
 
 
+def test_unpatchify_adds_the_bias_and_reads_the_first_channels_of_a_wider_conv_output():
+    """The decoder's last step: conv_out's bias added by unpatchify, of a conv run wider (zero weights beyond its
+    48 channels, ``fused.conv_out_width``): the same values as the conv, its bias, then unpatchify."""
+    from ltx_ane.models.layers import CausalConv3d, unpatchify
+
+    conv = CausalConv3d(16, 48)
+    keys = mx.random.split(mx.random.key(4), 2)
+    conv.update({"conv": {"bias": mx.random.normal((48,), key=keys[0])}})
+    padded = mx.random.normal((1, 5, 4, 6, 16), key=keys[1])
+    want = unpatchify(conv.convolve(padded), 4)
+    wide = conv.convolve(padded, bias=False, width=64)
+    assert wide.shape[-1] == 64 and not mx.any(wide[..., 48:]).item()
+    np.testing.assert_allclose(np.array(unpatchify(wide, 4, conv.conv.bias, 48)), np.array(want), rtol=1e-6, atol=1e-6)
+    assert mx.array_equal(conv.convolve(padded, bias=False, width=48), conv.convolve(padded, bias=False)).item()
+    for width, bias in ((32, False), (64, True)):
+        with pytest.raises(ValueError):
+            conv.convolve(padded, bias=bias, width=width)
+
+
+def test_decoder_runs_conv_out_wide_where_unpatchify_reads_its_rows(checkpoint, monkeypatch):
+    """Where the unpatchify kernel applies, the decoder runs conv_out 64 wide and unpatchify reads its first
+    channels; here the kernel is stood in for by MLX ops that read only those channels."""
+    from ltx_ane.models import fused
+
+    _, raw, path = checkpoint
+    model = load_decoder(Source(str(path)), "fp32")
+    latent = mx.random.normal((1, 16, 2, 2, 3), key=mx.random.key(6))
+    want = model(latent)
+    widths, reads, convolve = [], [], layers.CausalConv3d.convolve
+
+    def kernel_as_ops(x, stride, bias=None, residual=None, drop_first_frame=False, width_first=False, channels=None):
+        with monkeypatch.context() as m:
+            m.setattr(fused, "depth_to_space_available", lambda *a: False)
+            if not width_first:
+                return layers.depth_to_space(x, stride, bias, residual, drop_first_frame)
+            reads.append((x.shape[-1], channels))
+            return layers.unpatchify(x[..., :channels], stride[-1], bias)
+
+    monkeypatch.setattr(layers.CausalConv3d, "convolve", lambda self, *a, width=None, **kw: widths.append(width) or
+                        convolve(self, *a, width=width, **kw))
+    monkeypatch.setattr(fused, "depth_to_space_available", lambda *a: True)
+    monkeypatch.setattr(fused, "depth_to_space", kernel_as_ops)
+    got = model(latent)
+    assert widths[-1] == 64 and reads == [(64, 48)]
+    np.testing.assert_allclose(np.array(got), np.array(want), rtol=1e-5, atol=1e-5)
+
+
 @pytest.mark.parametrize("stride, multiplier", [((2, 2, 2), 2), ((2, 2, 2), 1), ((1, 2, 2), 2), ((2, 1, 1), 2)])
 def test_upsampling_repeats_its_input_over_the_channels_as_ltx_core_does(stride, multiplier):
     """The decoder's upsampling residual, defined by ltx-core as the input rearranged, its channels repeated, frame 0
@@ -258,6 +305,11 @@ def test_chained_res_blocks_compute_what_the_blocks_one_by_one_do(monkeypatch):
         settled.clear()
         np.testing.assert_array_equal(np.array(block.chained(x, causal)), np.array(want))
         assert settled == [False] + [True] * 2 * 3  # x is not a piece the queue started: the first norm waits
+        # followed by a conv's norm (the decoders' conv_out): the last add fused with it, its padded input returned
+        conv = layers.CausalConv3d(8, 4, spatial_padding_mode=padding)
+        padded = block.chained(x, causal, norm_for=conv)
+        np.testing.assert_array_equal(np.array(padded), np.array(layers.norm_silu_pad(want, None, causal, conv.reflect)))
+        np.testing.assert_array_equal(np.array(block.then_norm(x, causal, conv)), np.array(padded))
 
 
 def test_draining_queue_synchronizes_after_every_depth_plus_one_pieces(monkeypatch):

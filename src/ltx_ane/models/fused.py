@@ -245,16 +245,18 @@ def _norm_silu_pad(x, bias, residual, causal, reflect_hw, into):
 # over the conv's: no tiled copy), and writes each value to its place in the rearranged output, leaving out frame 0
 # when time doubles (the decoder drops it: no strided slice left for the next kernel). ``(x + bias) + residual``
 # rounded as the MLX ops round it. The decoder's last step, unpatchify, is the same rearrangement with its offsets
-# ordered (pw, ph): MLX's general copy took 2.3 ms of an H200 for it (kernels_vae_launches_cuda.md).
+# ordered (pw, ph): MLX's general copy took 2.3 ms of an H200 for it (kernels_vae_launches_cuda.md). It adds
+# conv_out's bias (MLX's broadcast add before it: 426 us, kernels_vae_chained_profile_cuda.md) and reads the first
+# 48 channels of a conv_out run 64 wide (:func:`conv_out_width`).
 _DEPTH_TO_SPACE = cuda_jit.Kernel("depth_to_space", """
-void depth_to_space(const T* x, const T* bias, const T* residual, T* out, int B, int F, int H, int W, int C, int CR,
-                    int drop, int with_residual) {
+void depth_to_space(const T* x, const T* bias, const T* residual, T* out, int B, int F, int H, int W, int C, int CX,
+                    int CR, int drop, int with_residual) {
     constexpr int P = PT * PH * PW;
     const unsigned i = (blockIdx.x * blockDim.x + threadIdx.x) * V;
     if (i >= (unsigned)B * F * H * W * C) return;
     const int k0 = i % C;
     unsigned pos = i / C;
-    const Pack xp = *reinterpret_cast<const Pack*>(x + i);
+    const Pack xp = *reinterpret_cast<const Pack*>(x + pos * CX + k0);  // the first C of each row's CX channels
     const Pack bp = *reinterpret_cast<const Pack*>(bias + k0);
     Pack rp = xp;
     if (with_residual) rp = *reinterpret_cast<const Pack*>(residual + pos * CR + k0 % CR);
@@ -310,12 +312,16 @@ def depth_to_space_available(x: mx.array, residual: mx.array | None = None) -> b
 
 def depth_to_space(x: mx.array, stride: tuple[int, int, int], bias: mx.array | None = None,
                    residual: mx.array | None = None, drop_first_frame: bool = False,
-                   width_first: bool = False) -> mx.array:
+                   width_first: bool = False, channels: int | None = None) -> mx.array:
     """``layers.depth_to_space(x, stride, bias, residual, drop_first_frame)`` as one CUDA kernel, where
     :func:`depth_to_space_available`: (B, F, H, W, C*pt*ph*pw) -> (B, F*pt [- 1], H*ph, W*pw, C); ``residual``
     (B, F, H, W, R) with R dividing the conv's channels, added repeated over them. ``width_first``: channels
-    ordered (c, pw, ph) with pt = 1, ``layers.unpatchify``'s rearrangement."""
-    b, f, h, w, c = x.shape
+    ordered (c, pw, ph) with pt = 1, ``layers.unpatchify``'s rearrangement. ``channels``: only the first
+    ``channels`` of each of x's rows are the conv's (:func:`conv_out_width`; a multiple of 16 bytes' values)."""
+    b, f, h, w, cx = x.shape
+    c = cx if channels is None else channels
+    if c > cx or c % (16 // x.dtype.size):
+        raise ValueError(f"depth_to_space: cannot read {c} of {cx} channels in whole 16-byte loads")
     pt, ph, pw = stride
     drop = int(drop_first_frame)
     (out,) = _DEPTH_TO_SPACE(
@@ -323,12 +329,20 @@ def depth_to_space(x: mx.array, stride: tuple[int, int, int], bias: mx.array | N
         inputs=[x, _channel_bias(bias, c, x.dtype), x if residual is None else residual.astype(x.dtype)],
         output_shapes=[(b, f * pt - drop, h * ph, w * pw, c // (pt * ph * pw))],
         output_dtypes=[x.dtype],
-        scalars=[b, f, h, w, c, c if residual is None else residual.shape[-1], drop, int(residual is not None)],
-        grid=(x.size // (16 // x.dtype.size), 1, 1),
+        scalars=[b, f, h, w, c, cx, c if residual is None else residual.shape[-1], drop, int(residual is not None)],
+        grid=(b * f * h * w * c // (16 // x.dtype.size), 1, 1),
         threadgroup=(256, 1, 1),
         constants={"PT": pt, "PH": ph, "PW": pw, "WIDTH_FIRST": int(width_first)},
     )
     return out
+
+
+def conv_out_width(channels: int) -> int:
+    """The output channels to run a conv with where the kernels here read its output (zero weights beyond
+    ``channels``): cuDNN 9 on an H200 ran the decoders' conv_out, 128 -> 48 channels at 121x512x768, with a tile 128
+    output channels wide, longer than 128 channels take (3148 against 2927 us); run 64 wide it takes a 64-wide tile,
+    2277 us (benchmarks/results/conv_out_cuda.txt). Rounded up to a multiple of 64."""
+    return -(-channels // 64) * 64
 
 
 # --- Residual add -------------------------------------------------------------------------------------------------

@@ -109,9 +109,15 @@ class CausalConv3d(nn.Module):
         caller that passes it on as the next call's ``input_bias`` (where the fused kernel adds it for free)."""
         return self.convolve(norm_silu_pad(x, input_bias, causal, self.reflect), bias)
 
-    def convolve(self, padded: mx.array, bias: bool = True) -> mx.array:
-        """The conv of an input already padded in time (and in space, for reflect padding)."""
-        y = mx.conv3d(padded, self.conv.weight, stride=self.stride, padding=(0, 0, 0) if self.reflect else (0, 1, 1))
+    def convolve(self, padded: mx.array, bias: bool = True, width: int | None = None) -> mx.array:
+        """The conv of an input already padded in time (and in space, for reflect padding). ``width``: run with
+        that many output channels, those beyond the conv's from zero weights (``fused.conv_out_width``), no bias."""
+        weight = self.conv.weight
+        if width is not None and width != weight.shape[0]:
+            if bias or width < weight.shape[0]:
+                raise ValueError(f"a conv of {weight.shape[0]} output channels run {width} wide (with bias={bias})")
+            weight = mx.pad(weight, [(0, width - weight.shape[0])] + [(0, 0)] * 4)
+        y = mx.conv3d(padded, weight, stride=self.stride, padding=(0, 0, 0) if self.reflect else (0, 1, 1))
         return y + self.conv.bias if bias else y
 
 
@@ -147,7 +153,14 @@ class UNetMidBlock3D(nn.Module):
             x = block(x, causal)
         return x
 
-    def chained(self, x: mx.array, causal: bool) -> mx.array:
+    def then_norm(self, x: mx.array, causal: bool, conv: CausalConv3d) -> mx.array:
+        """``norm_silu_pad(self(x, causal), None, causal, conv.reflect)``: the padded input of the conv that follows
+        the block (the decoders' ``conv_out``); chained, the last residual add and that norm are one kernel."""
+        if chain_available(x):
+            return self.chained(x, causal, norm_for=conv)
+        return norm_silu_pad(self(x, causal), None, causal, conv.reflect)
+
+    def chained(self, x: mx.array, causal: bool, norm_for: CausalConv3d | None = None) -> mx.array:
         """The residual blocks as pieces that each allocate one activation, the conv's output: every norm writes
         its padded result over one buffer the stage keeps, and each block's residual add is the next block's first
         norm (``fused.add_norm_silu_pad``), written over the conv output it reads. The same values as the blocks
@@ -158,7 +171,8 @@ class UNetMidBlock3D(nn.Module):
         while the host waited for it and started the next (~0.6-0.75 ms a block at the LTX-2.3 decoder's last
         stage on an H200, benchmarks/results/decode_gaps_ltx23_cuda.txt). A kernel's writes over a buffer are not
         outputs MLX orders the CUDA graph by, so each piece ends where its written-over results are read next: conv1
-        and the norm after it; conv2 and the add + norm after it."""
+        and the norm after it; conv2 and the add + norm after it. With ``norm_for``, the last block's add is fused
+        with that conv's norm as well, and the padded input of that conv is returned (:meth:`then_norm`)."""
         # The first norm allocates the stage's buffer; it may overlap only where x holds no unsettled work.
         padded = settle(fused.norm_silu_pad(x, None, causal, self.res_blocks[0].conv1.reflect),
                         overlap=is_newest_piece(x))
@@ -167,11 +181,13 @@ class UNetMidBlock3D(nn.Module):
             padded = settle(fused.norm_silu_pad(h, block.conv1.conv.bias, causal, block.conv2.reflect, into=padded),
                             overlap=True)
             h = block.conv2.convolve(padded, bias=False)
-            if i + 1 == len(self.res_blocks):
+            last = i + 1 == len(self.res_blocks)
+            if last and norm_for is None:
                 return settle(fused.residual_add(x, h, block.conv2.conv.bias, overwrite=True), overlap=True)
-            following = self.res_blocks[i + 1].conv1
+            following = norm_for if last else self.res_blocks[i + 1].conv1
             x, padded = settle(list(fused.add_norm_silu_pad(x, h, block.conv2.conv.bias, causal, following.reflect,
                                                             into=padded)), overlap=True)
+        return padded
 
 
 def chain_available(x: mx.array) -> bool:
@@ -232,10 +248,15 @@ def patchify(x: mx.array, patch: int) -> mx.array:
     return x.reshape(b, f, h // patch, w // patch, c * patch * patch)
 
 
-def unpatchify(x: mx.array, patch: int) -> mx.array:
-    """Inverse of :func:`patchify` (one CUDA kernel where :func:`fused.depth_to_space_available`)."""
+def unpatchify(x: mx.array, patch: int, bias: mx.array | None = None, channels: int | None = None) -> mx.array:
+    """Inverse of :func:`patchify`, of ``x + bias`` (one CUDA kernel where :func:`fused.depth_to_space_available`).
+    ``channels``: of x's first ``channels`` channels only (x a conv output run wider, ``fused.conv_out_width``)."""
     if fused.depth_to_space_available(x):
-        return fused.depth_to_space(x, (1, patch, patch), width_first=True)
+        return fused.depth_to_space(x, (1, patch, patch), bias, width_first=True, channels=channels)
+    if channels is not None:
+        x = x[..., :channels]
+    if bias is not None:
+        x = x + bias
     b, f, h, w, cpp = x.shape
     c = cpp // (patch * patch)
     x = x.reshape(b, f, h, w, c, patch, patch)  # (c, w-offset, h-offset)
